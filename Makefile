@@ -1,0 +1,58 @@
+# neurmap: every target creates or updates the virtual environment it needs.
+#   make train   train NeurMAP on the built-in procedural data (CPU, a few minutes)
+#   make test    run the test suite
+# Override the torch wheel for your machine, e.g. make install TORCH_SPEC='torch==2.5.1'
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip
+STAMP      := $(VENV)/.installed
+ARGS       ?=
+
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-fast lint format bench clean clean-logs
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch is installed first and pinned so that the project's permissive torch>=2.2 never pulls
+# a second (CUDA) build; here the pin resolves to the CPU wheel on local disk.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH_SPEC)"
+	$(PIP) install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create/update .venv with torch, neurmap and the dev tools
+
+train: $(STAMP)  ## train the default NeurMAP run on built-in data (pass ARGS='key=value ...')
+	$(PY) -m neurmap.train $(ARGS)
+
+test: $(STAMP)  ## run every test (CPU, offline)
+	WANDB_MODE=disabled $(PY) -m pytest $(ARGS)
+
+test-fast: $(STAMP)  ## skip the tests marked slow
+	WANDB_MODE=disabled $(PY) -m pytest -m "not slow" $(ARGS)
+
+lint: $(STAMP)  ## ruff check and format check
+	$(PY) -m ruff check src tests
+	$(PY) -m ruff format --check src tests
+
+format: $(STAMP)  ## ruff fix and format
+	$(PY) -m ruff check --fix src tests
+	$(PY) -m ruff format src tests
+
+bench: $(STAMP)  ## time a NeurMAP iteration against a supervised one, and the reblur module
+	$(PY) -m neurmap.bench $(ARGS)
+
+clean-logs:  ## remove run outputs
+	rm -rf logs outputs multirun
+
+clean: clean-logs  ## remove the environment and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

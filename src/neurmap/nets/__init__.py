@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` networks: deblurring backbones, motion estimator, discriminator and reblur."""

@@ -1,0 +1,394 @@
+"""NeurMAPSystem: the LightningModule that trains D, M and N with three optimizers.
+
+One iteration (paper §3.3, the authors' ``optimize``):
+
+1. ``S_hat = D(B)`` once, for every blurry image of the batch (paired and unpaired);
+2. **M step** (eq. 10): reblur data term + kernel priors + TV of the relative motion, on ``S_hat.detach()``;
+3. **N step** (eq. 12): LSGAN, fake ``S_hat.detach()`` -> 0, real natural images {B, S} -> 1;
+4. **D step** (eq. 11): content loss on paired data, and on unpaired data the reblur term,
+   sharp-image prior, natural-image prior and TV of M(S_hat), through the just-updated M and N.
+
+Each step runs inside ``toggled_optimizer`` so only its own network receives gradients, and each
+network changes only through its own optimizer. The paper's ablations (Table 3) switch parts off
+through ``variant``; every weight comes from ``conf/loss``.
+
+Choices where the paper and the authors' code differ are documented in README ("Faithfulness").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from neurmap.losses import terms
+from neurmap.losses.pool import MotionPool
+from neurmap.nets.init import xavier_init_
+from neurmap.nets.reblur import canonicalize_motion
+
+__all__ = ["NeurMAPSystem", "linear_decay"]
+
+_DISC_MODES = ("natural", "sharp", "none")
+_LOSS_KEYS = (
+    "alpha",
+    "reblur_motion",
+    "reblur_deblur",
+    "reblur_msssim_ratio",
+    "content",
+    "content_norm",
+    "kernel_blurry",
+    "kernel_blurry_target",
+    "kernel_sharp",
+    "kernel_deblurred",
+    "kernel_hinge",
+    "motion_tv",
+    "sharp_prior",
+    "sharp_prior_norm",
+    "natural",
+    "deblurred_motion_tv",
+    "image_tv",
+    "map_on_paired",
+)
+_VARIANT_KEYS = ("name", "motion", "discriminator", "disc_fake_blurry", "paired", "unpaired")
+
+
+def linear_decay(iteration: int, total: int) -> float:
+    """LR factor decaying linearly from 1 at iteration 0 to 0 at ``total`` (paper §4.1)."""
+    return max(0.0, 1.0 - iteration / total)
+
+
+def _require(mapping: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
+    missing = [k for k in keys if k not in mapping]
+    if missing:
+        raise ValueError(f"{where} is missing keys {missing}; expected all of {list(keys)}")
+
+
+class NeurMAPSystem(L.LightningModule):
+    """Orchestrates the deblurring network D, motion network M and discriminator N.
+
+    Args:
+        deblur_net: D, a :class:`~neurmap.nets.backbones.DeblurNet` ([0,1] images in and out).
+        motion_net: M, returns (B, 2, H, W) motion in normalised units; dropped when
+            ``variant.motion`` is false.
+        discriminator: N, returns a list of per-scale logit maps; dropped when
+            ``variant.discriminator == "none"``.
+        reblur: R, parameter-free (:class:`~neurmap.nets.reblur.Reblur`).
+        loss: the weights of ``conf/loss`` (keys listed in ``_LOSS_KEYS``).
+        variant: ``conf/variant``: which parts of NeurMAP are on (Table 3 ablations).
+        optim: per network (``deblur``, ``motion``, ``disc``) a mapping with ``optimizer`` (a
+            factory taking parameters, e.g. a Hydra ``_partial_`` Adam) and ``grad_clip``
+            (max global grad-norm, or None).
+        iterations: training length in iterations (one batch = one iteration, whatever the number
+            of optimizers); learning rates decay linearly to 0 over it.
+        relative_motion: reblur with M_rel = M(B) - M(S_hat) (default, as the authors' code), or
+            with the absolute M(B).
+        pool_size: samples in the running pool behind E[|M(S)|].
+        init_gain: Xavier gain for M and N (paper §4.1).
+        check_finite: stop with a clear error when a loss becomes NaN/inf.
+        run_config: the resolved run configuration, stored in checkpoints for later commands.
+    """
+
+    def __init__(
+        self,
+        deblur_net: nn.Module,
+        motion_net: nn.Module | None,
+        discriminator: nn.Module | None,
+        reblur: nn.Module,
+        loss: Mapping[str, Any],
+        variant: Mapping[str, Any],
+        optim: Mapping[str, Any],
+        iterations: int,
+        relative_motion: bool = True,
+        pool_size: int = 50,
+        init_gain: float = 1.0,
+        check_finite: bool = True,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        _require(loss, _LOSS_KEYS, "loss config")
+        _require(variant, _VARIANT_KEYS, "variant config")
+        if variant["discriminator"] not in _DISC_MODES:
+            raise ValueError(
+                f"variant.discriminator must be one of {_DISC_MODES}, got {variant['discriminator']!r}"
+            )
+        if not (variant["paired"] or variant["unpaired"]):
+            raise ValueError("variant needs paired or unpaired data: both variant.paired and variant.unpaired are false")
+        if (variant["motion"] or variant["discriminator"] != "none") and not variant["unpaired"]:
+            raise ValueError(f"variant {variant['name']!r} uses NeurMAP terms but variant.unpaired is false")
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        self.automatic_optimization = False
+        self.loss_cfg = dict(loss)
+        self.variant = dict(variant)
+        self.use_motion = bool(variant["motion"])
+        self.disc_mode = str(variant["discriminator"])
+        self.iterations = int(iterations)
+        self.relative_motion = bool(relative_motion)
+        self.check_finite = bool(check_finite)
+        self.save_hyperparameters(
+            {
+                "loss": self.loss_cfg,
+                "variant": self.variant,
+                "iterations": self.iterations,
+                "relative_motion": self.relative_motion,
+                "pool_size": pool_size,
+                "config": dict(run_config) if run_config is not None else None,
+            }
+        )
+
+        self.deblur_net = deblur_net
+        self.reblur = reblur
+        self.motion_net = xavier_init_(motion_net, init_gain) if self.use_motion else None
+        self.discriminator = xavier_init_(discriminator, init_gain) if self.disc_mode != "none" else None
+        if self.use_motion and motion_net is None:
+            raise ValueError(f"variant {variant['name']!r} needs a motion network, got None")
+        if self.disc_mode != "none" and discriminator is None:
+            raise ValueError(f"variant {variant['name']!r} needs a discriminator, got None")
+        self.pool = MotionPool(pool_size) if self.use_motion else None
+
+        # Optimizer order = configure_optimizers order; the step order is motion, disc, deblur.
+        self.opt_names = ["deblur"]
+        if self.use_motion:
+            self.opt_names.append("motion")
+        if self.disc_mode != "none":
+            self.opt_names.append("disc")
+        for name in self.opt_names:
+            if name not in optim or "optimizer" not in optim[name]:
+                raise ValueError(f"optim.{name}.optimizer is missing: each trained network needs its optimizer")
+        self._optim = {name: optim[name] for name in self.opt_names}
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, blurry: torch.Tensor) -> torch.Tensor:
+        """Deblur a (B, 3, H, W) batch in [0, 1]."""
+        return self.deblur_net(blurry)
+
+    def motion(self, images: torch.Tensor) -> torch.Tensor:
+        """Canonical motion map M(images), (B, 2, H, W) in normalised units."""
+        return canonicalize_motion(self.motion_net(images))
+
+    def relative(self, motion_blurry: torch.Tensor, motion_deblurred: torch.Tensor) -> torch.Tensor:
+        """The motion fed to R: M(B) - M(S_hat) (relative, default) or M(B) (absolute)."""
+        return motion_blurry - motion_deblurred if self.relative_motion else motion_blurry
+
+    @property
+    def n_optimizers(self) -> int:
+        """Optimizer steps per iteration (Lightning's global_step advances by this much)."""
+        return len(self.opt_names)
+
+    @property
+    def iteration(self) -> int:
+        """Completed training iterations (batches), whatever the number of optimizers."""
+        return self.global_step // self.n_optimizers
+
+    # ----------------------------------------------------------------- training
+    def _split_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Gather the blurry and sharp images of a combined batch and where the paired part ends."""
+        paired = batch.get("paired") if self.variant["paired"] else None
+        blurs, sharps = [], []
+        if paired is not None:
+            blurs.append(paired["blur"])
+            sharps.append(paired["sharp"])
+        if self.variant["unpaired"]:
+            for key, field in (("blur", "blur"), ("sharp", "sharp")):
+                if batch.get(key) is None:
+                    raise KeyError(f"training batch has no {key!r} loader, needed by variant {self.variant['name']!r}")
+            blurs.append(batch["blur"]["blur"])
+            sharps.append(batch["sharp"]["sharp"])
+        n_paired = 0 if paired is None else paired["blur"].shape[0]
+        return {"blur": torch.cat(blurs), "sharp": torch.cat(sharps), "n_paired": n_paired}
+
+    def _map_slice(self, n_paired: int) -> slice:
+        """Which rows of the batch the MAP terms use: unpaired only (paper), or all (authors' code)."""
+        return slice(0, None) if self.loss_cfg["map_on_paired"] else slice(n_paired, None)
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        data = self._split_batch(batch)
+        blur, sharp, n_paired = data["blur"], data["sharp"], data["n_paired"]
+        opts = self.optimizers()
+        optimizers = dict(zip(self.opt_names, opts if isinstance(opts, list) else [opts]))
+        deblurred = self.deblur_net(blur)  # computed once, reused by all three steps
+        logs: dict[str, torch.Tensor] = {}
+        if self.use_motion:
+            logs |= self._step("motion", optimizers["motion"], self._motion_loss, blur, sharp, deblurred, n_paired)
+        if self.disc_mode != "none":
+            logs |= self._step("disc", optimizers["disc"], self._disc_loss, blur, sharp, deblurred, n_paired)
+        logs |= self._step("deblur", optimizers["deblur"], self._deblur_loss, blur, sharp, deblurred, n_paired)
+        schedulers = self.lr_schedulers()
+        for name, scheduler in zip(self.opt_names, schedulers if isinstance(schedulers, list) else [schedulers]):
+            scheduler.step()
+            logs[f"train/lr/{name}"] = torch.tensor(scheduler.get_last_lr()[0])
+        self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=blur.shape[0])
+        self.log("train/deblur/total", logs["train/deblur/total"], prog_bar=True, on_step=True, on_epoch=False,
+                 batch_size=blur.shape[0])
+
+    def _step(self, name: str, optimizer: Any, loss_fn: Callable[..., dict[str, torch.Tensor]],
+              *args: Any) -> dict[str, torch.Tensor]:
+        with self.toggled_optimizer(optimizer):
+            parts = loss_fn(*args)
+            total = sum(parts.values())
+            if self.check_finite and not torch.isfinite(total):
+                bad = [k for k, v in parts.items() if not torch.isfinite(v)]
+                raise FloatingPointError(
+                    f"non-finite {name} loss at iteration {self.iteration} (global step {self.global_step}): "
+                    f"terms {bad or list(parts)}; the last good checkpoint is kept"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(total)
+            optimizer.step()
+        logs = {f"train/{name}/{k}": v.detach() for k, v in parts.items()}
+        logs[f"train/{name}/total"] = total.detach()
+        return logs
+
+    def _motion_loss(self, blur: torch.Tensor, sharp: torch.Tensor, deblurred: torch.Tensor,
+                     n_paired: int) -> dict[str, torch.Tensor]:
+        """Eq. 10: lambda * L_reblur + L_kernel + L_tv(M_rel), trained on S_hat.detach()."""
+        w = self.loss_cfg
+        rows = self._map_slice(n_paired)  # paired images come first in blur, sharp and deblurred
+        blur, sharp, deblurred = blur[rows], sharp[rows], deblurred[rows]
+        nb, ns = blur.shape[0], sharp.shape[0]
+        # M has no normalisation layers, so one batched forward equals three separate ones.
+        motion = self.motion(torch.cat([blur, sharp, deblurred.detach()]))
+        m_blur, m_sharp, m_deblurred = motion[:nb], motion[nb:nb + ns], motion[nb + ns:]
+        self.pool.push(m_sharp)
+        m_rel = self.relative(m_blur, m_deblurred)
+        reblurred = self.reblur(deblurred.detach(), m_rel)
+        parts = {
+            "reblur": w["reblur_motion"] * terms.reblur_loss(reblurred, blur, w["reblur_msssim_ratio"]),
+            "kernel_blurry": w["kernel_blurry"] * terms.kernel_blurry(m_blur, w["kernel_blurry_target"]),
+            "kernel_sharp": w["kernel_sharp"] * terms.kernel_sharp(m_sharp),
+            "kernel_deblurred": w["kernel_deblurred"] * terms.kernel_deblurred(m_deblurred, m_blur),
+            "tv": w["motion_tv"] * terms.total_variation(m_rel),
+        }
+        if w["kernel_hinge"]:
+            parts["kernel_hinge"] = w["kernel_hinge"] * terms.kernel_hinge(m_deblurred, m_blur)
+        return parts
+
+    def _disc_loss(self, blur: torch.Tensor, sharp: torch.Tensor, deblurred: torch.Tensor,
+                   n_paired: int) -> dict[str, torch.Tensor]:
+        """Eq. 8/12: LSGAN; "real" holds blurry and sharp images (natural) or sharp only."""
+        rows = self._map_slice(n_paired)
+        blur, sharp, fake = blur[rows], sharp[rows], deblurred[rows].detach()
+        if self.disc_mode == "natural":
+            # Half sharp, half blurry, as the authors' mixed "natural" batch: same size as the fake batch.
+            real = torch.cat([sharp[0::2], blur[1::2]])
+        else:
+            real = sharp
+        if self.variant["disc_fake_blurry"]:  # Net1: blurry images are fake too
+            fake = torch.cat([fake, blur])
+        return {
+            "real": terms.lsgan(self.discriminator(real), 1.0),
+            "fake": terms.lsgan(self.discriminator(fake), 0.0),
+        }
+
+    def _deblur_loss(self, blur: torch.Tensor, sharp: torch.Tensor, deblurred: torch.Tensor,
+                     n_paired: int) -> dict[str, torch.Tensor]:
+        """Eq. 11: content on paired data; reblur, priors and TV on unpaired data."""
+        w = self.loss_cfg
+        parts: dict[str, torch.Tensor] = {}
+        if n_paired:
+            parts["content"] = w["content"] * terms.distance(
+                deblurred[:n_paired], sharp[:n_paired], w["content_norm"]
+            )
+        if not self.variant["unpaired"]:
+            return parts
+        unpaired_blur, unpaired_deblurred = blur[n_paired:], deblurred[n_paired:]
+        rows = self._map_slice(n_paired)
+        if self.use_motion:
+            m_rows = self.motion(deblurred[rows])  # M's parameters are toggled off: gradients reach D only
+            m_deblurred = m_rows[n_paired:] if w["map_on_paired"] else m_rows
+            with torch.no_grad():
+                m_blur = self.motion(unpaired_blur)
+            reblurred = self.reblur(unpaired_deblurred, self.relative(m_blur, m_deblurred).detach())
+            parts["reblur"] = w["reblur_deblur"] * terms.reblur_loss(
+                reblurred, unpaired_blur, w["reblur_msssim_ratio"]
+            )
+            parts["sharp_prior"] = w["sharp_prior"] * terms.sharp_prior(
+                m_rows, self.pool.expectation(), w["sharp_prior_norm"]
+            )
+            parts["motion_tv"] = w["deblurred_motion_tv"] * terms.total_variation(m_deblurred)
+        if self.disc_mode != "none":
+            parts["natural"] = w["natural"] * terms.lsgan(self.discriminator(deblurred[rows]), 1.0)
+        if w["image_tv"]:
+            parts["image_tv"] = w["image_tv"] * terms.total_variation(unpaired_deblurred)
+        return parts
+
+    # --------------------------------------------------------------- optimizers
+    def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
+        nets = {"deblur": self.deblur_net, "motion": self.motion_net, "disc": self.discriminator}
+        optimizers, schedulers = [], []
+        for name in self.opt_names:
+            optimizer = self._optim[name]["optimizer"](nets[name].parameters())
+            optimizers.append(optimizer)
+            schedulers.append(torch.optim.lr_scheduler.LambdaLR(optimizer, partial(linear_decay, total=self.iterations)))
+        return optimizers, schedulers
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip per network, after AMP unscaling (Lightning calls this hook after ``unscale_``)."""
+        for name, opt in zip(self.opt_names, self.trainer.optimizers):
+            if opt is optimizer:
+                clip = self._optim[name].get("grad_clip")
+                if clip:
+                    self.clip_gradients(optimizer, gradient_clip_val=float(clip), gradient_clip_algorithm="norm")
+                return
+
+    # --------------------------------------------------------------- evaluation
+    def _eval_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> dict[str, torch.Tensor]:
+        names = getattr(self.trainer.datamodule, f"{stage}_names", None) if self._trainer is not None else None
+        set_name = names[dataloader_idx] if names else f"set{dataloader_idx}"
+        blur = batch["blur"]
+        deblurred = self.deblur_net(blur).clamp(0, 1)
+        n = blur.shape[0]
+        out = {}
+        if "sharp" in batch:
+            sharp = batch["sharp"]
+            out["psnr"] = peak_signal_noise_ratio(deblurred, sharp, data_range=1.0, reduction="none", dim=(1, 2, 3))
+            out["ssim"] = structural_similarity_index_measure(deblurred, sharp, data_range=1.0, reduction="none")
+            out["input_psnr"] = peak_signal_noise_ratio(blur, sharp, data_range=1.0, reduction="none", dim=(1, 2, 3))
+        if self.use_motion:
+            reblurred = self.reblur(deblurred, self.relative(self.motion(blur), self.motion(deblurred)))
+            out["reblur_psnr"] = peak_signal_noise_ratio(
+                reblurred.clamp(0, 1), blur, data_range=1.0, reduction="none", dim=(1, 2, 3)
+            )
+        for key, value in out.items():
+            self.log(f"{stage}/{set_name}/{key}", value.mean(), batch_size=n, on_epoch=True, on_step=False,
+                     add_dataloader_idx=False, sync_dist=True)
+        return out
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "val", dataloader_idx)
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "test", dataloader_idx)
+
+    @torch.no_grad()
+    def image_panels(self, batch: Mapping[str, Any], max_images: int = 4) -> dict[str, torch.Tensor]:
+        """Named (N, 3, H, W) panels in [0, 1] for the image logger: blurry, deblurred, reblurred,
+        sharp, and the relative motion in flow colours (scaled to pixels)."""
+        from neurmap.utils.flow_vis import flow_to_color
+
+        blur = batch["blur"][:max_images]
+        deblurred = self.deblur_net(blur).clamp(0, 1)
+        panels = {"blurry": blur, "deblurred": deblurred}
+        if self.use_motion:
+            motion = self.relative(self.motion(blur), self.motion(deblurred))
+            panels["reblurred"] = self.reblur(deblurred, motion).clamp(0, 1)
+            panels["motion"] = flow_to_color(motion * self.reblur.alpha, max_magnitude=self.reblur.alpha)
+        if "sharp" in batch:
+            panels["sharp"] = batch["sharp"][:max_images]
+        if "motion" in batch:
+            panels["motion_gt"] = flow_to_color(batch["motion"][:max_images], max_magnitude=self.reblur.alpha)
+        return panels
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("hyper_parameters", {}).get("variant")
+        if saved is not None and saved.get("name") != self.variant["name"]:
+            # Starting a new variant from another run's weights goes through backbone.pretrained instead.
+            raise ValueError(
+                f"checkpoint was trained as variant {saved.get('name')!r}, this run is {self.variant['name']!r}; "
+                "to fine-tune from it use backbone.pretrained=<ckpt> instead of ckpt_path"
+            )

@@ -1,0 +1,140 @@
+"""Train NeurMAP: ``python -m neurmap.train [group=option ...] [key=value ...]``.
+
+Examples::
+
+    python -m neurmap.train                                   # NeurMAP on the built-in data, CPU
+    python -m neurmap.train backbone=dmphn variant=net2 loss.beta=0.5
+    python -m neurmap.train -m variant=baseline,net1,net2,net3,neurmap
+    python -m neurmap.train variant=baseline                  # then fine-tune from it:
+    python -m neurmap.train backbone.pretrained=logs/train/runs/<run>/checkpoints/last.ckpt
+
+Everything is composed from ``conf/train.yaml``; README lists every group.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from neurmap.nets.backbones import load_pretrained
+
+log = logging.getLogger("neurmap.train")
+
+__all__ = ["ConfigError", "main", "train"]
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+class ConfigError(ValueError):
+    """A configuration value the run cannot use; reported as one line."""
+
+
+def _check_config(cfg: DictConfig) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing value for {', '.join(missing)}: set it on the command line, e.g. {missing[0]}=...")
+    if int(cfg.iterations) < 1:
+        raise ConfigError(f"iterations must be a positive integer, got {cfg.iterations}")
+
+
+def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
+    if cfg.ckpt_path in (None, ""):
+        return None
+    path = output_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if not path.is_file():
+        hint = " (ckpt_path=last looks in <hydra.run.dir>/checkpoints: pass hydra.run.dir=<the old run dir>)"
+        raise ConfigError(f"ckpt_path: no checkpoint at {path}{hint if cfg.ckpt_path == 'last' else ''}")
+    return str(path)
+
+
+def _instantiate_dict(node: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict config that has a ``_target_`` (null entries are skipped)."""
+    if not node:
+        return []
+    return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Build data, system, callbacks, loggers and trainer from ``cfg``; fit (and test). Returns the
+    metric named by ``optimized_metric`` (for sweepers)."""
+    _check_config(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(int(cfg.seed), workers=True)
+
+    datamodule = instantiate(cfg.data)
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    system = instantiate(cfg.model, run_config=run_config, _recursive_=True)
+    if cfg.backbone.get("pretrained"):
+        load_pretrained(system.deblur_net, cfg.backbone.pretrained, key=cfg.backbone.get("pretrained_key"))
+        log.info("deblurring network initialised from %s", cfg.backbone.pretrained)
+
+    val_names = list(cfg.data.get("val") or {})
+    monitor = f"val/{val_names[0]}/psnr" if val_names else None
+    callbacks_cfg = cfg.get("callbacks") or {}
+    if callbacks_cfg.get("model_checkpoint") and callbacks_cfg.model_checkpoint.get("monitor") == "auto":
+        callbacks_cfg.model_checkpoint.monitor = monitor
+    callbacks = _instantiate_dict(callbacks_cfg)
+    loggers = _instantiate_dict(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        max_steps=int(cfg.iterations) * system.n_optimizers,
+    )
+    log.info(
+        "variant %s, backbone %s, data %s: %d iterations x %d optimizers",
+        cfg.variant.name, cfg.backbone.name, cfg.data.get("_target_", "?").rsplit(".", 1)[-1],
+        cfg.iterations, system.n_optimizers,
+    )
+    trainer.fit(system, datamodule=datamodule, ckpt_path=_resolve_ckpt_path(cfg, output_dir))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if cfg.get("test") and not trainer.fast_dev_run and getattr(datamodule, "test", None):
+        for result in trainer.test(system, datamodule=datamodule, verbose=False):
+            metrics.update({k: float(v) for k, v in result.items()})
+    if trainer.is_global_zero:
+        _report(trainer, output_dir, metrics)
+    name = cfg.get("optimized_metric") or monitor
+    return metrics.get(name) if name else None
+
+
+def _report(trainer: L.Trainer, output_dir: Path, metrics: dict[str, float]) -> None:
+    """Print where the checkpoints, metrics and images of this run are, and the final numbers."""
+    lines = [f"run directory: {output_dir}"]
+    ckpt = trainer.checkpoint_callback
+    if ckpt is not None and getattr(ckpt, "last_model_path", ""):
+        lines.append(f"checkpoints:   {ckpt.last_model_path} (last), {ckpt.best_model_path or '-'} (best)")
+    for logger in trainer.loggers:
+        log_dir = Path(getattr(logger, "log_dir", None) or logger.save_dir or output_dir)
+        lines.append(f"{type(logger).__name__}: {log_dir}")
+        if (log_dir / "metrics.csv").exists():
+            lines.append(f"metrics:       {log_dir / 'metrics.csv'}")
+        if (log_dir / "images").is_dir():
+            lines.append(f"image panels:  {log_dir / 'images'}")
+    shown = {k: v for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/"))}
+    lines += [f"  {k} = {v:.4f}" for k, v in shown.items()]
+    print("\n".join(lines), flush=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; user errors end with one line and exit status 2."""
+    try:
+        return train(cfg)
+    except (ConfigError, FileNotFoundError) as err:
+        log.error("%s", err)
+        sys.exit(2)
+    except InstantiationException as err:
+        log.error("%s", " ".join(str(err).split()))
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
