@@ -1,0 +1,120 @@
+"""Benchmark: time per training iteration of NeurMAP against supervised-only training, and R alone.
+
+``python -m neurmap.bench [--iterations 20] [--warmup 3] [hydra overrides ...]``
+
+Both runs use the same composed config (backbone, data, batch sizes, crop) and differ only in
+``variant``: ``neurmap`` (M, N and D steps) against ``baseline`` (the D step on paired data). The
+time of an iteration is measured from ``on_train_batch_start`` to ``on_train_batch_end``, so data
+loading is excluded. R's forward+backward is timed on a batch of the configured crop size.
+Figures are printed as a Markdown table, with the machine they ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import open_dict
+
+from neurmap.nets.reblur import Reblur
+from neurmap.train import CONFIG_DIR
+
+__all__ = ["main", "time_iterations", "time_reblur"]
+
+
+class _BatchTimer(L.Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def _compose(overrides: list[str], output_dir: Path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def time_iterations(overrides: list[str], iterations: int, warmup: int) -> tuple[list[float], int]:
+    """Seconds per training iteration (after ``warmup``) and the batch size, for one composed config."""
+    with TemporaryDirectory() as tmp:
+        cfg = _compose([*overrides, f"iterations={iterations + warmup}", "logger=none", "callbacks=none",
+                        "trainer.val_check_interval=1000000", "trainer.limit_val_batches=0",
+                        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
+                        "trainer.enable_model_summary=false", "test=false"], Path(tmp))
+        L.seed_everything(0)
+        datamodule = instantiate(cfg.data)
+        system = instantiate(cfg.model)
+        timer = _BatchTimer()
+        trainer = instantiate(cfg.trainer, callbacks=[timer], logger=False, enable_checkpointing=False,
+                              max_steps=(iterations + warmup) * system.n_optimizers)
+        trainer.fit(system, datamodule=datamodule)
+        batch = int(cfg.data.batch_size_paired) * bool(cfg.variant.paired) + int(
+            cfg.data.batch_size_unpaired) * bool(cfg.variant.unpaired)
+    return timer.times[warmup:], batch
+
+
+def time_reblur(batch: int, size: int, n_samples: int, alpha: float, repeats: int = 10) -> list[float]:
+    """Seconds for R's forward+backward on a (batch, 3, size, size) image with random motion."""
+    module = Reblur(alpha=alpha, n_samples=n_samples)
+    image = torch.rand(batch, 3, size, size, requires_grad=True)
+    motion = (0.1 * torch.randn(batch, 2, size, size)).requires_grad_()
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        module(image, motion).square().mean().backward()
+        times.append(time.perf_counter() - start)
+    return times[1:]
+
+
+def _row(name: str, times: list[float], note: str) -> str:
+    return f"| {name} | {1000 * statistics.median(times):.1f} | {1000 * min(times):.1f} | {note} |"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--iterations", type=int, default=20, help="timed iterations per run")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. backbone=dmphn")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(torch.get_num_threads())
+
+    neurmap, batch = time_iterations([*args.overrides, "variant=neurmap"], args.iterations, args.warmup)
+    baseline, paired = time_iterations([*args.overrides, "variant=baseline"], args.iterations, args.warmup)
+    cfg = _compose(list(args.overrides), Path("."))
+    crop = int(cfg.data.paired.get("crop_size") or cfg.data.paired.get("image_size"))
+    reblur_times = time_reblur(batch, crop, int(cfg.model.reblur.n_samples), float(cfg.loss.alpha))
+
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"{platform.processor() or platform.platform()}")
+    print(f"config: backbone={cfg.backbone.name} crop={crop} overrides={args.overrides or '-'}\n")
+    print("| step | median ms | min ms | what |")
+    print("|---|---|---|---|")
+    print(_row("NeurMAP iteration", neurmap, f"D fwd once + M, N, D steps; {batch} blurry images"))
+    print(_row("supervised iteration", baseline, f"D step only, {paired} paired images"))
+    print(_row("R forward+backward", reblur_times, f"{batch}x3x{crop}x{crop}, {cfg.model.reblur.n_samples} samples"))
+    ratio = statistics.median(neurmap) / statistics.median(baseline)
+    print(f"\nNeurMAP / supervised time per iteration: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Shared fixtures: offline environment, and Hydra configs composed for tiny CPU runs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SHARED = Path(os.environ.get("NEURMAP_SHARED", REPO.parent / "shared"))
+
+# Overrides that shrink every part of a run so one iteration takes well under a second on CPU.
+TINY = [
+    "backbone=unet",
+    "backbone.net.width=8",
+    "model.motion_net.width=8",
+    "model.discriminator.width=8",
+    "model.discriminator.n_layers=2",
+    "data=builtin",
+    "data.batch_size_paired=2",
+    "data.batch_size_unpaired=2",
+    "data.paired.num_images=8",
+    "data.unpaired_blur.num_images=8",
+    "data.unpaired_sharp.num_images=8",
+    "data.val.builtin_camera.num_images=2",
+    "data.test.builtin_camera.num_images=2",
+    "logger=none",
+    "trainer=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.num_sanity_val_steps=0",
+    "iterations=4",
+    "trainer.val_check_interval=2",
+]
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+def compose(overrides: list[str], output_dir: Path | None = None):
+    """Compose conf/train.yaml like `python -m neurmap.train` does, with the run dir at output_dir."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """A composed tiny config factory: tiny_cfg(*extra_overrides)."""
+
+    def make(*extra: str):
+        return compose(TINY + list(extra), tmp_path / "run")
+
+    return make
