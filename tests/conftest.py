@@ -38,6 +38,7 @@ TINY = [
     "trainer.num_sanity_val_steps=0",
     "iterations=4",
     "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
 ]
 
 
@@ -61,6 +62,8 @@ def compose(overrides: list[str], output_dir: Path | None = None):
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(output_dir)
     HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra  # as in a real run: the task function sees no `hydra` node
     return cfg
 
 

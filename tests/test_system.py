@@ -115,7 +115,7 @@ def test_gradient_clipping_bounds_the_update(tiny_cfg):
 
 
 def test_non_finite_loss_stops_with_the_term_name(tiny_cfg):
-    cfg = tiny_cfg("variant=baseline", "loss.content=.nan")
+    cfg = tiny_cfg("variant=baseline", "loss.content=nan")
     with pytest.raises(FloatingPointError, match=r"deblur loss at iteration 0.*content"):
         _fit(cfg, batches=1)
 

@@ -51,6 +51,8 @@ def _compose(overrides: list[str], output_dir: Path):
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
     HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra  # as in a real run: the task function sees no `hydra` node
     return cfg
 
 

@@ -90,7 +90,6 @@ class NeurMAPSystem(L.LightningModule):
         pool_size: samples in the running pool behind E[|M(S)|].
         init_gain: Xavier gain for M and N (paper §4.1).
         check_finite: stop with a clear error when a loss becomes NaN/inf.
-        run_config: the resolved run configuration, stored in checkpoints for later commands.
     """
 
     def __init__(
@@ -107,7 +106,6 @@ class NeurMAPSystem(L.LightningModule):
         pool_size: int = 50,
         init_gain: float = 1.0,
         check_finite: bool = True,
-        run_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         _require(loss, _LOSS_KEYS, "loss config")
@@ -137,7 +135,7 @@ class NeurMAPSystem(L.LightningModule):
                 "iterations": self.iterations,
                 "relative_motion": self.relative_motion,
                 "pool_size": pool_size,
-                "config": dict(run_config) if run_config is not None else None,
+                "config": None,  # the whole resolved run config, set by remember_config()
             }
         )
 
@@ -161,6 +159,11 @@ class NeurMAPSystem(L.LightningModule):
             if name not in optim or "optimizer" not in optim[name]:
                 raise ValueError(f"optim.{name}.optimizer is missing: each trained network needs its optimizer")
         self._optim = {name: optim[name] for name in self.opt_names}
+
+    def remember_config(self, config: Mapping[str, Any]) -> None:
+        """Store the resolved run configuration (plain containers) in the hyper-parameters, so that
+        checkpoints and loggers carry everything needed to rebuild the run."""
+        self.hparams["config"] = dict(config)
 
     # ------------------------------------------------------------------ forward
     def forward(self, blurry: torch.Tensor) -> torch.Tensor:
@@ -222,9 +225,9 @@ class NeurMAPSystem(L.LightningModule):
         for name, scheduler in zip(self.opt_names, schedulers if isinstance(schedulers, list) else [schedulers]):
             scheduler.step()
             logs[f"train/lr/{name}"] = torch.tensor(scheduler.get_last_lr()[0])
-        self.log_dict(logs, on_step=True, on_epoch=False, prog_bar=False, batch_size=blur.shape[0])
-        self.log("train/deblur/total", logs["train/deblur/total"], prog_bar=True, on_step=True, on_epoch=False,
-                 batch_size=blur.shape[0])
+        shown = logs.pop("train/deblur/total")
+        self.log("train/deblur/total", shown, prog_bar=True, on_step=True, on_epoch=False, batch_size=blur.shape[0])
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=blur.shape[0])
 
     def _step(self, name: str, optimizer: Any, loss_fn: Callable[..., dict[str, torch.Tensor]],
               *args: Any) -> dict[str, torch.Tensor]:

@@ -70,8 +70,10 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(int(cfg.seed), workers=True)
 
     datamodule = instantiate(cfg.data)
-    run_config = OmegaConf.to_container(cfg, resolve=True)
-    system = instantiate(cfg.model, run_config=run_config, _recursive_=True)
+    run_config = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                  for k in cfg if k != "hydra"}
+    system = instantiate(cfg.model, _convert_="all")
+    system.remember_config(run_config)
     if cfg.backbone.get("pretrained"):
         load_pretrained(system.deblur_net, cfg.backbone.pretrained, key=cfg.backbone.get("pretrained_key"))
         log.info("deblurring network initialised from %s", cfg.backbone.pretrained)

@@ -1,0 +1,1 @@
+"""Data: procedural images and motion flows, datasets, training augmentations and the DataModule."""

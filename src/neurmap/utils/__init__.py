@@ -1,0 +1,1 @@
+"""Small utilities: flow colouring and image grids."""

@@ -1,0 +1,92 @@
+"""End-to-end training through `neurmap.train`: fast_dev_run, learning, checkpoints, fine-tuning, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from neurmap.nets.backbones import load_pretrained
+from neurmap.train import train
+from tests.conftest import REPO, TINY, compose
+
+
+def _metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "version_0" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _column(rows: list[dict[str, str]], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+
+
+def test_fast_dev_run_of_the_default_config(tmp_path):
+    cfg = compose(["debug=fdr"], tmp_path / "run")
+    assert cfg.variant.name == "neurmap" and cfg.backbone.name == "unet" and cfg.loss.name == "paper"
+    train(cfg)
+
+
+def test_tiny_run_writes_checkpoints_metrics_and_panels(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(compose([*TINY, "logger=csv"], run))
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    rows = _metrics(run)
+    assert _column(rows, "train/motion/reblur") and _column(rows, "train/deblur/content")
+    assert _column(rows, "val/builtin_camera/psnr") and _column(rows, "val/builtin_camera/reblur_psnr")
+    assert _column(rows, "test/builtin_camera/psnr")
+    assert list((run / "csv" / "version_0" / "images").glob("val_iter*.png"))
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["config"]["variant"]["name"] == "neurmap"
+    out = capsys.readouterr().out
+    assert "last.ckpt" in out and "metrics.csv" in out
+
+
+def test_baseline_checkpoint_starts_a_neurmap_run(tmp_path):
+    base = tmp_path / "baseline"
+    train(compose([*TINY, "variant=baseline", "test=false"], base))
+    ckpt = base / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    cfg = compose([*TINY, f"backbone.pretrained={ckpt}"], tmp_path / "finetune")
+    from hydra.utils import instantiate
+
+    system = instantiate(cfg.model)
+    load_pretrained(system.deblur_net, ckpt)
+    for name, value in system.deblur_net.state_dict().items():
+        assert torch.equal(value, state[f"deblur_net.{name}"])
+
+
+@pytest.mark.slow
+def test_short_default_run_learns(tmp_path):
+    """The reblur loss falls and the deblurred val PSNR ends above the blurry input's."""
+    run = tmp_path / "run"
+    train(compose(["logger=csv", "iterations=150", "trainer.val_check_interval=50", "test=false",
+                   "trainer.enable_progress_bar=false"], run))
+    rows = _metrics(run)
+    reblur = _column(rows, "train/motion/reblur")
+    assert sum(reblur[-3:]) / 3 < sum(reblur[:3]) / 3
+    psnr = _column(rows, "val/builtin_camera/psnr")
+    blurry = _column(rows, "val/builtin_camera/input_psnr")
+    assert psnr[-1] > blurry[-1], (psnr, blurry)
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_ddp_two_cpu_processes_end_with_equal_weights(tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
+    args = [*TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+            "iterations=3", "test=false", f"hydra.run.dir={run}"]
+    result = subprocess.run([sys.executable, "-m", "neurmap.train", *args], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((run / "rank_consistency.json").read_text())
+    ranks = report["ranks"]
+    assert len(ranks) == 2
+    assert ranks[0] == ranks[1]
+    assert any(k.startswith("motion_net") for k in report["keys"])
