@@ -46,7 +46,7 @@ def test_trainer_options_compose(tiny_cfg, option):
 
 
 def test_paper_constants_are_the_defaults(tiny_cfg):
-    cfg = tiny_cfg()
+    cfg = tiny_cfg("backbone=dmphn")
     loss = cfg.loss
     assert (loss.lam, loss.beta, loss.alpha) == (100.0, 0.1, 40.0)  # §4.1
     assert loss.reblur_motion == loss.reblur_deblur == loss.content == 100.0

@@ -1,7 +1,8 @@
 """A small, fast U-Net for CPU runs, smoke tests and the built-in data.
 
 Encoder: per level ``blocks_per_level`` 3x3 conv + LeakyReLU pairs, stride-2 convs between levels;
-decoder: transposed convs, skip concatenations; global residual ``x + body(x)``. No normalisation
+decoder: transposed convs, skip concatenations; global residual ``x + body(x)`` with a zero-initialised
+last layer, so an untrained network is the identity. No normalisation
 and no buffers, so it is DDP- and batch-size-agnostic. H and W must divide by 2**(depth-1)
 (:class:`~neurmap.nets.backbones.DeblurNet` pads).
 """
@@ -49,6 +50,8 @@ class UNet(nn.Module):
         self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(depth - 1))
         self.fuse = nn.ModuleList(_block(2 * widths[i], widths[i], blocks_per_level) for i in range(depth - 1))
         self.head = nn.Conv2d(widths[0], out_channels, 3, padding=1)
+        nn.init.zeros_(self.head.weight)  # start as the identity: deblurring begins at the input's quality
+        nn.init.zeros_(self.head.bias)
         self.multiple = 2 ** (depth - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
