@@ -56,10 +56,24 @@ def _official_layout(folder: Path, levels: int) -> dict[str, dict[str, torch.Ten
     """Write random tensors under the authors' per-level names (encoder_lv{i}.pkl ...)."""
     torch.manual_seed(0)
     enc = {"layer1": (32, 3, 3, 3), "layer5": (64, 32, 3, 3), "layer9": (128, 64, 3, 3)}
-    for layer, c in (("layer2", 32), ("layer3", 32), ("layer6", 64), ("layer7", 64), ("layer10", 128), ("layer11", 128)):
+    for layer, c in (
+        ("layer2", 32),
+        ("layer3", 32),
+        ("layer6", 64),
+        ("layer7", 64),
+        ("layer10", 128),
+        ("layer11", 128),
+    ):
         enc[f"{layer}.0"] = enc[f"{layer}.2"] = (c, c, 3, 3)
     dec = {"layer16": (128, 64, 4, 4), "layer20": (64, 32, 4, 4), "layer24": (3, 32, 3, 3)}
-    for layer, c in (("layer13", 128), ("layer14", 128), ("layer17", 64), ("layer18", 64), ("layer21", 32), ("layer22", 32)):
+    for layer, c in (
+        ("layer13", 128),
+        ("layer14", 128),
+        ("layer17", 64),
+        ("layer18", 64),
+        ("layer21", 32),
+        ("layer22", 32),
+    ):
         dec[f"{layer}.0"] = dec[f"{layer}.2"] = (c, c, 3, 3)
     bias = {"layer16": 64, "layer20": 32, "layer24": 3}
     written = {}
@@ -94,8 +108,10 @@ def test_release_folder_with_missing_files_names_them(tmp_path):
 
 def test_wrapped_state_dicts_load(tmp_path):
     source = UNet(width=8)
-    torch.save({"state_dict": {f"deblur_net.net.{k}": v for k, v in source.state_dict().items()},
-                "optimizer_states": []}, tmp_path / "lightning.ckpt")
+    torch.save(
+        {"state_dict": {f"deblur_net.net.{k}": v for k, v in source.state_dict().items()}, "optimizer_states": []},
+        tmp_path / "lightning.ckpt",
+    )
     torch.save({"params": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "wrapped.pth")
     for file in ("lightning.ckpt", "wrapped.pth"):
         target = DeblurNet(UNet(width=8), 4)
@@ -106,7 +122,10 @@ def test_wrapped_state_dicts_load(tmp_path):
 
 def test_wrong_checkpoint_names_the_missing_keys(tmp_path):
     torch.save(UNet(width=8).state_dict(), tmp_path / "unet.pth")
-    with pytest.raises(ValueError, match=r"does not fit DMPHN: missing keys \(\d+\): decoders\.0\.layer13.*unexpected keys \(\d+\): down\.0"):
+    with pytest.raises(
+        ValueError,
+        match=r"does not fit DMPHN: missing keys \(\d+\): decoders\.0\.layer13.*unexpected keys \(\d+\): down\.0",
+    ):
         load_pretrained(DeblurNet(DMPHN(levels=3), 8), tmp_path / "unet.pth")
     truncated = dict(list(UNet(width=8).state_dict().items())[:-2])
     torch.save(truncated, tmp_path / "truncated.pth")

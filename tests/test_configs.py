@@ -80,8 +80,9 @@ def test_variants_follow_table_3(tiny_cfg, variant, motion, disc, paired, unpair
 
 def _run_train(*args: str, tmp_path) -> subprocess.CompletedProcess:
     env = {**os.environ, "NEURMAP_LOG_DIR": str(tmp_path), "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "-m", "neurmap.train", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "neurmap.train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize(

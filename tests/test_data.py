@@ -12,7 +12,6 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import CombinedLoader
 from omegaconf import OmegaConf
-from tests.conftest import CONF
 from torch.utils.data import DistributedSampler
 
 from neurmap.data.builtin import (
@@ -26,6 +25,7 @@ from neurmap.data.datamodule import NeurMAPDataModule
 from neurmap.data.flows import apply_blur, camera_flow, canonicalize_flow, uniform_linear_flow
 from neurmap.data.procedural import dead_leaves, power_law
 from neurmap.data.transforms import PairedTransform, SingleTransform
+from tests.conftest import CONF
 
 SIZE = 24  # tiny images keep every dataset below a few ms
 CAMERA = {"tx_max": 3.0, "ty_max": 3.0, "rot_max": 0.05, "tz_max": 0.01, "center_shift_max": 2.0}
@@ -114,9 +114,7 @@ def test_camera_rotation_is_tangential_and_zoom_radial():
     rot = camera_flow((h, w), np.random.default_rng(0), rot_max=0.1, tz_max=0.0, **base)
     assert np.allclose(rot[0] * oy + rot[1] * ox, 0, atol=1e-4)  # perpendicular to the radius
     mag = np.hypot(rot[0], rot[1])
-    assert (
-        np.allclose(mag, mag.max() / r.max() * r, atol=1e-4) and mag.max() <= math.tan(0.1) * r.max() + 1e-4
-    )
+    assert np.allclose(mag, mag.max() / r.max() * r, atol=1e-4) and mag.max() <= math.tan(0.1) * r.max() + 1e-4
     zoom = camera_flow((h, w), np.random.default_rng(0), rot_max=0.0, tz_max=0.01, **base)
     assert np.allclose(zoom[0] * ox - zoom[1] * oy, 0, atol=1e-4)  # parallel to the radius
     ratio = np.hypot(zoom[0], zoom[1])[r > 0] / r[r > 0] ** 1.5

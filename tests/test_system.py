@@ -18,8 +18,14 @@ def _fit(cfg, callbacks=(), batches: int | None = None):
     datamodule = instantiate(cfg.data)
     system = instantiate(cfg.model)
     iterations = batches if batches is not None else int(cfg.iterations)
-    trainer = instantiate(cfg.trainer, callbacks=list(callbacks), logger=False, enable_checkpointing=False,
-                          max_steps=iterations * system.n_optimizers, limit_val_batches=0)
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=list(callbacks),
+        logger=False,
+        enable_checkpointing=False,
+        max_steps=iterations * system.n_optimizers,
+        limit_val_batches=0,
+    )
     trainer.fit(system, datamodule=datamodule)
     return system, trainer
 

@@ -65,8 +65,18 @@ def test_baseline_checkpoint_starts_a_neurmap_run(tmp_path):
 def test_short_default_run_learns(tmp_path):
     """The reblur loss falls and the deblurred val PSNR ends above the blurry input's."""
     run = tmp_path / "run"
-    train(compose(["logger=csv", "iterations=150", "trainer.val_check_interval=50", "test=false",
-                   "trainer.enable_progress_bar=false"], run))
+    train(
+        compose(
+            [
+                "logger=csv",
+                "iterations=150",
+                "trainer.val_check_interval=50",
+                "test=false",
+                "trainer.enable_progress_bar=false",
+            ],
+            run,
+        )
+    )
     rows = _metrics(run)
     reblur = _column(rows, "train/motion/reblur")
     assert sum(reblur[-3:]) / 3 < sum(reblur[:3]) / 3
@@ -80,10 +90,19 @@ def test_short_default_run_learns(tmp_path):
 def test_ddp_two_cpu_processes_end_with_equal_weights(tmp_path):
     run = tmp_path / "ddp"
     env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
-    args = [*TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-            "iterations=3", "test=false", f"hydra.run.dir={run}"]
-    result = subprocess.run([sys.executable, "-m", "neurmap.train", *args], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600)
+    args = [
+        *TINY,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+        "iterations=3",
+        "test=false",
+        f"hydra.run.dir={run}",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "neurmap.train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((run / "rank_consistency.json").read_text())
     ranks = report["ranks"]

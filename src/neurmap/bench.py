@@ -59,19 +59,36 @@ def _compose(overrides: list[str], output_dir: Path):
 def time_iterations(overrides: list[str], iterations: int, warmup: int) -> tuple[list[float], int]:
     """Seconds per training iteration (after ``warmup``) and the batch size, for one composed config."""
     with TemporaryDirectory() as tmp:
-        cfg = _compose([*overrides, f"iterations={iterations + warmup}", "logger=none", "callbacks=none",
-                        "trainer.val_check_interval=1000000", "trainer.limit_val_batches=0",
-                        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-                        "trainer.enable_model_summary=false", "test=false"], Path(tmp))
+        cfg = _compose(
+            [
+                *overrides,
+                f"iterations={iterations + warmup}",
+                "logger=none",
+                "callbacks=none",
+                "trainer.val_check_interval=1000000",
+                "trainer.limit_val_batches=0",
+                "trainer.num_sanity_val_steps=0",
+                "trainer.enable_progress_bar=false",
+                "trainer.enable_model_summary=false",
+                "test=false",
+            ],
+            Path(tmp),
+        )
         L.seed_everything(0)
         datamodule = instantiate(cfg.data)
         system = instantiate(cfg.model)
         timer = _BatchTimer()
-        trainer = instantiate(cfg.trainer, callbacks=[timer], logger=False, enable_checkpointing=False,
-                              max_steps=(iterations + warmup) * system.n_optimizers)
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=[timer],
+            logger=False,
+            enable_checkpointing=False,
+            max_steps=(iterations + warmup) * system.n_optimizers,
+        )
         trainer.fit(system, datamodule=datamodule)
-        batch = int(cfg.data.batch_size_paired) * bool(cfg.variant.paired) + int(
-            cfg.data.batch_size_unpaired) * bool(cfg.variant.unpaired)
+        batch = int(cfg.data.batch_size_paired) * bool(cfg.variant.paired) + int(cfg.data.batch_size_unpaired) * bool(
+            cfg.variant.unpaired
+        )
     return timer.times[warmup:], batch
 
 
@@ -106,8 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     crop = int(cfg.data.paired.get("crop_size") or cfg.data.paired.get("image_size"))
     reblur_times = time_reblur(batch, crop, int(cfg.model.reblur.n_samples), float(cfg.loss.alpha))
 
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{platform.processor() or platform.platform()}")
+    print(
+        f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"{platform.processor() or platform.platform()}"
+    )
     print(f"config: backbone={cfg.backbone.name} crop={crop} overrides={args.overrides or '-'}\n")
     print("| step | median ms | min ms | what |")
     print("|---|---|---|---|")

@@ -111,11 +111,11 @@ class NeurMAPSystem(L.LightningModule):
         _require(loss, _LOSS_KEYS, "loss config")
         _require(variant, _VARIANT_KEYS, "variant config")
         if variant["discriminator"] not in _DISC_MODES:
-            raise ValueError(
-                f"variant.discriminator must be one of {_DISC_MODES}, got {variant['discriminator']!r}"
-            )
+            raise ValueError(f"variant.discriminator must be one of {_DISC_MODES}, got {variant['discriminator']!r}")
         if not (variant["paired"] or variant["unpaired"]):
-            raise ValueError("variant needs paired or unpaired data: both variant.paired and variant.unpaired are false")
+            raise ValueError(
+                "variant needs paired or unpaired data: both variant.paired and variant.unpaired are false"
+            )
         if (variant["motion"] or variant["discriminator"] != "none") and not variant["unpaired"]:
             raise ValueError(f"variant {variant['name']!r} uses NeurMAP terms but variant.unpaired is false")
         if iterations < 1:
@@ -197,7 +197,7 @@ class NeurMAPSystem(L.LightningModule):
             blurs.append(paired["blur"])
             sharps.append(paired["sharp"])
         if self.variant["unpaired"]:
-            for key, field in (("blur", "blur"), ("sharp", "sharp")):
+            for key in ("blur", "sharp"):
                 if batch.get(key) is None:
                     raise KeyError(f"training batch has no {key!r} loader, needed by variant {self.variant['name']!r}")
             blurs.append(batch["blur"]["blur"])
@@ -229,8 +229,9 @@ class NeurMAPSystem(L.LightningModule):
         self.log("train/deblur/total", shown, prog_bar=True, on_step=True, on_epoch=False, batch_size=blur.shape[0])
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=blur.shape[0])
 
-    def _step(self, name: str, optimizer: Any, loss_fn: Callable[..., dict[str, torch.Tensor]],
-              *args: Any) -> dict[str, torch.Tensor]:
+    def _step(
+        self, name: str, optimizer: Any, loss_fn: Callable[..., dict[str, torch.Tensor]], *args: Any
+    ) -> dict[str, torch.Tensor]:
         with self.toggled_optimizer(optimizer):
             parts = loss_fn(*args)
             total = sum(parts.values())
@@ -247,8 +248,9 @@ class NeurMAPSystem(L.LightningModule):
         logs[f"train/{name}/total"] = total.detach()
         return logs
 
-    def _motion_loss(self, blur: torch.Tensor, sharp: torch.Tensor, deblurred: torch.Tensor,
-                     n_paired: int) -> dict[str, torch.Tensor]:
+    def _motion_loss(
+        self, blur: torch.Tensor, sharp: torch.Tensor, deblurred: torch.Tensor, n_paired: int
+    ) -> dict[str, torch.Tensor]:
         """Eq. 10: lambda * L_reblur + L_kernel + L_tv(M_rel), trained on S_hat.detach()."""
         w = self.loss_cfg
         rows = self._map_slice(n_paired)  # paired images come first in blur, sharp and deblurred
@@ -256,7 +258,7 @@ class NeurMAPSystem(L.LightningModule):
         nb, ns = blur.shape[0], sharp.shape[0]
         # M has no normalisation layers, so one batched forward equals three separate ones.
         motion = self.motion(torch.cat([blur, sharp, deblurred.detach()]))
-        m_blur, m_sharp, m_deblurred = motion[:nb], motion[nb:nb + ns], motion[nb + ns:]
+        m_blur, m_sharp, m_deblurred = motion[:nb], motion[nb : nb + ns], motion[nb + ns :]
         self.pool.push(m_sharp)
         m_rel = self.relative(m_blur, m_deblurred)
         reblurred = self.reblur(deblurred.detach(), m_rel)
@@ -271,16 +273,14 @@ class NeurMAPSystem(L.LightningModule):
             parts["kernel_hinge"] = w["kernel_hinge"] * terms.kernel_hinge(m_deblurred, m_blur)
         return parts
 
-    def _disc_loss(self, blur: torch.Tensor, sharp: torch.Tensor, deblurred: torch.Tensor,
-                   n_paired: int) -> dict[str, torch.Tensor]:
+    def _disc_loss(
+        self, blur: torch.Tensor, sharp: torch.Tensor, deblurred: torch.Tensor, n_paired: int
+    ) -> dict[str, torch.Tensor]:
         """Eq. 8/12: LSGAN; "real" holds blurry and sharp images (natural) or sharp only."""
         rows = self._map_slice(n_paired)
         blur, sharp, fake = blur[rows], sharp[rows], deblurred[rows].detach()
-        if self.disc_mode == "natural":
-            # Half sharp, half blurry, as the authors' mixed "natural" batch: same size as the fake batch.
-            real = torch.cat([sharp[0::2], blur[1::2]])
-        else:
-            real = sharp
+        # natural: half sharp, half blurry, as the authors' mixed batch (same size as the fake batch)
+        real = torch.cat([sharp[0::2], blur[1::2]]) if self.disc_mode == "natural" else sharp
         if self.variant["disc_fake_blurry"]:  # Net1: blurry images are fake too
             fake = torch.cat([fake, blur])
         return {
@@ -288,15 +288,14 @@ class NeurMAPSystem(L.LightningModule):
             "fake": terms.lsgan(self.discriminator(fake), 0.0),
         }
 
-    def _deblur_loss(self, blur: torch.Tensor, sharp: torch.Tensor, deblurred: torch.Tensor,
-                     n_paired: int) -> dict[str, torch.Tensor]:
+    def _deblur_loss(
+        self, blur: torch.Tensor, sharp: torch.Tensor, deblurred: torch.Tensor, n_paired: int
+    ) -> dict[str, torch.Tensor]:
         """Eq. 11: content on paired data; reblur, priors and TV on unpaired data."""
         w = self.loss_cfg
         parts: dict[str, torch.Tensor] = {}
         if n_paired:
-            parts["content"] = w["content"] * terms.distance(
-                deblurred[:n_paired], sharp[:n_paired], w["content_norm"]
-            )
+            parts["content"] = w["content"] * terms.distance(deblurred[:n_paired], sharp[:n_paired], w["content_norm"])
         if not self.variant["unpaired"]:
             return parts
         unpaired_blur, unpaired_deblurred = blur[n_paired:], deblurred[n_paired:]
@@ -307,9 +306,7 @@ class NeurMAPSystem(L.LightningModule):
             with torch.no_grad():
                 m_blur = self.motion(unpaired_blur)
             reblurred = self.reblur(unpaired_deblurred, self.relative(m_blur, m_deblurred).detach())
-            parts["reblur"] = w["reblur_deblur"] * terms.reblur_loss(
-                reblurred, unpaired_blur, w["reblur_msssim_ratio"]
-            )
+            parts["reblur"] = w["reblur_deblur"] * terms.reblur_loss(reblurred, unpaired_blur, w["reblur_msssim_ratio"])
             parts["sharp_prior"] = w["sharp_prior"] * terms.sharp_prior(
                 m_rows, self.pool.expectation(), w["sharp_prior_norm"]
             )
@@ -327,7 +324,9 @@ class NeurMAPSystem(L.LightningModule):
         for name in self.opt_names:
             optimizer = self._optim[name]["optimizer"](nets[name].parameters())
             optimizers.append(optimizer)
-            schedulers.append(torch.optim.lr_scheduler.LambdaLR(optimizer, partial(linear_decay, total=self.iterations)))
+            schedulers.append(
+                torch.optim.lr_scheduler.LambdaLR(optimizer, partial(linear_decay, total=self.iterations))
+            )
         return optimizers, schedulers
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -358,8 +357,15 @@ class NeurMAPSystem(L.LightningModule):
                 reblurred.clamp(0, 1), blur, data_range=1.0, reduction="none", dim=(1, 2, 3)
             )
         for key, value in out.items():
-            self.log(f"{stage}/{set_name}/{key}", value.mean(), batch_size=n, on_epoch=True, on_step=False,
-                     add_dataloader_idx=False, sync_dist=True)
+            self.log(
+                f"{stage}/{set_name}/{key}",
+                value.mean(),
+                batch_size=n,
+                on_epoch=True,
+                on_step=False,
+                add_dataloader_idx=False,
+                sync_dist=True,
+            )
         return out
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:

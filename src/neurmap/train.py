@@ -70,8 +70,11 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(int(cfg.seed), workers=True)
 
     datamodule = instantiate(cfg.data)
-    run_config = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-                  for k in cfg if k != "hydra"}
+    run_config = {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+        for k in cfg
+        if k != "hydra"
+    }
     system = instantiate(cfg.model, _convert_="all")
     system.remember_config(run_config)
     if cfg.backbone.get("pretrained"):
@@ -93,8 +96,11 @@ def train(cfg: DictConfig) -> float | None:
     )
     log.info(
         "variant %s, backbone %s, data %s: %d iterations x %d optimizers",
-        cfg.variant.name, cfg.backbone.name, cfg.data.get("_target_", "?").rsplit(".", 1)[-1],
-        cfg.iterations, system.n_optimizers,
+        cfg.variant.name,
+        cfg.backbone.name,
+        cfg.data.get("_target_", "?").rsplit(".", 1)[-1],
+        cfg.iterations,
+        system.n_optimizers,
     )
     trainer.fit(system, datamodule=datamodule, ckpt_path=_resolve_ckpt_path(cfg, output_dir))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

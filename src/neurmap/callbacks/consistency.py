@@ -43,8 +43,9 @@ class RankConsistencyCheck(L.Callback):
         self.every_n_iterations = int(every_n_iterations)
         self.rtol = float(rtol)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         iteration = getattr(pl_module, "iteration", trainer.global_step)
         if self.every_n_iterations > 0 and iteration % self.every_n_iterations == 0:
             self.check(trainer, pl_module)
@@ -66,7 +67,8 @@ class RankConsistencyCheck(L.Callback):
             path.write_text(json.dumps({"keys": keys, "ranks": gathered.tolist()}, indent=1))
         reference = gathered[0]
         bad = [
-            keys[i] for i in range(len(keys))
+            keys[i]
+            for i in range(len(keys))
             if not torch.allclose(gathered[:, i], reference[i].expand(gathered.shape[0]), rtol=self.rtol, atol=0.0)
         ]
         if bad:

@@ -65,9 +65,7 @@ def _options(fn: Callable[..., Any], options: Mapping[str, Any] | None, what: st
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"{what}: unknown key(s) {unknown}, expected some of {allowed}")
-    return {
-        k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v for k, v in options.items()
-    }
+    return {k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v for k, v in options.items()}
 
 
 def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -208,9 +206,7 @@ class BuiltinUnpairedBlur(_InMemorySet):
         leaves: Mapping[str, Any] | None = None,
         transform: Transform | None = None,
     ) -> None:
-        data = _render(
-            num_images, image_size, seed, "unpaired_blur", leaves, _camera(camera), alpha, noise_std
-        )
+        data = _render(num_images, image_size, seed, "unpaired_blur", leaves, _camera(camera), alpha, noise_std)
         super().__init__(data, ("blur",), "builtin_unpaired_blur", transform)
 
 

@@ -75,13 +75,9 @@ class NeurMAPDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not (use_paired or use_unpaired):
-            raise ValueError(
-                "data: use_paired and use_unpaired are both false; enable at least one training loader"
-            )
+            raise ValueError("data: use_paired and use_unpaired are both false; enable at least one training loader")
         factories = {"paired": paired, "unpaired_blur": unpaired_blur, "unpaired_sharp": unpaired_sharp}
-        needed = (["paired"] if use_paired else []) + (
-            ["unpaired_blur", "unpaired_sharp"] if use_unpaired else []
-        )
+        needed = (["paired"] if use_paired else []) + (["unpaired_blur", "unpaired_sharp"] if use_unpaired else [])
         for arg in needed:
             if factories[arg] is None:
                 switch = "use_paired" if arg == "paired" else "use_unpaired"
@@ -152,9 +148,7 @@ class NeurMAPDataModule(L.LightningDataModule):
             )
         return RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed + offset))
 
-    def _loader(
-        self, dataset: Dataset, batch_size: int, sampler: Sampler | None, drop_last: bool
-    ) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None, drop_last: bool) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,

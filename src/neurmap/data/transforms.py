@@ -76,9 +76,7 @@ class _DictTransform:
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         """Augment ``sample`` (float (3, H, W) tensors under ``blur``/``sharp``); returns a new dict."""
         if "motion" in sample:
-            raise ValueError(
-                "transforms are for training samples only; got a sample with 'motion' (val/test data)"
-            )
+            raise ValueError("transforms are for training samples only; got a sample with 'motion' (val/test data)")
         keys = [k for k in IMAGE_KEYS if k in sample]
         if len(keys) not in self.expected_images:
             raise ValueError(

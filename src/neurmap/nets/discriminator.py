@@ -32,8 +32,11 @@ class PatchDiscriminator(nn.Module):
         for i in range(1, n_layers + 1):
             out = width * min(2**i, 8)
             stride = 2 if i < n_layers else 1
-            layers += [nn.Conv2d(channels, out, 4, stride=stride, padding=2),
-                       nn.InstanceNorm2d(out, affine=False), nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.Conv2d(channels, out, 4, stride=stride, padding=2),
+                nn.InstanceNorm2d(out, affine=False),
+                nn.LeakyReLU(0.2, True),
+            ]
             channels = out
         layers.append(nn.Conv2d(channels, 1, 4, stride=1, padding=2))
         self.model = nn.Sequential(*layers)

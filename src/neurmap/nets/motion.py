@@ -31,8 +31,11 @@ class _ResBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.ReplicationPad2d(2), nn.Conv2d(channels, channels, 5), nn.ReLU(inplace=True),
-            nn.ReplicationPad2d(2), nn.Conv2d(channels, channels, 5),
+            nn.ReplicationPad2d(2),
+            nn.Conv2d(channels, channels, 5),
+            nn.ReLU(inplace=True),
+            nn.ReplicationPad2d(2),
+            nn.Conv2d(channels, channels, 5),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,14 +51,17 @@ def _stage(in_channels: int, out_channels: int, stride: int, blocks: int = 3) ->
 
 def _bottleneck(channels: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(channels, 2 * channels, 1), nn.LeakyReLU(0.2, inplace=True),
-        nn.Conv2d(2 * channels, channels, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(channels, 2 * channels, 1),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(2 * channels, channels, 3, padding=1),
+        nn.LeakyReLU(0.2, inplace=True),
     )
 
 
 def _up(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1),
-                         nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(
+        nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)
+    )
 
 
 class MotionNet(nn.Module):
@@ -74,15 +80,15 @@ class MotionNet(nn.Module):
 
     def __init__(self, in_channels: int = 3, width: int = 16, out_channels: int = 2) -> None:
         super().__init__()
-        self.enc1 = _stage(4 * in_channels, width, stride=1)        # H/2
-        self.enc2 = _stage(width, 2 * width, stride=2)              # H/4
-        self.enc3 = _stage(2 * width, 4 * width, stride=2)          # H/8
+        self.enc1 = _stage(4 * in_channels, width, stride=1)  # H/2
+        self.enc2 = _stage(width, 2 * width, stride=2)  # H/4
+        self.enc3 = _stage(2 * width, 4 * width, stride=2)  # H/8
         self.bottleneck1 = _bottleneck(4 * width)
-        self.up1 = _up(4 * width, 2 * width)                        # H/4, concat enc2 -> 4w
+        self.up1 = _up(4 * width, 2 * width)  # H/4, concat enc2 -> 4w
         self.bottleneck2 = _bottleneck(4 * width)
-        self.up2 = _up(4 * width, width)                            # H/2, concat enc1 -> 2w
+        self.up2 = _up(4 * width, width)  # H/2, concat enc1 -> 2w
         self.bottleneck3 = _bottleneck(2 * width)
-        self.up3 = _up(2 * width, 2 * width)                        # H
+        self.up3 = _up(2 * width, 2 * width)  # H
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(2 * width, out_channels, 5, padding=2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

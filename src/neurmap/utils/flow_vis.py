@@ -32,8 +32,9 @@ def flow_to_color(motion: torch.Tensor, max_magnitude: float | None = None) -> t
     return hsv_to_rgb(hsv).clamp(0, 1)
 
 
-def make_grid(images: list[torch.Tensor] | torch.Tensor, nrow: int, padding: int = 2,
-              pad_value: float = 1.0) -> torch.Tensor:
+def make_grid(
+    images: list[torch.Tensor] | torch.Tensor, nrow: int, padding: int = 2, pad_value: float = 1.0
+) -> torch.Tensor:
     """Tile (3, H, W) images (all one size) into rows of ``nrow``; returns (3, H', W')."""
     if isinstance(images, torch.Tensor):
         images = list(images)
@@ -46,5 +47,5 @@ def make_grid(images: list[torch.Tensor] | torch.Tensor, nrow: int, padding: int
     for k, image in enumerate(images):
         r, q = divmod(k, nrow)
         top, left = padding + r * (h + padding), padding + q * (w + padding)
-        grid[:, top:top + h, left:left + w] = image.to(grid)
+        grid[:, top : top + h, left : left + w] = image.to(grid)
     return grid

@@ -32,8 +32,9 @@ __all__ = ["DMPHN", "DMPHNDecoder", "DMPHNEncoder"]
 
 def _res(channels: int) -> nn.Sequential:
     """Residual branch conv-ReLU-conv (the identity is added by the caller)."""
-    return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
-                         nn.Conv2d(channels, channels, 3, padding=1))
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 3, padding=1)
+    )
 
 
 class DMPHNEncoder(nn.Module):
@@ -125,8 +126,9 @@ class DMPHN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mh, mw = self.multiple
         if x.shape[-2] % mh or x.shape[-1] % mw:
-            raise ValueError(f"DMPHN({self.levels} levels) needs H % {mh} == 0 and W % {mw} == 0, "
-                             f"got {tuple(x.shape[-2:])}")
+            raise ValueError(
+                f"DMPHN({self.levels} levels) needs H % {mh} == 0 and W % {mw} == 0, got {tuple(x.shape[-2:])}"
+            )
         shift = self.input_shift.to(x.dtype)
         return self.decoders[0](self._features(1, x - shift)) + shift
 
@@ -137,13 +139,16 @@ class DMPHN(nn.Module):
         names = [f"{kind}_lv{i}.pkl" for i in range(1, self.levels + 1) for kind in ("encoder", "decoder")]
         absent = [n for n in names if not (folder / n).is_file()]
         if absent:
-            raise FileNotFoundError(f"{folder} is not a DMPHN({self.levels} levels) release folder: "
-                                    f"missing {', '.join(absent)} (expected {', '.join(names)})")
+            raise FileNotFoundError(
+                f"{folder} is not a DMPHN({self.levels} levels) release folder: "
+                f"missing {', '.join(absent)} (expected {', '.join(names)})"
+            )
         for i in range(self.levels):
             for kind, modules in (("encoder", self.encoders), ("decoder", self.decoders)):
                 path = folder / f"{kind}_lv{i + 1}.pkl"
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 load_state_dict_strict(modules[i], state, str(path))
         self.input_shift.fill_(0.5)
-        log.info("loaded DMPHN release weights from %s; input_shift set to 0.5 (they expect inputs in [-0.5, 0.5])",
-                 folder)
+        log.info(
+            "loaded DMPHN release weights from %s; input_shift set to 0.5 (they expect inputs in [-0.5, 0.5])", folder
+        )

@@ -18,8 +18,10 @@ __all__ = ["UNet"]
 def _block(in_channels: int, out_channels: int, n: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(n):
-        layers += [nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1),
-                   nn.LeakyReLU(0.2, inplace=True)]
+        layers += [
+            nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
     return nn.Sequential(*layers)
 
 
@@ -33,18 +35,26 @@ class UNet(nn.Module):
         blocks_per_level: conv layers per level on each side.
     """
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, width: int = 16, depth: int = 3,
-                 blocks_per_level: int = 1) -> None:
+    def __init__(
+        self, in_channels: int = 3, out_channels: int = 3, width: int = 16, depth: int = 3, blocks_per_level: int = 1
+    ) -> None:
         super().__init__()
         if depth < 1 or width < 1 or blocks_per_level < 1:
-            raise ValueError(f"depth, width and blocks_per_level must be >= 1, got {depth}, {width}, {blocks_per_level}")
+            raise ValueError(
+                f"depth, width and blocks_per_level must be >= 1, got {depth}, {width}, {blocks_per_level}"
+            )
         if in_channels != out_channels:
-            raise ValueError(f"the global residual needs in_channels == out_channels, got {in_channels}, {out_channels}")
+            raise ValueError(
+                f"the global residual needs in_channels == out_channels, got {in_channels}, {out_channels}"
+            )
         widths = [width * 2**i for i in range(depth)]
         self.stem = _block(in_channels, widths[0], blocks_per_level)
         self.down = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1), nn.LeakyReLU(0.2, True),
-                          _block(widths[i + 1], widths[i + 1], blocks_per_level))
+            nn.Sequential(
+                nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1),
+                nn.LeakyReLU(0.2, True),
+                _block(widths[i + 1], widths[i + 1], blocks_per_level),
+            )
             for i in range(depth - 1)
         )
         self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(depth - 1))

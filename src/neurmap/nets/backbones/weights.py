@@ -61,7 +61,7 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor],
 
 
 def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+    return {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()}
 
 
 def _extract(obj: object, key: str | None, source: str) -> dict[str, torch.Tensor]:
@@ -70,13 +70,17 @@ def _extract(obj: object, key: str | None, source: str) -> dict[str, torch.Tenso
         raise ValueError(f"checkpoint '{source}' holds a {type(obj).__name__}, expected a state dict")
     if key is not None:
         if key not in obj:
-            raise ValueError(f"checkpoint '{source}' has no key {key!r}; top-level keys: {_names(sorted(map(str, obj)))}")
+            raise ValueError(
+                f"checkpoint '{source}' has no key {key!r}; top-level keys: {_names(sorted(map(str, obj)))}"
+            )
         obj = obj[key]
-    elif "state_dict" in obj and isinstance(obj["state_dict"], Mapping) and any(
-        str(k).startswith("deblur_net.") for k in obj["state_dict"]
+    elif (
+        "state_dict" in obj
+        and isinstance(obj["state_dict"], Mapping)
+        and any(str(k).startswith("deblur_net.") for k in obj["state_dict"])
     ):
         # a neurmap checkpoint: keep only the deblurring network
-        return {k[len("deblur_net.net."):]: v for k, v in obj["state_dict"].items() if k.startswith("deblur_net.net.")}
+        return {k[len("deblur_net.net.") :]: v for k, v in obj["state_dict"].items() if k.startswith("deblur_net.net.")}
     elif not all(isinstance(v, torch.Tensor) for v in obj.values()):
         nested = next((k for k in _COMMON_KEYS if isinstance(obj.get(k), Mapping)), None)
         if nested is None:
@@ -101,8 +105,10 @@ def load_pretrained(deblur_net: nn.Module, path: str | os.PathLike, key: str | N
     if path.is_dir():
         loader = getattr(net, "load_released", None)
         if loader is None:
-            raise ValueError(f"backbone.pretrained: {path} is a directory, but {type(net).__name__} has no "
-                             "release-folder format; pass a checkpoint or state-dict file")
+            raise ValueError(
+                f"backbone.pretrained: {path} is a directory, but {type(net).__name__} has no "
+                "release-folder format; pass a checkpoint or state-dict file"
+            )
         loader(path)
         return
     obj = torch.load(path, map_location="cpu", weights_only=True)
