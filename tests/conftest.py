@@ -42,6 +42,13 @@ TINY = [
 ]
 
 
+def tiny_overrides(*extra: str) -> list[str]:
+    """TINY plus ``extra``; a group chosen in ``extra`` (``backbone=dmphn``) drops TINY's settings of it."""
+    chosen = {e.split("=", 1)[0] for e in extra if "=" in e and "." not in e.split("=", 1)[0]}
+    kept = [t for t in TINY if t.split("=", 1)[0].split(".", 1)[0] not in chosen]
+    return kept + list(extra)
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(2)
@@ -72,6 +79,6 @@ def tiny_cfg(tmp_path):
     """A composed tiny config factory: tiny_cfg(*extra_overrides)."""
 
     def make(*extra: str):
-        return compose(TINY + list(extra), tmp_path / "run")
+        return compose(tiny_overrides(*extra), tmp_path / "run")
 
     return make

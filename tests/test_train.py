@@ -14,7 +14,7 @@ import torch
 
 from neurmap.nets.backbones import load_pretrained
 from neurmap.train import train
-from tests.conftest import REPO, TINY, compose
+from tests.conftest import REPO, compose, tiny_overrides
 
 
 def _metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -34,7 +34,7 @@ def test_fast_dev_run_of_the_default_config(tmp_path):
 
 def test_tiny_run_writes_checkpoints_metrics_and_panels(tmp_path, capsys):
     run = tmp_path / "run"
-    train(compose([*TINY, "logger=csv"], run))
+    train(compose(tiny_overrides("logger=csv"), run))
     assert (run / "checkpoints" / "last.ckpt").is_file()
     rows = _metrics(run)
     assert _column(rows, "train/motion/reblur") and _column(rows, "train/deblur/content")
@@ -49,10 +49,10 @@ def test_tiny_run_writes_checkpoints_metrics_and_panels(tmp_path, capsys):
 
 def test_baseline_checkpoint_starts_a_neurmap_run(tmp_path):
     base = tmp_path / "baseline"
-    train(compose([*TINY, "variant=baseline", "test=false"], base))
+    train(compose(tiny_overrides("variant=baseline", "test=false"), base))
     ckpt = base / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    cfg = compose([*TINY, f"backbone.pretrained={ckpt}"], tmp_path / "finetune")
+    cfg = compose(tiny_overrides(f"backbone.pretrained={ckpt}"), tmp_path / "finetune")
     from hydra.utils import instantiate
 
     system = instantiate(cfg.model)
@@ -63,26 +63,25 @@ def test_baseline_checkpoint_starts_a_neurmap_run(tmp_path):
 
 @pytest.mark.slow
 def test_short_default_run_learns(tmp_path):
-    """The reblur loss falls and the deblurred val PSNR ends above the blurry input's."""
+    """D beats the blurry input on unseen blur, M learns motion that explains the blur D removed, and
+    the reblur loss falls after its start-up transient.
+
+    At iteration 0 D is the identity and M(B) = M(S_hat), so the reblur loss starts near 0; it rises
+    while D starts to deblur and M's kernel priors push M(B) towards alpha, then falls as M learns
+    the relative motion. The test compares its peak window with the last one.
+    """
     run = tmp_path / "run"
-    train(
-        compose(
-            [
-                "logger=csv",
-                "iterations=150",
-                "trainer.val_check_interval=50",
-                "test=false",
-                "trainer.enable_progress_bar=false",
-            ],
-            run,
-        )
-    )
+    overrides = ["logger=csv", "iterations=150", "trainer.val_check_interval=50", "test=false"]
+    train(compose([*overrides, "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=5"], run))
     rows = _metrics(run)
-    reblur = _column(rows, "train/motion/reblur")
-    assert sum(reblur[-3:]) / 3 < sum(reblur[:3]) / 3
     psnr = _column(rows, "val/builtin_camera/psnr")
     blurry = _column(rows, "val/builtin_camera/input_psnr")
     assert psnr[-1] > blurry[-1], (psnr, blurry)
+    gain = _column(rows, "val/builtin_camera/reblur_gain")
+    assert gain[-1] > 0, gain
+    reblur = _column(rows, "train/motion/reblur")
+    windows = [sum(reblur[i : i + 5]) / 5 for i in range(len(reblur) - 4)]
+    assert windows[-1] < max(windows), windows
 
 
 @pytest.mark.slow
@@ -90,8 +89,7 @@ def test_short_default_run_learns(tmp_path):
 def test_ddp_two_cpu_processes_end_with_equal_weights(tmp_path):
     run = tmp_path / "ddp"
     env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"}
-    args = [
-        *TINY,
+    args = tiny_overrides(
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
@@ -99,7 +97,7 @@ def test_ddp_two_cpu_processes_end_with_equal_weights(tmp_path):
         "iterations=3",
         "test=false",
         f"hydra.run.dir={run}",
-    ]
+    )
     result = subprocess.run(
         [sys.executable, "-m", "neurmap.train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
     )

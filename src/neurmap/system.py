@@ -259,7 +259,7 @@ class NeurMAPSystem(L.LightningModule):
         # M has no normalisation layers, so one batched forward equals three separate ones.
         motion = self.motion(torch.cat([blur, sharp, deblurred.detach()]))
         m_blur, m_sharp, m_deblurred = motion[:nb], motion[nb : nb + ns], motion[nb + ns :]
-        self.pool.push(m_sharp)
+        self._push_sharp_motion(m_sharp)
         m_rel = self.relative(m_blur, m_deblurred)
         reblurred = self.reblur(deblurred.detach(), m_rel)
         parts = {
@@ -272,6 +272,14 @@ class NeurMAPSystem(L.LightningModule):
         if w["kernel_hinge"]:
             parts["kernel_hinge"] = w["kernel_hinge"] * terms.kernel_hinge(m_deblurred, m_blur)
         return parts
+
+    def _push_sharp_motion(self, m_sharp: torch.Tensor) -> None:
+        """Feed the E[|M(S)|] pool; under DDP every rank pushes every rank's samples, in rank order,
+        so all ranks keep the same pool (one large batch, as on a single device)."""
+        means = m_sharp.detach().abs().float().mean(dim=(2, 3))
+        if self.trainer.world_size > 1:
+            means = self.all_gather(means).reshape(-1, means.shape[-1])
+        self.pool.push_means(means)
 
     def _disc_loss(
         self, blur: torch.Tensor, sharp: torch.Tensor, deblurred: torch.Tensor, n_paired: int
@@ -356,6 +364,11 @@ class NeurMAPSystem(L.LightningModule):
             out["reblur_psnr"] = peak_signal_noise_ratio(
                 reblurred.clamp(0, 1), blur, data_range=1.0, reduction="none", dim=(1, 2, 3)
             )
+            # > 0 dB: reblurring along M's motion brings S_hat closer to B than S_hat itself is,
+            # i.e. M explains the blur that D removed (no ground truth needed)
+            out["reblur_gain"] = out["reblur_psnr"] - peak_signal_noise_ratio(
+                deblurred, blur, data_range=1.0, reduction="none", dim=(1, 2, 3)
+            )
         for key, value in out.items():
             self.log(
                 f"{stage}/{set_name}/{key}",
@@ -383,14 +396,18 @@ class NeurMAPSystem(L.LightningModule):
         blur = batch["blur"][:max_images]
         deblurred = self.deblur_net(blur).clamp(0, 1)
         panels = {"blurry": blur, "deblurred": deblurred}
+        flows = {}
         if self.use_motion:
             motion = self.relative(self.motion(blur), self.motion(deblurred))
             panels["reblurred"] = self.reblur(deblurred, motion).clamp(0, 1)
-            panels["motion"] = flow_to_color(motion * self.reblur.alpha, max_magnitude=self.reblur.alpha)
+            flows["motion"] = motion * self.reblur.alpha  # pixels of full blur length
         if "sharp" in batch:
             panels["sharp"] = batch["sharp"][:max_images]
         if "motion" in batch:
-            panels["motion_gt"] = flow_to_color(batch["motion"][:max_images], max_magnitude=self.reblur.alpha)
+            flows["motion_gt"] = batch["motion"][:max_images]
+        if flows:  # one colour scale for predicted and ground-truth motion
+            scale = max(float(f.norm(dim=1).max()) for f in flows.values())
+            panels |= {k: flow_to_color(f, max_magnitude=max(scale, 1e-3)) for k, f in flows.items()}
         return panels
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from neurmap.nets.backbones import load_pretrained
 
@@ -37,12 +38,25 @@ class ConfigError(ValueError):
     """A configuration value the run cannot use; reported as one line."""
 
 
-def _check_config(cfg: DictConfig) -> None:
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(f"missing value for {', '.join(missing)}: set it on the command line, e.g. {missing[0]}=...")
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The whole run configuration as plain containers (without Hydra's own node); a missing value
+    (``???``) becomes a one-line ConfigError naming the key."""
+    try:
+        return {
+            k: OmegaConf.to_container(v, resolve=True, throw_on_missing=True) if OmegaConf.is_config(v) else v
+            for k, v in ((k, cfg[k]) for k in cfg if k != "hydra")
+        }
+    except MissingMandatoryValue as err:
+        key = str(err).splitlines()[0].rsplit(":", 1)[-1].strip()
+        raise ConfigError(f"missing value for {key}: set it on the command line, e.g. {key}=...") from None
+
+
+def _check_config(cfg: DictConfig) -> dict[str, Any]:
+    """Validate what Hydra cannot and return the resolved run configuration."""
+    resolved = _resolved(cfg)
     if int(cfg.iterations) < 1:
         raise ConfigError(f"iterations must be a positive integer, got {cfg.iterations}")
+    return resolved
 
 
 def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
@@ -65,16 +79,11 @@ def _instantiate_dict(node: DictConfig | None) -> list[Any]:
 def train(cfg: DictConfig) -> float | None:
     """Build data, system, callbacks, loggers and trainer from ``cfg``; fit (and test). Returns the
     metric named by ``optimized_metric`` (for sweepers)."""
-    _check_config(cfg)
+    run_config = _check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(int(cfg.seed), workers=True)
 
     datamodule = instantiate(cfg.data)
-    run_config = {
-        k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-        for k in cfg
-        if k != "hydra"
-    }
     system = instantiate(cfg.model, _convert_="all")
     system.remember_config(run_config)
     if cfg.backbone.get("pretrained"):
@@ -136,11 +145,8 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; user errors end with one line and exit status 2."""
     try:
         return train(cfg)
-    except (ConfigError, FileNotFoundError) as err:
-        log.error("%s", err)
-        sys.exit(2)
-    except InstantiationException as err:
-        log.error("%s", " ".join(str(err).split()))
+    except (ConfigError, FileNotFoundError, InstantiationException) as err:
+        print(f"neurmap.train: error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 

@@ -31,7 +31,11 @@ class MotionPool(nn.Module):
     @torch.no_grad()
     def push(self, motion: torch.Tensor) -> None:
         """Add a batch of (B, C, H, W) motion maps (detached) to the pool."""
-        means = motion.detach().abs().float().mean(dim=(2, 3))
+        self.push_means(motion.detach().abs().float().mean(dim=(2, 3)))
+
+    @torch.no_grad()
+    def push_means(self, means: torch.Tensor) -> None:
+        """Add per-sample mean magnitudes, shape (B, C), oldest first."""
         size = self.values.shape[0]
         for row in means[-size:]:
             self.values[int(self.count) % size] = row

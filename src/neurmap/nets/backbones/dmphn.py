@@ -1,23 +1,28 @@
 """DMPHN: Deep Multi-Patch Hierarchical Network (Zhang et al., CVPR 2019), levels 1-2-4 and 1-2-4-8.
 
-The NeurMAP authors fine-tune DMPHN(1-2-4-8); the paper's 21.7 MB "DMPHN" row is DMPHN(1-2-4)
-(notes §1.1). Each level has its own encoder (3 -> 32 -> 64 -> 128 channels, two stride-2 convs,
-residual blocks) and decoder (mirror image with transposed convs). Level 1 sees the whole image;
-each finer level splits every patch of the previous one in two, alternately along height and
-width (level 2: top/bottom halves, level 3: quarters, level 4: eighths). Processing runs
-coarsest-first: sibling patches' features are concatenated back, decoded into a residual that is
-added to the next level's input patch, and added to that level's features.
+The NeurMAP authors fine-tune DMPHN(1-2-4-8) (``networks.DMPHN_deblur``); the paper's 21.7 MB
+"DMPHN" row is DMPHN(1-2-4) (notes §1.1). Every level has its own encoder (3 -> 32 -> 64 -> 128
+channels, two stride-2 convs, residual blocks) and decoder (the mirror image, transposed convs up).
+Level 1 sees the whole image; each finer level splits every patch of the level above in two,
+alternately along height and width (level 2: top/bottom halves, level 3: quarters, level 4: eighths
+stacked in height). Processing runs finest-first: sibling patches' encoder features are
+concatenated back; the decoded concatenation is a residual added to the coarser level's input
+patch, and the concatenation itself is added to that level's encoder features. Level 1 finally
+returns ``decoder_lv1(encoder_lv1(x + residual_lv2) + features_lv2)``, a direct image (no global skip).
 
-Parameter names match the authors' per-level files (``encoder_lv{i}.pkl``: ``layer1``,
-``layer2.0``, ...), so the released GoPro weights load strictly through :meth:`DMPHN.load_released`.
-Those weights expect inputs in [-0.5, 0.5]: ``input_shift`` (a persistent buffer, so our own
-checkpoints remember it) subtracts it from the input and adds it back to the output. NeurMAP's own
-copy of DMPHN works on [0, 1] directly (shift 0).
+Attribute and parameter names are those of the authors' modules (``encoder_lv1.layer1.weight``,
+``decoder_lv3.layer13.0.bias``, ...), so NeurMAP's whole-module DMPHN state dicts load as plain
+state dicts, and the DMPHN authors' per-level files ``encoder_lv{i}.pkl`` / ``decoder_lv{i}.pkl``
+load strictly, one file per submodule, through :meth:`DMPHN.load_released`. Those released weights
+expect inputs in [-0.5, 0.5]: ``input_shift`` (a persistent buffer, so our checkpoints remember it)
+is subtracted from the input and added back to the output. NeurMAP's own DMPHN works on [0, 1]
+directly (shift 0, the default).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -29,16 +34,18 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DMPHN", "DMPHNDecoder", "DMPHNEncoder"]
 
+RELEASED_SHIFT = 0.5  # the DMPHN authors train and test on image - 0.5 (DMPHN_1_2_4_8_test.py)
+
 
 def _res(channels: int) -> nn.Sequential:
-    """Residual branch conv-ReLU-conv (the identity is added by the caller)."""
+    """Residual branch conv3x3-ReLU-conv3x3 at ``channels`` (the caller adds the identity)."""
     return nn.Sequential(
         nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 3, padding=1)
     )
 
 
 class DMPHNEncoder(nn.Module):
-    """(B, 3, h, w) -> (B, 128, h/4, w/4). Attribute names follow the authors' ``Encoder``."""
+    """One level's encoder, (B, 3, h, w) -> (B, 128, h/4, w/4); attribute names follow the authors'."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,7 +69,7 @@ class DMPHNEncoder(nn.Module):
 
 
 class DMPHNDecoder(nn.Module):
-    """(B, 128, h/4, w/4) -> (B, 3, h, w). Attribute names follow the authors' ``Decoder``."""
+    """One level's decoder, (B, 128, h/4, w/4) -> (B, 3, h, w); attribute names follow the authors'."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,69 +93,102 @@ class DMPHNDecoder(nn.Module):
 
 
 class DMPHN(nn.Module):
-    """DMPHN with ``levels`` levels: 3 = DMPHN(1-2-4), 4 = DMPHN(1-2-4-8).
+    """DMPHN with ``levels`` levels: 3 = DMPHN(1-2-4) (5.42 M parameters), 4 = DMPHN(1-2-4-8) (7.23 M).
+
+    Submodules are ``encoder_lv{i}`` and ``decoder_lv{i}`` for i = 1..levels (level 1 = whole image).
 
     Args:
-        levels: number of hierarchy levels (>= 1).
-        input_shift: subtracted from the input and added to the output (0.5 for the released weights).
+        levels: number of hierarchy levels (>= 1). Level k >= 2 halves the patches of level k-1, along
+            height for even k and width for odd k (the authors define levels up to 4).
+        input_shift: subtracted from the input and added to the output; 0.5 for the DMPHN authors'
+            released weights (set by :meth:`load_released`), 0 for NeurMAP's [0, 1] convention.
 
-    Input (B, 3, H, W) in [0, 1]; H must divide by 4 * 2**ceil((levels-1)/2) and W by
-    4 * 2**floor((levels-1)/2) (16 and 8 for levels 4); :class:`DeblurNet` pads.
+    Input (B, 3, H, W) in [0, 1], with H and W multiples of :attr:`multiple` ((16, 8) for 4 levels,
+    (8, 8) for 3); :class:`~neurmap.nets.backbones.DeblurNet` pads. Output (B, 3, H, W), nominally in
+    [0, 1], not clamped.
     """
+
+    optional_state_keys = ("input_shift",)  # absent from the authors' checkpoints; the loader keeps ours
 
     def __init__(self, levels: int = 4, input_shift: float = 0.0) -> None:
         super().__init__()
-        if levels < 1:
-            raise ValueError(f"DMPHN needs levels >= 1, got {levels}")
+        if int(levels) < 1:
+            raise ValueError(f"DMPHN needs levels >= 1, got {levels!r}")
         self.levels = int(levels)
-        self.encoders = nn.ModuleList(DMPHNEncoder() for _ in range(levels))  # index 0 = level 1
-        self.decoders = nn.ModuleList(DMPHNDecoder() for _ in range(levels))
-        self.register_buffer("input_shift", torch.tensor(float(input_shift)))
+        for i in range(1, self.levels + 1):
+            self.add_module(f"encoder_lv{i}", DMPHNEncoder())
+        for i in range(1, self.levels + 1):
+            self.add_module(f"decoder_lv{i}", DMPHNDecoder())
+        self.register_buffer("input_shift", torch.tensor(float(input_shift)), persistent=True)
 
     @property
     def multiple(self) -> tuple[int, int]:
-        """(H, W) multiples the input must have."""
-        splits_h = sum(1 for level in range(2, self.levels + 1) if level % 2 == 0)
-        splits_w = self.levels - 1 - splits_h
+        """(H, W) multiples the input must have: 4 (two stride-2 convs) times 2 per split of that axis."""
+        splits_h = self.levels // 2  # levels 2, 4, ... split height
+        splits_w = (self.levels - 1) // 2  # levels 3, 5, ... split width
         return 4 * 2**splits_h, 4 * 2**splits_w
 
     def _features(self, level: int, x: torch.Tensor) -> torch.Tensor:
-        """Encoder features of patch ``x`` at ``level`` (1-based), with all coarser levels folded in."""
+        """Encoder features (B, 128, h/4, w/4) of patch ``x`` at ``level``, finer levels folded in."""
+        encoder = getattr(self, f"encoder_lv{level}")
         if level == self.levels:
-            return self.encoders[level - 1](x)
-        dim = 2 if (level + 1) % 2 == 0 else 3  # level 2 splits height, level 3 width, level 4 height ...
+            return encoder(x)
+        dim = 2 if (level + 1) % 2 == 0 else 3  # the split that creates level + 1
         half = x.shape[dim] // 2
-        first, second = x.narrow(dim, 0, half), x.narrow(dim, half, x.shape[dim] - half)
-        merged = torch.cat([self._features(level + 1, first), self._features(level + 1, second)], dim=dim)
-        residual = self.decoders[level](merged)
-        return self.encoders[level - 1](x + residual) + merged
+        merged = torch.cat(
+            [
+                self._features(level + 1, x.narrow(dim, 0, half)),
+                self._features(level + 1, x.narrow(dim, half, x.shape[dim] - half)),
+            ],
+            dim=dim,
+        )
+        residual = getattr(self, f"decoder_lv{level + 1}")(merged)
+        return encoder(x + residual) + merged
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Deblur (B, 3, H, W) images in [0, 1]; returns (B, 3, H, W)."""
         mh, mw = self.multiple
-        if x.shape[-2] % mh or x.shape[-1] % mw:
+        if x.ndim != 4 or x.shape[-2] % mh or x.shape[-1] % mw:
             raise ValueError(
-                f"DMPHN({self.levels} levels) needs H % {mh} == 0 and W % {mw} == 0, got {tuple(x.shape[-2:])}"
+                f"DMPHN({self.levels} levels) needs (B, 3, H, W) with H % {mh} == 0 and W % {mw} == 0, "
+                f"got shape {tuple(x.shape)}"
             )
         shift = self.input_shift.to(x.dtype)
-        return self.decoders[0](self._features(1, x - shift)) + shift
+        return self.decoder_lv1(self._features(1, x - shift)) + shift
 
     def load_released(self, folder: str | Path) -> None:
-        """Load the authors' per-level ``encoder_lv{i}.pkl`` / ``decoder_lv{i}.pkl`` state dicts and set
-        ``input_shift`` to 0.5, the convention those weights were trained with."""
+        """Load the DMPHN authors' per-level state dicts and set ``input_shift`` to 0.5.
+
+        Args:
+            folder: directory holding ``encoder_lv{i}.pkl`` and ``decoder_lv{i}.pkl`` for i = 1..levels
+                (and no deeper level: DMPHN(1-2-4) and DMPHN(1-2-4-8) are trained separately).
+
+        Raises:
+            FileNotFoundError: a file is missing (all expected names are listed).
+            ValueError: the folder holds more levels than this model, or a file does not fit.
+        """
         folder = Path(folder)
-        names = [f"{kind}_lv{i}.pkl" for i in range(1, self.levels + 1) for kind in ("encoder", "decoder")]
+        names = [f"{kind}_lv{i}.pkl" for kind in ("encoder", "decoder") for i in range(1, self.levels + 1)]
         absent = [n for n in names if not (folder / n).is_file()]
         if absent:
             raise FileNotFoundError(
-                f"{folder} is not a DMPHN({self.levels} levels) release folder: "
-                f"missing {', '.join(absent)} (expected {', '.join(names)})"
+                f"'{folder}' is not a DMPHN({self.levels} levels) release folder: missing {', '.join(absent)} "
+                f"(expected {', '.join(names)})"
             )
-        for i in range(self.levels):
-            for kind, modules in (("encoder", self.encoders), ("decoder", self.decoders)):
-                path = folder / f"{kind}_lv{i + 1}.pkl"
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                load_state_dict_strict(modules[i], state, str(path))
-        self.input_shift.fill_(0.5)
+        found = [int(m.group(1)) for p in folder.iterdir() if (m := re.fullmatch(r"encoder_lv(\d+)\.pkl", p.name))]
+        if max(found) > self.levels:
+            raise ValueError(
+                f"'{folder}' holds DMPHN weights for {max(found)} levels but the model has {self.levels} "
+                f"(set backbone.net.levels={max(found)})"
+            )
+        for name in names:
+            state = torch.load(folder / name, map_location="cpu", weights_only=True)
+            load_state_dict_strict(getattr(self, name.removesuffix(".pkl")), state, str(folder / name))
+        self.input_shift.fill_(RELEASED_SHIFT)
         log.info(
-            "loaded DMPHN release weights from %s; input_shift set to 0.5 (they expect inputs in [-0.5, 0.5])", folder
+            "loaded DMPHN(%d levels) release weights from %s; input_shift set to %.1f (they expect image - %.1f)",
+            self.levels,
+            folder,
+            RELEASED_SHIFT,
+            RELEASED_SHIFT,
         )
