@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from neurmap.nets.reblur import Reblur
 from neurmap.train import CONFIG_DIR
@@ -66,7 +66,6 @@ def time_iterations(overrides: list[str], iterations: int, warmup: int) -> tuple
                 "logger=none",
                 "callbacks=none",
                 "trainer.val_check_interval=1000000",
-                "trainer.limit_val_batches=0",
                 "trainer.num_sanity_val_steps=0",
                 "trainer.enable_progress_bar=false",
                 "trainer.enable_model_summary=false",
@@ -83,6 +82,7 @@ def time_iterations(overrides: list[str], iterations: int, warmup: int) -> tuple
             callbacks=[timer],
             logger=False,
             enable_checkpointing=False,
+            limit_val_batches=0,
             max_steps=(iterations + warmup) * system.n_optimizers,
         )
         trainer.fit(system, datamodule=datamodule)
@@ -119,8 +119,13 @@ def main(argv: list[str] | None = None) -> None:
 
     neurmap, batch = time_iterations([*args.overrides, "variant=neurmap"], args.iterations, args.warmup)
     baseline, paired = time_iterations([*args.overrides, "variant=baseline"], args.iterations, args.warmup)
+    same, _ = time_iterations(
+        [*args.overrides, "variant=baseline", f"data.batch_size_paired={batch}"], args.iterations, args.warmup
+    )
     cfg = _compose(list(args.overrides), Path("."))
-    crop = int(cfg.data.paired.get("crop_size") or cfg.data.paired.get("image_size"))
+    crop = int(
+        OmegaConf.select(cfg, "data.paired.transform.crop_size") or OmegaConf.select(cfg, "data.paired.image_size")
+    )
     reblur_times = time_reblur(batch, crop, int(cfg.model.reblur.n_samples), float(cfg.loss.alpha))
 
     print(
@@ -131,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     print("| step | median ms | min ms | what |")
     print("|---|---|---|---|")
     print(_row("NeurMAP iteration", neurmap, f"D fwd once + M, N, D steps; {batch} blurry images"))
-    print(_row("supervised iteration", baseline, f"D step only, {paired} paired images"))
+    print(_row("supervised iteration", baseline, f"D step only, {paired} paired images (same data config)"))
+    print(_row("supervised iteration", same, f"D step only, {batch} paired images (same image count)"))
     print(_row("R forward+backward", reblur_times, f"{batch}x3x{crop}x{crop}, {cfg.model.reblur.n_samples} samples"))
     ratio = statistics.median(neurmap) / statistics.median(baseline)
     print(f"\nNeurMAP / supervised time per iteration: {ratio:.2f}x")
