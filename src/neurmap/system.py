@@ -23,6 +23,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
@@ -90,6 +91,9 @@ class NeurMAPSystem(L.LightningModule):
         pool_size: samples in the running pool behind E[|M(S)|].
         init_gain: Xavier gain for M and N (paper §4.1).
         check_finite: stop with a clear error when a loss becomes NaN/inf.
+        content_stage_weights: content-loss weights of a multi-output backbone's outputs, aligned
+            with the LAST outputs (final last): ``[1.0]`` supervises the final image only, ``[1, 1, 1]``
+            every stage of MPRNet / every scale of MIMO-UNet (targets are area-resized).
     """
 
     def __init__(
@@ -106,6 +110,7 @@ class NeurMAPSystem(L.LightningModule):
         pool_size: int = 50,
         init_gain: float = 1.0,
         check_finite: bool = True,
+        content_stage_weights: tuple[float, ...] | list[float] = (1.0,),
     ) -> None:
         super().__init__()
         _require(loss, _LOSS_KEYS, "loss config")
@@ -128,6 +133,9 @@ class NeurMAPSystem(L.LightningModule):
         self.iterations = int(iterations)
         self.relative_motion = bool(relative_motion)
         self.check_finite = bool(check_finite)
+        self.content_stage_weights = [float(w) for w in content_stage_weights]
+        if not self.content_stage_weights:
+            raise ValueError("content_stage_weights must hold at least the final output's weight")
         self.save_hyperparameters(
             {
                 "loss": self.loss_cfg,
@@ -214,13 +222,14 @@ class NeurMAPSystem(L.LightningModule):
         blur, sharp, n_paired = data["blur"], data["sharp"], data["n_paired"]
         opts = self.optimizers()
         optimizers = dict(zip(self.opt_names, opts if isinstance(opts, list) else [opts]))
-        deblurred = self.deblur_net(blur)  # computed once, reused by all three steps
+        stages = self.deblur_net.forward_stages(blur)  # computed once, reused by all three steps
+        deblurred = stages[-1]
         logs: dict[str, torch.Tensor] = {}
         if self.use_motion:
             logs |= self._step("motion", optimizers["motion"], self._motion_loss, blur, sharp, deblurred, n_paired)
         if self.disc_mode != "none":
             logs |= self._step("disc", optimizers["disc"], self._disc_loss, blur, sharp, deblurred, n_paired)
-        logs |= self._step("deblur", optimizers["deblur"], self._deblur_loss, blur, sharp, deblurred, n_paired)
+        logs |= self._step("deblur", optimizers["deblur"], self._deblur_loss, blur, sharp, stages, n_paired)
         schedulers = self.lr_schedulers()
         for name, scheduler in zip(self.opt_names, schedulers if isinstance(schedulers, list) else [schedulers]):
             scheduler.step()
@@ -296,14 +305,28 @@ class NeurMAPSystem(L.LightningModule):
             "fake": terms.lsgan(self.discriminator(fake), 0.0),
         }
 
+    def _content(self, stages: list[torch.Tensor], sharp: torch.Tensor) -> torch.Tensor:
+        """Content loss over the supervised outputs (final last), targets resized to each output."""
+        if len(self.content_stage_weights) > len(stages):
+            raise ValueError(
+                f"content_stage_weights has {len(self.content_stage_weights)} weights but the backbone "
+                f"returns {len(stages)} outputs"
+            )
+        total = sharp.new_zeros(())
+        for weight, out in zip(self.content_stage_weights, stages[-len(self.content_stage_weights) :]):
+            target = sharp if out.shape[-2:] == sharp.shape[-2:] else F.interpolate(sharp, out.shape[-2:], mode="area")
+            total = total + weight * terms.distance(out, target, self.loss_cfg["content_norm"])
+        return total
+
     def _deblur_loss(
-        self, blur: torch.Tensor, sharp: torch.Tensor, deblurred: torch.Tensor, n_paired: int
+        self, blur: torch.Tensor, sharp: torch.Tensor, stages: list[torch.Tensor], n_paired: int
     ) -> dict[str, torch.Tensor]:
         """Eq. 11: content on paired data; reblur, priors and TV on unpaired data."""
         w = self.loss_cfg
+        deblurred = stages[-1]
         parts: dict[str, torch.Tensor] = {}
         if n_paired:
-            parts["content"] = w["content"] * terms.distance(deblurred[:n_paired], sharp[:n_paired], w["content_norm"])
+            parts["content"] = w["content"] * self._content([s[:n_paired] for s in stages], sharp[:n_paired])
         if not self.variant["unpaired"]:
             return parts
         unpaired_blur, unpaired_deblurred = blur[n_paired:], deblurred[n_paired:]
