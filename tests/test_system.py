@@ -151,3 +151,22 @@ def test_lr_factor_function():
 
     assert [linear_decay(i, 4) for i in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
     assert not math.isnan(linear_decay(0, 1))
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        ["trainer.precision=bf16-mixed"],
+        ["model.channels_last=true"],
+        ["+model.compile.backend=eager"],
+    ],
+)
+def test_gpu_users_switches_run_on_cpu(tiny_cfg, switches):
+    """bf16 autocast, channels_last and torch.compile (eager backend here) each run an iteration,
+    and the reblur stays in fp32 under autocast (tested in test_reblur)."""
+    system, trainer = _fit(tiny_cfg(*switches), batches=1)
+    assert trainer.global_step == 3
+    assert all(torch.isfinite(p).all() for p in system.parameters())
+    if "model.channels_last=true" in switches:
+        conv = next(m for m in system.deblur_net.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)

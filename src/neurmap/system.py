@@ -94,6 +94,10 @@ class NeurMAPSystem(L.LightningModule):
         content_stage_weights: content-loss weights of a multi-output backbone's outputs, aligned
             with the LAST outputs (final last): ``[1.0]`` supervises the final image only, ``[1, 1, 1]``
             every stage of MPRNet / every scale of MIMO-UNet (targets are area-resized).
+        channels_last: NHWC memory format for the networks and images (faster convolutions on
+            recent GPUs with mixed precision).
+        compile: ``torch.compile`` options for D (e.g. ``{"mode": "max-autotune"}``); None = eager.
+            D is compiled in place, so checkpoint keys do not change. R always runs eagerly in fp32.
     """
 
     def __init__(
@@ -111,6 +115,8 @@ class NeurMAPSystem(L.LightningModule):
         init_gain: float = 1.0,
         check_finite: bool = True,
         content_stage_weights: tuple[float, ...] | list[float] = (1.0,),
+        channels_last: bool = False,
+        compile: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         _require(loss, _LOSS_KEYS, "loss config")
@@ -133,6 +139,8 @@ class NeurMAPSystem(L.LightningModule):
         self.iterations = int(iterations)
         self.relative_motion = bool(relative_motion)
         self.check_finite = bool(check_finite)
+        self.channels_last = bool(channels_last)
+        self.compile_options = dict(compile) if compile is not None else None
         self.content_stage_weights = [float(w) for w in content_stage_weights]
         if not self.content_stage_weights:
             raise ValueError("content_stage_weights must hold at least the final output's weight")
@@ -173,6 +181,17 @@ class NeurMAPSystem(L.LightningModule):
         checkpoints and loggers carry everything needed to rebuild the run."""
         self.hparams["config"] = dict(config)
 
+    def configure_model(self) -> None:
+        """Apply the GPU users' switches once, before training: channels_last and torch.compile."""
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+        if self.compile_options is not None and not getattr(self, "_compiled", False):
+            self.deblur_net.net.compile(**self.compile_options)
+            self._compiled = True
+
+    def _images(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     # ------------------------------------------------------------------ forward
     def forward(self, blurry: torch.Tensor) -> torch.Tensor:
         """Deblur a (B, 3, H, W) batch in [0, 1]."""
@@ -211,7 +230,7 @@ class NeurMAPSystem(L.LightningModule):
             blurs.append(batch["blur"]["blur"])
             sharps.append(batch["sharp"]["sharp"])
         n_paired = 0 if paired is None else paired["blur"].shape[0]
-        return {"blur": torch.cat(blurs), "sharp": torch.cat(sharps), "n_paired": n_paired}
+        return {"blur": self._images(torch.cat(blurs)), "sharp": self._images(torch.cat(sharps)), "n_paired": n_paired}
 
     def _map_slice(self, n_paired: int) -> slice:
         """Which rows of the batch the MAP terms use: unpaired only (paper), or all (authors' code)."""
