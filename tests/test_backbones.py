@@ -1,13 +1,18 @@
-"""Backbones behind DeblurNet: any input size, published parameter counts, weight loading, and the
-released DMPHN weights reproducing the authors' published GoPro outputs."""
+"""Backbones behind DeblurNet: any input size, published parameter counts, DMPHN's patch hierarchy,
+weight loading in every accepted format, and the released DMPHN weights reproducing the authors'
+published GoPro outputs."""
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from neurmap.nets.backbones import DeblurNet, load_pretrained
 from neurmap.nets.backbones.dmphn import DMPHN
@@ -15,13 +20,13 @@ from neurmap.nets.backbones.unet import UNet
 from tests.conftest import SHARED
 
 BACKBONES = {
-    "unet": (lambda: UNet(width=8, depth=3), 4),
-    "dmphn_1_2_4": (lambda: DMPHN(levels=3), 8),
+    "unet": (lambda: UNet(width=8, depth=3, identity_init=False), 4),
+    "dmphn_1_2_4": (lambda: DMPHN(levels=3), 16),
     "dmphn_1_2_4_8": (lambda: DMPHN(levels=4), 16),
 }
 
 
-def _count(module: torch.nn.Module) -> int:
+def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
@@ -32,126 +37,255 @@ def test_forward_backward_at_an_odd_size(name):
     x = torch.rand(1, 3, 37, 53, requires_grad=True)
     y = net(x)
     assert y.shape == x.shape
-    y.mean().backward()
-    assert x.grad is not None
-    assert all(p.grad is not None for p in net.parameters())
+    y.square().mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    no_grad = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not no_grad
 
 
 @pytest.mark.parametrize(("levels", "millions"), [(3, 5.42), (4, 7.23)])
 def test_dmphn_parameter_counts_match_the_published_ones(levels, millions):
-    assert round(_count(DMPHN(levels=levels)) / 1e6, 2) == millions
+    net = DMPHN(levels=levels)
+    assert round(_count(net) / 1e6, 2) == millions
+    assert "input_shift" in net.state_dict() and "input_shift" not in dict(net.named_parameters())
 
 
-def test_unet_starts_as_identity():
-    x = torch.rand(2, 3, 16, 16)
-    assert torch.equal(UNet(width=8)(x), x)
+def test_unet_is_fast_has_no_buffers_and_starts_as_identity():
+    net = UNet()
+    assert not list(net.buffers())
+    assert not any("Norm" in type(m).__name__ for m in net.modules())
+    x = torch.rand(8, 3, 64, 64)
+    assert torch.equal(net(x), x)
+    opt = torch.optim.Adam(net.parameters())
+    net(x).mean().backward()  # warm-up
+    steps = []
+    for _ in range(5):
+        start = time.perf_counter()
+        opt.zero_grad()
+        net(x).abs().mean().backward()
+        opt.step()
+        steps.append(time.perf_counter() - start)
+    assert min(steps) < 0.1  # the best of 5, robust to other processes on the machine
 
 
-def test_deblurnet_rejects_bad_input():
-    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+def test_unet_rejects_sizes_it_cannot_halve():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        UNet(depth=3)(torch.rand(1, 3, 10, 12))
+
+
+def test_deblurnet_rejects_bad_input_and_settings():
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\).*\(1, 1, 8, 8\)"):
         DeblurNet(UNet(width=8), 4)(torch.rand(1, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        DeblurNet(UNet(width=8), 4)(torch.rand(3, 8, 8))
+    with pytest.raises(ValueError, match="pad_mode"):
+        DeblurNet(UNet(width=8), 4, pad_mode="mirror")
+    with pytest.raises(ValueError, match="pad_multiple"):
+        DeblurNet(UNet(width=8), 0)
+
+
+class _Recorder(nn.Module):
+    """Returns [half-resolution copy, full copy] of its (padded) input and remembers that input."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.seen = x
+        return [x[..., ::2, ::2], x * 1.0]
+
+
+def test_deblurnet_pads_reflect_and_crops_every_output():
+    net = DeblurNet(_Recorder(), pad_multiple=16)
+    x = torch.rand(2, 3, 37, 53)
+    half, full = net.forward_stages(x)
+    assert net.net.seen.shape[-2:] == (48, 64)
+    assert torch.equal(net.net.seen, F.pad(x, (0, 11, 0, 11), mode="reflect"))
+    assert torch.equal(full, x) and torch.equal(net(x), x)
+    assert half.shape[-2:] == (19, 27)  # ceil(37 * 24 / 48), ceil(53 * 32 / 64)
+    assert torch.equal(half, x[..., ::2, ::2])
+
+
+def test_deblurnet_falls_back_to_replicate_on_tiny_images():
+    net = DeblurNet(_Recorder(), pad_multiple=8)
+    x = torch.rand(1, 3, 3, 5)
+    assert torch.equal(net(x), x)
+    assert torch.equal(net.net.seen, F.pad(x, (0, 3, 0, 5), mode="replicate"))
+
+
+def _unrolled_dmphn_1_2_4_8(net: DMPHN, x: torch.Tensor) -> torch.Tensor:
+    """DMPHN(1-2-4-8) written out patch by patch, the way the authors' DMPHN_1_2_4_8.py spells it."""
+    e = [None, net.encoder_lv1, net.encoder_lv2, net.encoder_lv3, net.encoder_lv4]
+    d = [None, net.decoder_lv1, net.decoder_lv2, net.decoder_lv3, net.decoder_lv4]
+    h, w = x.shape[-2:]
+    top, bot = x[..., : h // 2, :], x[..., h // 2 :, :]
+    quarters = [top[..., : w // 2], top[..., w // 2 :], bot[..., : w // 2], bot[..., w // 2 :]]
+    f4 = [torch.cat([e[4](q[..., : h // 4, :]), e[4](q[..., h // 4 :, :])], 2) for q in quarters]
+    f4_top, f4_bot = torch.cat(f4[:2], 3), torch.cat(f4[2:], 3)
+    f3 = [e[3](q + d[4](f)) for q, f in zip(quarters, f4, strict=True)]
+    f3_top, f3_bot = torch.cat(f3[:2], 3) + f4_top, torch.cat(f3[2:], 3) + f4_bot
+    f2 = torch.cat([e[2](top + d[3](f3_top)), e[2](bot + d[3](f3_bot))], 2) + torch.cat([f3_top, f3_bot], 2)
+    return d[1](e[1](x + d[2](f2)) + f2)
+
+
+def test_dmphn_follows_the_authors_patch_hierarchy():
+    torch.manual_seed(0)
+    net = DMPHN(levels=4, input_shift=0.25).eval()
+    x = torch.rand(1, 3, 32, 16)
+    with torch.no_grad():
+        expected = _unrolled_dmphn_1_2_4_8(net, x - 0.25) + 0.25
+        assert torch.allclose(net(x), expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"H % 16 == 0 and W % 8 == 0"):
+        net(torch.rand(1, 3, 24, 16))
+
+
+ENCODER_SHAPES = {"layer1": (32, 3, 3, 3), "layer5": (64, 32, 3, 3), "layer9": (128, 64, 3, 3)}
+DECODER_SHAPES = {"layer16": (128, 64, 4, 4), "layer20": (64, 32, 4, 4), "layer24": (3, 32, 3, 3)}
+for _shapes, _blocks in (
+    (ENCODER_SHAPES, {"layer2": 32, "layer3": 32, "layer6": 64, "layer7": 64, "layer10": 128, "layer11": 128}),
+    (DECODER_SHAPES, {"layer13": 128, "layer14": 128, "layer17": 64, "layer18": 64, "layer21": 32, "layer22": 32}),
+):
+    for _name, _c in _blocks.items():
+        _shapes[f"{_name}.0"] = _shapes[f"{_name}.2"] = (_c, _c, 3, 3)  # Sequential(conv, ReLU, conv)
+TRANSPOSED = {"layer16", "layer20"}  # ConvTranspose2d weights are (in, out, k, k): bias size is shape[1]
 
 
 def _official_layout(folder: Path, levels: int) -> dict[str, dict[str, torch.Tensor]]:
-    """Write random tensors under the authors' per-level names (encoder_lv{i}.pkl ...)."""
+    """Write random tensors under the authors' per-level file and key names into ``folder``."""
     torch.manual_seed(0)
-    enc = {"layer1": (32, 3, 3, 3), "layer5": (64, 32, 3, 3), "layer9": (128, 64, 3, 3)}
-    for layer, c in (
-        ("layer2", 32),
-        ("layer3", 32),
-        ("layer6", 64),
-        ("layer7", 64),
-        ("layer10", 128),
-        ("layer11", 128),
-    ):
-        enc[f"{layer}.0"] = enc[f"{layer}.2"] = (c, c, 3, 3)
-    dec = {"layer16": (128, 64, 4, 4), "layer20": (64, 32, 4, 4), "layer24": (3, 32, 3, 3)}
-    for layer, c in (
-        ("layer13", 128),
-        ("layer14", 128),
-        ("layer17", 64),
-        ("layer18", 64),
-        ("layer21", 32),
-        ("layer22", 32),
-    ):
-        dec[f"{layer}.0"] = dec[f"{layer}.2"] = (c, c, 3, 3)
-    bias = {"layer16": 64, "layer20": 32, "layer24": 3}
     written = {}
     for i in range(1, levels + 1):
-        for kind, shapes in (("encoder", enc), ("decoder", dec)):
+        for kind, shapes in (("encoder", ENCODER_SHAPES), ("decoder", DECODER_SHAPES)):
             state = {}
             for name, shape in shapes.items():
                 state[f"{name}.weight"] = torch.randn(shape)
-                state[f"{name}.bias"] = torch.randn(bias.get(name, shape[0]))
+                state[f"{name}.bias"] = torch.randn(shape[1] if name in TRANSPOSED else shape[0])
             torch.save(state, folder / f"{kind}_lv{i}.pkl")
             written[f"{kind}_lv{i}"] = state
     return written
 
 
 @pytest.mark.parametrize("levels", [3, 4])
-def test_official_dmphn_layout_loads_strictly(tmp_path, levels):
+def test_official_dmphn_layout_loads_strictly_and_sets_the_shift(tmp_path, caplog, levels):
     written = _official_layout(tmp_path, levels)
     net = DeblurNet(DMPHN(levels=levels), 16)
-    load_pretrained(net, tmp_path)
+    with caplog.at_level(logging.INFO, logger="neurmap.nets.backbones.dmphn"):
+        load_pretrained(net, tmp_path)
     assert net.net.input_shift.item() == 0.5
-    for i in range(levels):
-        for kind, modules in (("encoder", net.net.encoders), ("decoder", net.net.decoders)):
-            for key, value in written[f"{kind}_lv{i + 1}"].items():
-                assert torch.equal(modules[i].state_dict()[key], value)
+    assert any("input_shift" in r.getMessage() and "0.5" in r.getMessage() for r in caplog.records)
+    assert len(written) == 2 * levels
+    for module_name, state in written.items():
+        own = getattr(net.net, module_name).state_dict()
+        assert own.keys() == state.keys()
+        assert all(torch.equal(own[k], v) for k, v in state.items())
+    # our own checkpoint of it remembers the shift
+    torch.save({"state_dict": {f"deblur_net.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "ours.ckpt")
+    again = DeblurNet(DMPHN(levels=levels), 16)
+    load_pretrained(again, tmp_path / "ours.ckpt")
+    assert again.net.input_shift.item() == 0.5
 
 
-def test_release_folder_with_missing_files_names_them(tmp_path):
+def test_release_folder_errors_name_the_files_and_levels(tmp_path):
     _official_layout(tmp_path, 3)
-    with pytest.raises(FileNotFoundError, match="encoder_lv4.pkl"):
+    with pytest.raises(FileNotFoundError, match=r"missing encoder_lv4\.pkl, decoder_lv4\.pkl"):
         load_pretrained(DeblurNet(DMPHN(levels=4), 16), tmp_path)
+    with pytest.raises(ValueError, match="3 levels but the model has 2"):
+        load_pretrained(DeblurNet(DMPHN(levels=2), 16), tmp_path)
+    with pytest.raises(ValueError, match="UNet has no release-folder format"):
+        load_pretrained(DeblurNet(UNet(width=8), 4), tmp_path)
 
 
-def test_wrapped_state_dicts_load(tmp_path):
-    source = UNet(width=8)
-    torch.save(
-        {"state_dict": {f"deblur_net.net.{k}": v for k, v in source.state_dict().items()}, "optimizer_states": []},
-        tmp_path / "lightning.ckpt",
-    )
-    torch.save({"params": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "wrapped.pth")
-    for file in ("lightning.ckpt", "wrapped.pth"):
+def test_neurmap_authors_whole_module_dmphn_state_dict_loads(tmp_path):
+    """NeurMAP's ``DMPHN_deblur`` state dict (encoder_lv1..., maybe DataParallel-prefixed, no shift)."""
+    source = DMPHN(levels=4)
+    state = {f"module.{k}": v for k, v in source.state_dict().items() if k != "input_shift"}
+    assert "module.encoder_lv4.layer11.2.bias" in state
+    torch.save(state, tmp_path / "G_net_latest.pth")
+    target = DeblurNet(DMPHN(levels=4), 16)
+    load_pretrained(target, tmp_path / "G_net_latest.pth")
+    assert target.net.input_shift.item() == 0.0
+    assert all(torch.equal(target.net.state_dict()[k], v) for k, v in source.state_dict().items())
+
+
+def test_lightning_and_nested_state_dicts_load(tmp_path):
+    source = UNet(width=8, identity_init=False)
+    ref = source.state_dict()
+    other = {"motion_net.conv.weight": torch.zeros(2), "discriminator.x": torch.zeros(1)}
+    ckpt = {"state_dict": {**{f"deblur_net.net.{k}": v for k, v in ref.items()}, **other}, "epoch": 3}
+    torch.save(ckpt, tmp_path / "lightning.ckpt")
+    torch.save({"params": {f"module.{k}": v for k, v in ref.items()}, "iter": 5}, tmp_path / "wrapped.pth")
+    torch.save({"weights": {f"net.{k}": v for k, v in ref.items()}}, tmp_path / "custom.pth")
+    cases = [
+        ("lightning.ckpt", None),
+        ("lightning.ckpt", "state_dict"),
+        ("wrapped.pth", None),
+        ("custom.pth", "weights"),
+    ]
+    for file, key in cases:
         target = DeblurNet(UNet(width=8), 4)
-        load_pretrained(target, tmp_path / file)
-        for k, v in source.state_dict().items():
-            assert torch.equal(target.net.state_dict()[k], v)
+        load_pretrained(target, tmp_path / file, key=key)
+        assert all(torch.equal(target.net.state_dict()[k], v) for k, v in ref.items()), (file, key)
 
 
-def test_wrong_checkpoint_names_the_missing_keys(tmp_path):
+def test_wrong_checkpoints_raise_one_readable_error(tmp_path):
     torch.save(UNet(width=8).state_dict(), tmp_path / "unet.pth")
     with pytest.raises(
         ValueError,
-        match=r"does not fit DMPHN: missing keys \(\d+\): decoders\.0\.layer13.*unexpected keys \(\d+\): down\.0",
+        match=r"'.*unet\.pth' does not fit DMPHN: missing keys \(\d+\): decoder_lv1\.layer13.*, \.\.\.; "
+        r"unexpected keys \(\d+\): down\.0",
     ):
-        load_pretrained(DeblurNet(DMPHN(levels=3), 8), tmp_path / "unet.pth")
-    truncated = dict(list(UNet(width=8).state_dict().items())[:-2])
-    torch.save(truncated, tmp_path / "truncated.pth")
-    with pytest.raises(ValueError, match="missing keys"):
+        load_pretrained(DeblurNet(DMPHN(levels=3), 16), tmp_path / "unet.pth")
+    full = UNet(width=8).state_dict()
+    torch.save({k: v for k, v in full.items() if k != "head.bias"}, tmp_path / "truncated.pth")
+    with pytest.raises(ValueError, match=r"missing keys \(1\): head\.bias$"):
         load_pretrained(DeblurNet(UNet(width=8), 4), tmp_path / "truncated.pth")
+    with pytest.raises(ValueError, match=r"shape mismatches \(\d+\): down\.0\.0\.bias ckpt\(16,\) vs model\(32,\)"):
+        load_pretrained(DeblurNet(UNet(width=16), 4), tmp_path / "unet.pth")
+    with pytest.raises(ValueError, match="has no key 'model'"):
+        load_pretrained(DeblurNet(UNet(width=8), 4), tmp_path / "unet.pth", key="model")
+    torch.save({"epoch": 1, "note": "no weights"}, tmp_path / "empty.pth")
+    with pytest.raises(ValueError, match="pretrained_key"):
+        load_pretrained(DeblurNet(UNet(width=8), 4), tmp_path / "empty.pth")
+    torch.save(UNet(width=8), tmp_path / "pickled_module.pth")  # not loadable with weights_only=True
+    with pytest.raises(ValueError, match="cannot be read as weights"):
+        load_pretrained(DeblurNet(UNet(width=8), 4), tmp_path / "pickled_module.pth")
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_pretrained(DeblurNet(UNet(width=8), 4), tmp_path / "nope.pth")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("folder", "max_diff", "within_one"), [("dmphn_1_2_4", 1, 1.0), ("dmphn_1_2_4_8", 6, 0.99)])
-def test_released_dmphn_reproduces_published_gopro_outputs(folder, max_diff, within_one):
-    """Tolerances from shared/fixtures/README.md (the authors' GPU outputs, saved as 8-bit PNG)."""
+def _read_rgb(path: Path) -> np.ndarray:
     cv2 = pytest.importorskip("cv2")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, f"cannot read {path}"
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("folder", "levels", "max_diff", "min_exact"), [("dmphn_1_2_4", 3, 1, 0.999), ("dmphn_1_2_4_8", 4, 6, 0.8)]
+)
+def test_released_dmphn_reproduces_published_gopro_outputs(folder, levels, max_diff, min_exact):
+    """Tolerances from shared/fixtures/README.md (the authors' GPU outputs, saved as 8-bit PNG).
+
+    The published PNGs were written by a torchvision whose ``save_image`` truncated
+    (``mul(255).clamp(0, 255).byte()``; the ``add_(0.5)`` rounding came later): with truncation
+    DMPHN(1-2-4) matches > 99.99 % of values exactly (rounding leaves half of them one level off),
+    DMPHN(1-2-4-8) about 87 % (GPU vs CPU arithmetic). About 9 s (1-2-4) and 11 s (1-2-4-8) per
+    1280x720 frame on 2 idle CPU cores; both frames are checked.
+    """
     weights, fixtures = SHARED / "weights" / folder, SHARED / "fixtures" / "dmphn_gopro"
-    if not weights.is_dir() or not fixtures.is_dir():
+    if not weights.is_dir() or not (fixtures / f"official_{folder}").is_dir():
         pytest.skip(f"released weights or fixtures not found under {SHARED} (set NEURMAP_SHARED)")
-    net = DeblurNet(DMPHN(levels=3 if folder == "dmphn_1_2_4" else 4), 16).eval()
+    torch.set_num_threads(2)
+    net = DeblurNet(DMPHN(levels=levels), 16).eval()
     load_pretrained(net, weights)
-    frame = "000003.png"  # one 1280x720 frame per model keeps this test near 15 s
-    blurry = cv2.imread(str(fixtures / "input" / frame))[:, :, ::-1]
-    published = cv2.imread(str(fixtures / f"official_{folder}" / frame))[:, :, ::-1].astype(np.int16)
-    x = torch.from_numpy(blurry.copy()).permute(2, 0, 1)[None].float() / 255.0
-    with torch.no_grad():
-        y = net(x)[0]
-    ours = (y.clamp(0, 1) * 255 + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy().astype(np.int16)
-    diff = np.abs(ours - published)
-    assert diff.max() <= max_diff
-    assert (diff <= 1).mean() >= within_one
+    frames = sorted(p.name for p in (fixtures / "input").glob("*.png"))
+    assert frames, f"no input frames in {fixtures / 'input'}"
+    for frame in frames:
+        blurry = _read_rgb(fixtures / "input" / frame)
+        published = _read_rgb(fixtures / f"official_{folder}" / frame).astype(np.int16)
+        x = torch.from_numpy(blurry).permute(2, 0, 1)[None].float() / 255.0
+        with torch.no_grad():
+            y = net(x)[0]
+        ours = y.mul(255).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy().astype(np.int16)
+        diff = np.abs(ours - published)
+        assert diff.max() <= max_diff, (frame, int(diff.max()))
+        assert (diff <= 1).mean() > 0.99, (frame, float((diff <= 1).mean()))
+        assert (diff == 0).mean() >= min_exact, (frame, float((diff == 0).mean()))
