@@ -107,3 +107,19 @@ def test_ddp_two_cpu_processes_end_with_equal_weights(tmp_path):
     assert len(ranks) == 2
     assert ranks[0] == ranks[1]
     assert any(k.startswith("motion_net") for k in report["keys"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", sorted(p.stem for p in (REPO / "conf" / "backbone").glob("*.yaml")))
+def test_fast_dev_run_of_every_backbone(tmp_path, backbone):
+    """`python -m neurmap.train backbone=<name> trainer=cpu ++trainer.fast_dev_run=true` for each backbone."""
+    cfg = compose(
+        tiny_overrides(
+            f"backbone={backbone}",
+            "++trainer.fast_dev_run=true",
+            "data.batch_size_paired=1",
+            "data.batch_size_unpaired=1",
+        ),
+        tmp_path / "run",
+    )
+    train(cfg)
