@@ -12,6 +12,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from neurmap.config import compose  # noqa: E402, F401  (re-exported for the tests)
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 SHARED = Path(os.environ.get("NEURMAP_SHARED", REPO.parent / "shared"))
@@ -52,26 +54,6 @@ def tiny_overrides(*extra: str) -> list[str]:
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(2)
-
-
-def compose(overrides: list[str], output_dir: Path | None = None):
-    """Compose conf/train.yaml like `python -m neurmap.train` does, with the run dir at output_dir."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra  # as in a real run: the task function sees no `hydra` node
-    return cfg
 
 
 @pytest.fixture

@@ -20,14 +20,11 @@ from tempfile import TemporaryDirectory
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
+from neurmap.config import compose
 from neurmap.nets.reblur import Reblur
-from neurmap.train import CONFIG_DIR
 
 __all__ = ["main", "time_iterations", "time_reblur"]
 
@@ -44,22 +41,10 @@ class _BatchTimer(L.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def _compose(overrides: list[str], output_dir: Path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra  # as in a real run: the task function sees no `hydra` node
-    return cfg
-
-
 def time_iterations(overrides: list[str], iterations: int, warmup: int) -> tuple[list[float], int]:
     """Seconds per training iteration (after ``warmup``) and the batch size, for one composed config."""
     with TemporaryDirectory() as tmp:
-        cfg = _compose(
+        cfg = compose(
             [
                 *overrides,
                 f"iterations={iterations + warmup}",
@@ -122,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     same, _ = time_iterations(
         [*args.overrides, "variant=baseline", f"data.batch_size_paired={batch}"], args.iterations, args.warmup
     )
-    cfg = _compose(list(args.overrides), Path("."))
+    cfg = compose(list(args.overrides), Path("."))
     crop = int(
         OmegaConf.select(cfg, "data.paired.transform.crop_size") or OmegaConf.select(cfg, "data.paired.image_size")
     )

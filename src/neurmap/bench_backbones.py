@@ -25,8 +25,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from neurmap.config import CONFIG_DIR
 from neurmap.nets.backbones import DeblurNet
-from neurmap.train import CONFIG_DIR
 
 __all__ = ["main", "measure"]
 

@@ -25,13 +25,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from neurmap.config import CONFIG_DIR
 from neurmap.nets.backbones import load_pretrained
 
 log = logging.getLogger("neurmap.train")
 
 __all__ = ["ConfigError", "main", "train"]
-
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,31 @@
+"""Compose ``conf/train.yaml`` outside the command line (tests, benchmarks, notebooks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, open_dict
+
+__all__ = ["CONFIG_DIR", "compose"]
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def compose(overrides: list[str], output_dir: str | Path) -> DictConfig:
+    """The config ``python -m neurmap.train <overrides>`` would run, with its run directory at
+    ``output_dir`` (so ``${hydra:runtime.output_dir}`` resolves). Like in a real run, the returned
+    config has no ``hydra`` node."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
