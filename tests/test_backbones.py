@@ -289,3 +289,40 @@ def test_released_dmphn_reproduces_published_gopro_outputs(folder, levels, max_d
         assert diff.max() <= max_diff, (frame, int(diff.max()))
         assert (diff <= 1).mean() > 0.99, (frame, float((diff <= 1).mean()))
         assert (diff == 0).mean() >= min_exact, (frame, float((diff == 0).mean()))
+
+
+def test_dmphn_stack4_parameter_count_and_stage_outputs():
+    from neurmap.nets.backbones.dmphn import DMPHNStack
+
+    net = DMPHNStack(stacks=4)
+    assert round(_count(net) / 1e6, 2) == 21.70  # 4 x DMPHN(1-2-4)
+    outputs = DeblurNet(DMPHNStack(stacks=2), 8).forward_stages(torch.rand(1, 3, 20, 28))
+    assert len(outputs) == 2 and all(o.shape == (1, 3, 20, 28) for o in outputs)
+
+
+def test_dmphn_stack_of_one_is_dmphn_1_2_4():
+    """Stage 1 of the stack is exactly DMPHN(1-2-4): same weights, same output."""
+    from neurmap.nets.backbones.dmphn import DMPHNStack
+
+    torch.manual_seed(0)
+    single, stack = DMPHN(levels=3, input_shift=0.5), DMPHNStack(stacks=1, input_shift=0.5)
+    for lv in (1, 2, 3):
+        getattr(stack, f"encoder_s1_lv{lv}").load_state_dict(getattr(single, f"encoder_lv{lv}").state_dict())
+        getattr(stack, f"decoder_s1_lv{lv}").load_state_dict(getattr(single, f"decoder_lv{lv}").state_dict())
+    x = torch.rand(1, 3, 16, 24)
+    assert torch.allclose(stack(x)[-1], single(x), atol=1e-6)
+
+
+def test_dmphn_stack_release_folder_loads(tmp_path):
+    from neurmap.nets.backbones.dmphn import DMPHNStack
+
+    source = DMPHNStack(stacks=2)
+    for name, module in source.named_children():
+        torch.save(module.state_dict(), tmp_path / f"{name}.pkl")
+    target = DeblurNet(DMPHNStack(stacks=2), 8)
+    load_pretrained(target, tmp_path)
+    assert target.net.input_shift.item() == 0.5
+    assert all(torch.equal(a, b) for a, b in zip(source.parameters(), target.net.parameters()))
+    (tmp_path / "decoder_s2_lv3.pkl").unlink()
+    with pytest.raises(FileNotFoundError, match="decoder_s2_lv3.pkl"):
+        load_pretrained(DeblurNet(DMPHNStack(stacks=2), 8), tmp_path)

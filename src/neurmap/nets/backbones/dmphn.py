@@ -32,7 +32,7 @@ from neurmap.nets.backbones.weights import load_state_dict_strict
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DMPHN", "DMPHNDecoder", "DMPHNEncoder"]
+__all__ = ["DMPHN", "DMPHNDecoder", "DMPHNEncoder", "DMPHNStack"]
 
 RELEASED_SHIFT = 0.5  # the DMPHN authors train and test on image - 0.5 (DMPHN_1_2_4_8_test.py)
 
@@ -190,5 +190,97 @@ class DMPHN(nn.Module):
             self.levels,
             folder,
             RELEASED_SHIFT,
+            RELEASED_SHIFT,
+        )
+
+
+class DMPHNStack(nn.Module):
+    """Stack(k)-DMPHN (the DMPHN paper's SDNet-k; the NeurMAP paper's Table 1 row is Stack(4)).
+
+    ``stacks`` DMPHN(1-2-4) modules in sequence: stage s deblurs the previous stage's output, and
+    every feature map of stage s - 1 (level-3 halves, level-2 halves, level 1) is added to the
+    matching one of stage s. As in the authors' ``SDNet4_test.py``, from stage 2 on the level-2
+    residual also receives stage 1's output. Submodules are ``encoder_s{s}_lv{l}`` /
+    ``decoder_s{s}_lv{l}``, the names of the released per-file weights (``encoder_s1_lv1.pkl``, ...),
+    loaded by :meth:`load_released` (which sets ``input_shift`` to 0.5 as for DMPHN).
+
+    Returns the list of every stage's output, final last (the authors sum the MSE over stages).
+    Input H and W must divide by 8 (:class:`~neurmap.nets.backbones.DeblurNet` pads).
+    """
+
+    optional_state_keys = ("input_shift",)
+    multiple = (8, 8)
+
+    def __init__(self, stacks: int = 4, input_shift: float = 0.0) -> None:
+        super().__init__()
+        if int(stacks) < 1:
+            raise ValueError(f"DMPHNStack needs stacks >= 1, got {stacks!r}")
+        self.stacks = int(stacks)
+        for s in range(1, self.stacks + 1):
+            for level in (1, 2, 3):
+                self.add_module(f"encoder_s{s}_lv{level}", DMPHNEncoder())
+                self.add_module(f"decoder_s{s}_lv{level}", DMPHNDecoder())
+        self.register_buffer("input_shift", torch.tensor(float(input_shift)), persistent=True)
+
+    def _stage(
+        self, s: int, image: torch.Tensor, prev: dict[str, torch.Tensor] | None, first: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        enc = {lv: getattr(self, f"encoder_s{s}_lv{lv}") for lv in (1, 2, 3)}
+        dec = {lv: getattr(self, f"decoder_s{s}_lv{lv}") for lv in (1, 2, 3)}
+        h, w = image.shape[-2] // 2, image.shape[-1] // 2
+        top, bottom = image[..., :h, :], image[..., h:, :]
+        f: dict[str, torch.Tensor] = {
+            "lv3_top": torch.cat([enc[3](top[..., :w]), enc[3](top[..., w:])], dim=3),
+            "lv3_bot": torch.cat([enc[3](bottom[..., :w]), enc[3](bottom[..., w:])], dim=3),
+        }
+        if prev is not None:
+            f = {k: v + prev[k] for k, v in f.items()}
+        f["lv2_1"] = enc[2](top + dec[3](f["lv3_top"])) + f["lv3_top"]
+        f["lv2_2"] = enc[2](bottom + dec[3](f["lv3_bot"])) + f["lv3_bot"]
+        if prev is not None:
+            f["lv2_1"], f["lv2_2"] = f["lv2_1"] + prev["lv2_1"], f["lv2_2"] + prev["lv2_2"]
+        lv2 = torch.cat([f["lv2_1"], f["lv2_2"]], dim=2)
+        residual = dec[2](lv2) if first is None else dec[2](lv2) + first
+        f["lv1"] = enc[1](image + residual) + lv2
+        if prev is not None:
+            f["lv1"] = f["lv1"] + prev["lv1"]
+        return dec[1](f["lv1"]), f
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.ndim != 4 or x.shape[-2] % 8 or x.shape[-1] % 8:
+            raise ValueError(f"DMPHNStack needs (B, 3, H, W) with H and W divisible by 8, got {tuple(x.shape)}")
+        shift = self.input_shift.to(x.dtype)
+        out, features = self._stage(1, x - shift, None, None)
+        first, outputs = out, [out]
+        for s in range(2, self.stacks + 1):
+            out, features = self._stage(s, out, features, first)
+            outputs.append(out)
+        return [o + shift for o in outputs]
+
+    def load_released(self, folder: str | Path) -> None:
+        """Load the authors' ``encoder_s{s}_lv{l}.pkl`` / ``decoder_s{s}_lv{l}.pkl`` and set input_shift 0.5."""
+        folder = Path(folder)
+        names = [
+            f"{kind}_s{s}_lv{lv}"
+            for s in range(1, self.stacks + 1)
+            for lv in (1, 2, 3)
+            for kind in ("encoder", "decoder")
+        ]
+        absent = [f"{n}.pkl" for n in names if not (folder / f"{n}.pkl").is_file()]
+        if absent:
+            raise FileNotFoundError(
+                f"'{folder}' is not a Stack({self.stacks})-DMPHN release folder: missing "
+                f"{', '.join(absent[:8])}{', ...' if len(absent) > 8 else ''}"
+            )
+        for name in names:
+            path = folder / f"{name}.pkl"
+            load_state_dict_strict(
+                getattr(self, name), torch.load(path, map_location="cpu", weights_only=True), str(path)
+            )
+        self.input_shift.fill_(RELEASED_SHIFT)
+        log.info(
+            "loaded Stack(%d)-DMPHN release weights from %s; input_shift set to %.1f",
+            self.stacks,
+            folder,
             RELEASED_SHIFT,
         )
