@@ -123,3 +123,22 @@ def test_fast_dev_run_of_every_backbone(tmp_path, backbone):
         tmp_path / "run",
     )
     train(cfg)
+
+
+@pytest.mark.slow
+def test_multirun_over_variants(tmp_path):
+    """`python -m neurmap.train -m variant=...` runs each job in its own directory."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "NEURMAP_LOG_DIR": str(tmp_path)}
+    args = tiny_overrides("iterations=1", "test=false", "variant=baseline,net2")
+    result = subprocess.run(
+        [sys.executable, "-m", "neurmap.train", "-m", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p.name for p in (tmp_path / "train" / "multiruns").glob("*/*") if p.is_dir())
+    assert jobs == ["0_baseline-unet", "1_net2-unet"]
+    assert all((p / "checkpoints" / "last.ckpt").is_file() for p in (tmp_path / "train" / "multiruns").glob("*/*_*"))
