@@ -142,3 +142,17 @@ def test_multirun_over_variants(tmp_path):
     jobs = sorted(p.name for p in (tmp_path / "train" / "multiruns").glob("*/*") if p.is_dir())
     assert jobs == ["0_baseline-unet", "1_net2-unet"]
     assert all((p / "checkpoints" / "last.ckpt").is_file() for p in (tmp_path / "train" / "multiruns").glob("*/*_*"))
+
+
+def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
+    """SIGTERM during training ends the run with last.ckpt at the iteration it reached; resuming finishes."""
+    run = tmp_path / "run"
+    common = ["iterations=6", "trainer.val_check_interval=100", "test=false"]
+    term = ["+callbacks.term._target_=tests.helpers.SigtermAtIteration", "+callbacks.term.iteration=2"]
+    with pytest.raises(SystemExit):
+        train(compose(tiny_overrides(*common, *term), run))
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2 * 3  # two whole NeurMAP iterations
+    train(compose(tiny_overrides(*common, "ckpt_path=last"), run))
+    final = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert final["global_step"] == 6 * 3

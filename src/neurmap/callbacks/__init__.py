@@ -1,6 +1,8 @@
-"""Lightning callbacks: image panels for every logger, and a cross-rank weight check for DDP."""
+"""Lightning callbacks: image panels for every logger, a cross-rank weight check for DDP, and a
+checkpoint on SIGTERM / Ctrl+C."""
 
 from neurmap.callbacks.consistency import RankConsistencyCheck
 from neurmap.callbacks.images import ImagePanelLogger
+from neurmap.callbacks.interrupt import LastCheckpoint
 
-__all__ = ["ImagePanelLogger", "RankConsistencyCheck"]
+__all__ = ["ImagePanelLogger", "LastCheckpoint", "RankConsistencyCheck"]

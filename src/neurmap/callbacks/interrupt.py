@@ -1,0 +1,48 @@
+"""``last.ckpt`` that is really the last: at the end of training and when SIGTERM or Ctrl+C stops a run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LastCheckpoint"]
+
+
+class LastCheckpoint(L.Callback):
+    """Write ``<dirpath>/last.ckpt`` when training ends or SIGTERM stops it; ``interrupted.ckpt`` on Ctrl+C.
+
+    ModelCheckpoint saves at validations only, so iterations after the last validation would
+    otherwise be lost.
+
+    Lightning turns SIGTERM into an exception at the next batch boundary, so that checkpoint holds
+    whole iterations and ``ckpt_path=last`` resumes from it. Ctrl+C can land between the M, N and
+    D steps of an iteration, so it goes to a separate file and never replaces a clean ``last.ckpt``.
+
+    Args:
+        dirpath: checkpoint folder (the ModelCheckpoint's).
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.dirpath / "last.ckpt")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            name = "last.ckpt"
+        elif isinstance(exception, KeyboardInterrupt):
+            name = "interrupted.ckpt"
+        else:
+            return  # a crash keeps the last checkpoint written by ModelCheckpoint
+        path = self.dirpath / name
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            log.warning(
+                "run stopped by %s at global step %d: saved %s", type(exception).__name__, trainer.global_step, path
+            )
