@@ -156,3 +156,12 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
     train(compose(tiny_overrides(*common, "ckpt_path=last"), run))
     final = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert final["global_step"] == 6 * 3
+
+
+def test_dry_run_prints_counts_and_an_estimate(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(compose(tiny_overrides("dry_run=true", "dry_run_iterations=2"), run)) is None
+    out = capsys.readouterr().out
+    assert "train paired" in out and "val   builtin_camera" in out
+    assert "estimated training time for 4 iterations" in out
+    assert not (run / "checkpoints" / "last.ckpt").exists()

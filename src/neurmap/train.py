@@ -110,6 +110,9 @@ def train(cfg: DictConfig) -> float | None:
         cfg.iterations,
         system.n_optimizers,
     )
+    if cfg.get("dry_run"):
+        _dry_run(cfg, datamodule, system)
+        return None
     trainer.fit(system, datamodule=datamodule, ckpt_path=_resolve_ckpt_path(cfg, output_dir))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if cfg.get("test") and not trainer.fast_dev_run and getattr(datamodule, "test", None):
@@ -119,6 +122,49 @@ def train(cfg: DictConfig) -> float | None:
         _report(trainer, output_dir, metrics)
     name = cfg.get("optimized_metric") or monitor
     return metrics.get(name) if name else None
+
+
+def _dry_run(cfg: DictConfig, datamodule: L.LightningDataModule, system: L.LightningModule) -> None:
+    """Build every dataset, print the counts, time a few iterations and estimate the whole run."""
+    import statistics
+    import time
+
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    lines = ["dry run: data"]
+    for split in ("train", "val", "test"):
+        for name, dataset in getattr(datamodule, f"{split}_sets", {}).items():
+            lines.append(f"  {split:5s} {name:24s} {len(dataset):7d} images")
+    steps = int(cfg.dry_run_iterations)
+    times: list[float] = []
+
+    class _Timer(L.Callback):
+        def on_train_batch_start(self, *args) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, *args) -> None:
+            times.append(time.perf_counter() - self.start)
+
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[_Timer()],
+        logger=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        max_steps=(steps + 1) * system.n_optimizers,
+    )
+    trainer.fit(system, datamodule=datamodule)
+    per_iteration = statistics.median(times[1:] or times)  # the first iteration warms up
+    total = per_iteration * int(cfg.iterations)
+    lines += [
+        f"dry run: {per_iteration:.3f} s per iteration (median of {len(times[1:] or times)} after a warm-up), "
+        f"{trainer.strategy.root_device}",
+        f"estimated training time for {cfg.iterations} iterations: {total / 3600:.2f} h ({total / 60:.1f} min), "
+        "plus validation",
+    ]
+    print("\n".join(lines), flush=True)
 
 
 def _report(trainer: L.Trainer, output_dir: Path, metrics: dict[str, float]) -> None:
