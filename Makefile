@@ -13,10 +13,10 @@ ARGS       ?=
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast lint format bench clean clean-logs
+.PHONY: help install train test test-fast lint format bench bench-backbones sweep-ablations clean clean-logs
 
 help:  ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ format: $(STAMP)  ## ruff fix and format
 
 bench: $(STAMP)  ## time a NeurMAP iteration against a supervised one, and the reblur module
 	$(PY) -m neurmap.bench $(ARGS)
+
+bench-backbones: $(STAMP)  ## params, MACs, CPU time and peak memory of every backbone (slow: 720p)
+	$(PY) -m neurmap.bench_backbones $(ARGS)
+
+sweep-ablations: $(STAMP)  ## the paper's Table 3 as one Hydra multirun (pass ARGS='data=... backbone=...')
+	$(PY) -m neurmap.train -m variant=baseline,net1,net2,net3,neurmap $(ARGS)
 
 clean-logs:  ## remove run outputs
 	rm -rf logs outputs multirun
