@@ -190,7 +190,7 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; user errors end with one line and exit status 2."""
     try:
         return train(cfg)
-    except (ConfigError, FileNotFoundError, InstantiationException) as err:
+    except (ConfigError, FileNotFoundError, InstantiationException, FloatingPointError) as err:
         print(f"neurmap.train: error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
         sys.exit(2)
 
