@@ -326,3 +326,13 @@ def test_dmphn_stack_release_folder_loads(tmp_path):
     (tmp_path / "decoder_s2_lv3.pkl").unlink()
     with pytest.raises(FileNotFoundError, match="decoder_s2_lv3.pkl"):
         load_pretrained(DeblurNet(DMPHNStack(stacks=2), 8), tmp_path)
+
+
+def test_neurmap_checkpoint_loads_even_when_the_yaml_names_an_official_key(tmp_path):
+    """backbone yamls set pretrained_key to the official release's key (e.g. `params`); a neurmap
+    checkpoint from our own training must still load with it."""
+    source = UNet(width=8)
+    torch.save({"state_dict": {f"deblur_net.net.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "a.ckpt")
+    target = DeblurNet(UNet(width=8), 4)
+    load_pretrained(target, tmp_path / "a.ckpt", key="params")
+    assert all(torch.equal(a, b) for a, b in zip(source.parameters(), target.net.parameters()))

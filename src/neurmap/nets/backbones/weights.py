@@ -84,6 +84,11 @@ def extract_state_dict(obj: object, key: str | None, source: str) -> dict[str, t
     """Find the backbone's state dict in a loaded checkpoint object; see the module docstring, (a)-(b)."""
     if not isinstance(obj, Mapping):
         raise ValueError(f"checkpoint '{source}' holds a {type(obj).__name__}, expected a dict of tensors")
+    neurmap_ckpt = isinstance(obj.get("state_dict"), Mapping) and any(
+        str(k).startswith(NEURMAP_PREFIX) for k in obj["state_dict"]
+    )
+    if key is not None and key not in obj and neurmap_ckpt:
+        key = None  # the backbone yaml names the official release's key; our own checkpoints need none
     if key is not None:
         if key not in obj:
             raise ValueError(f"checkpoint '{source}' has no key {key!r}; its keys: {_names(sorted(map(str, obj)))}")
