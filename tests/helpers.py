@@ -19,3 +19,22 @@ class SigtermAtIteration(L.Callback):
         if not self.sent and pl_module.iteration >= self.iteration:
             self.sent = True
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+def assert_checkpoint_round_trip(target, saved: dict, key: str, path, drop: str, prefix: str = "") -> None:
+    """Save ``saved`` as an official-style checkpoint (``{key: {prefix + name: tensor}}``), load it
+    into ``target`` (a DeblurNet) through ``load_pretrained``, compare every tensor, then check that
+    a copy without ``drop`` fails with an error naming it."""
+    import pytest
+    import torch
+
+    from neurmap.nets.backbones import load_pretrained
+
+    torch.save({key: {f"{prefix}{k}": v for k, v in saved.items()}}, path)
+    load_pretrained(target, path, key=key)
+    loaded = target.net.state_dict()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+    broken = {k: v for k, v in saved.items() if k != drop}
+    torch.save({key: broken}, path)
+    with pytest.raises(ValueError, match=drop.replace(".", r"\.")):
+        load_pretrained(target, path, key=key)

@@ -8,9 +8,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from neurmap.nets.backbones import DeblurNet, load_pretrained
+from neurmap.nets.backbones import DeblurNet
 from neurmap.nets.backbones.mimo_unet import MIMOUNet
 from tests.conftest import REPO
+from tests.helpers import assert_checkpoint_round_trip
 
 # Names and shapes read off chosj95/MIMO-UNet models/MIMOUNet.py + models/layers.py (base_channel 32, num_res 8):
 # BasicConv keeps its conv in `.main.0`, ResBlock its two BasicConvs in `.main`, EBlock/DBlock in `.layers`.
@@ -118,16 +119,14 @@ def test_official_key_layout(num_res):
 def test_official_style_checkpoint_round_trip(tmp_path):
     torch.manual_seed(1)
     saved = {k: torch.randn_like(v) for k, v in MIMOUNet().state_dict().items()}
-    torch.save({"model": {f"module.{k}": v for k, v in saved.items()}}, tmp_path / "MIMO-UNet.pkl")
-    target = DeblurNet(MIMOUNet(), pad_multiple=4)
-    load_pretrained(target, tmp_path / "MIMO-UNet.pkl", key="model")
-    loaded = target.net.state_dict()
-    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
-
-    del saved["SCM2.conv.main.0.weight"]
-    torch.save({"model": saved}, tmp_path / "broken.pkl")
-    with pytest.raises(ValueError, match="SCM2.conv.main.0.weight"):
-        load_pretrained(target, tmp_path / "broken.pkl", key="model")
+    assert_checkpoint_round_trip(
+        DeblurNet(MIMOUNet(), pad_multiple=4),
+        saved,
+        "model",
+        tmp_path / "MIMO-UNet.pkl",
+        drop="SCM2.conv.main.0.weight",
+        prefix="module.",
+    )
 
 
 @pytest.mark.parametrize(

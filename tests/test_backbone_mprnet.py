@@ -8,9 +8,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from neurmap.nets.backbones import DeblurNet, load_pretrained
+from neurmap.nets.backbones import DeblurNet
 from neurmap.nets.backbones.mprnet import MPRNet
 from tests.conftest import REPO
+from tests.helpers import assert_checkpoint_round_trip
 
 # Names and shapes read off swz30/MPRNet Deblurring/MPRNet.py with its defaults (n_feat 96,
 # scale_unetfeats 48, scale_orsnetfeats 32, num_cab 8, kernel 3, reduction 4, bias False).
@@ -115,16 +116,14 @@ def test_official_key_layout_and_state_dict_checkpoint_round_trip(tmp_path):
     saved = {k: torch.randn_like(v) for k, v in state.items()}
     shared = torch.tensor([0.3])
     saved.update({k: shared.clone() for k in prelu})  # a real checkpoint repeats the shared value
-    torch.save({"state_dict": {f"module.{k}": v for k, v in saved.items()}}, tmp_path / "model_deblurring.pth")
-    target = DeblurNet(MPRNet(), pad_multiple=8)
-    load_pretrained(target, tmp_path / "model_deblurring.pth", key="state_dict")
-    loaded = target.net.state_dict()
-    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
-
-    del saved["sam23.conv3.weight"]
-    torch.save({"state_dict": saved}, tmp_path / "broken.pth")
-    with pytest.raises(ValueError, match="sam23.conv3.weight"):
-        load_pretrained(target, tmp_path / "broken.pth", key="state_dict")
+    assert_checkpoint_round_trip(
+        DeblurNet(MPRNet(), pad_multiple=8),
+        saved,
+        "state_dict",
+        tmp_path / "model_deblurring.pth",
+        drop="sam23.conv3.weight",
+        prefix="module.",
+    )
 
 
 def test_yaml_config():

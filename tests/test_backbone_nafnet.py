@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from neurmap.nets.backbones import DeblurNet, load_pretrained
+from neurmap.nets.backbones import DeblurNet
 from neurmap.nets.backbones.nafnet import LayerNorm2d, NAFNet
 from tests.conftest import REPO
+from tests.helpers import assert_checkpoint_round_trip
 
 # Names and shapes of the official NAFNet-GoPro-width32 checkpoint (megvii-research/NAFNet,
 # basicsr/models/archs/NAFNet_arch.py with width 32, enc [1, 1, 1, 28], middle 1, dec [1, 1, 1, 1]).
@@ -112,15 +113,13 @@ def test_official_key_layout_and_params_checkpoint_round_trip(tmp_path):
     assert len(state) == OFFICIAL_W32_KEYS and not list(net.buffers())
     assert "ups.0.0.bias" not in state
     saved = {k: torch.randn_like(v) for k, v in state.items()}
-    torch.save({"params": saved}, tmp_path / "nafnet.pth")
-    target = DeblurNet(NAFNet(width=32), pad_multiple=16)
-    load_pretrained(target, tmp_path / "nafnet.pth", key="params")
-    loaded = target.net.state_dict()
-    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
-    del saved["middle_blks.0.beta"]
-    torch.save({"params": saved}, tmp_path / "broken.pth")
-    with pytest.raises(ValueError, match="middle_blks.0.beta"):
-        load_pretrained(target, tmp_path / "broken.pth", key="params")
+    assert_checkpoint_round_trip(
+        DeblurNet(NAFNet(width=32), pad_multiple=16),
+        saved,
+        "params",
+        tmp_path / "nafnet.pth",
+        drop="middle_blks.0.beta",
+    )
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace")
