@@ -1,12 +1,22 @@
 """Motion estimation network M: a per-pixel linear-trajectory map at input resolution.
 
-A re-implementation of the authors' ``OffsetNet`` (from Motion-ETR; notes §1.2): space-to-depth,
-three 5x5 residual stages (full/2, /4, /8 resolution), a U-Net style decoder with 1x1/3x3
-bottlenecks and transposed convolutions, and a linear 5x5 head. No normalisation anywhere, so a
-batch of several image kinds (blurry, sharp, deblurred) can go through one forward pass.
+A re-implementation of the authors' ``OffsetNet`` (taken over from Motion-ETR; notes
+official-implementation.md §1.2), layer for layer with ``nf = width``:
 
-Output: (B, 2, H, W), channel 0 the vertical and channel 1 the horizontal motion component, in
-normalised units (the reblur module multiplies by alpha). Canonicalisation is left to the caller.
+* space-to-depth by 2 (channels ordered (dy, dx, C)): (B, 4C, H/2, W/2);
+* three encoder stages, each a reflection-padded 5x5 conv (stride 1, then 2, then 2) + ReLU followed by
+  three residual blocks of two replication-padded 5x5 convs: widths nf, 2nf, 4nf at H/2, H/4, H/8;
+* a decoder of 1x1 -> 3x3 bottlenecks (LeakyReLU 0.2, no skip) and 4x4 stride-2 transposed convs;
+  the first two upsamplings are followed by LeakyReLU and concatenated with the matching encoder
+  output, the last one (back to H) is not;
+* a ReLU and a 5x5 conv to ``out_channels`` with a **linear** output (no tanh/sigmoid/scale).
+
+No normalisation anywhere and every conv has a bias, so blurry, sharp and deblurred images can share
+one forward pass and nothing needs syncing under DDP.
+
+Output: (B, 2, H, W); channel 0 is the vertical (row, down positive) and channel 1 the horizontal
+(column, right positive) motion, in normalised units: the reblur multiplies by alpha = 40 px of full
+blur length. Sign canonicalisation (blur direction is ambiguous) is left to the caller.
 """
 
 from __future__ import annotations
@@ -19,14 +29,25 @@ __all__ = ["MotionNet", "space_to_depth"]
 
 
 def space_to_depth(x: torch.Tensor, block: int = 2) -> torch.Tensor:
-    """(B, C, H, W) -> (B, block*block*C, H/block, W/block), channels ordered (dy, dx, C) as the authors'."""
+    """Fold ``block`` x ``block`` pixel blocks into channels, in the authors' channel order.
+
+    Args:
+        x: (B, C, H, W), H and W divisible by ``block``.
+        block: block size.
+
+    Returns:
+        (B, block*block*C, H/block, W/block); output channel ``(dy*block + dx)*C + c`` holds
+        ``x[:, c, block*i + dy, block*j + dx]``.
+    """
     b, c, h, w = x.shape
+    if h % block or w % block:
+        raise ValueError(f"space_to_depth needs H and W divisible by {block}, got {h}x{w}")
     x = x.view(b, c, h // block, block, w // block, block)
     return x.permute(0, 3, 5, 1, 2, 4).reshape(b, block * block * c, h // block, w // block)
 
 
 class _ResBlock(nn.Module):
-    """Two replication-padded 5x5 convolutions with a ReLU between them, plus the identity."""
+    """x + conv5(relu(conv5(x))), each conv replication-padded by 2."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -43,13 +64,14 @@ class _ResBlock(nn.Module):
 
 
 def _stage(in_channels: int, out_channels: int, stride: int, blocks: int = 3) -> nn.Sequential:
-    """Reflection-padded 5x5 conv (stride 1 or 2), ReLU, then ``blocks`` residual blocks."""
+    """Reflection-padded 5x5 conv (stride 1: pad 2; stride 2: pad (1, 2, 1, 2)), ReLU, residual blocks."""
     pad = nn.ReflectionPad2d(2) if stride == 1 else nn.ReflectionPad2d((1, 2, 1, 2))
     layers = [pad, nn.Conv2d(in_channels, out_channels, 5, stride=stride), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers, *(_ResBlock(out_channels) for _ in range(blocks)))
 
 
 def _bottleneck(channels: int) -> nn.Sequential:
+    """1x1 conv to 2x channels, LeakyReLU, 3x3 conv back, LeakyReLU (no skip connection)."""
     return nn.Sequential(
         nn.Conv2d(channels, 2 * channels, 1),
         nn.LeakyReLU(0.2, inplace=True),
@@ -58,44 +80,60 @@ def _bottleneck(channels: int) -> nn.Sequential:
     )
 
 
-def _up(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)
-    )
+def _up(in_channels: int, out_channels: int, activate: bool) -> nn.Sequential:
+    """4x4 stride-2 transposed conv (x2 resolution), optionally followed by LeakyReLU(0.2)."""
+    layers: list[nn.Module] = [nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1)]
+    if activate:
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(*layers)
 
 
 class MotionNet(nn.Module):
-    """M: estimates a per-pixel motion vector from one image.
+    """M: estimates a per-pixel linear blur-motion vector from one image.
 
     Args:
-        in_channels: image channels (3).
-        width: base width ``nf`` (16 in the paper's code); stages use width, 2x and 4x.
-        out_channels: 2 for linear trajectories.
+        in_channels: image channels.
+        width: base width ``nf`` (16 in the authors' code); the stages use nf, 2nf and 4nf.
+        out_channels: 2 for linear trajectories (4 would be the quadratic variant's end points).
 
-    Input (B, in_channels, H, W) in [0, 1], any size: it is replicate-padded to a multiple of
-    ``multiple`` (8) and the output cropped back to (B, out_channels, H, W).
+    Shapes:
+        Input (B, in_channels, H, W) in [0, 1], any H and W: the network needs multiples of
+        ``MotionNet.multiple`` (8) of at least ``MotionNet.min_size`` (16), so the input is
+        replicate-padded at the bottom/right and the output cropped back. Output
+        (B, out_channels, H, W), unbounded (linear head); channel 0 is vertical (down positive),
+        channel 1 horizontal (right positive), in units of alpha pixels.
+
+    Example:
+        >>> MotionNet(width=4)(torch.rand(1, 3, 37, 53)).shape
+        torch.Size([1, 2, 37, 53])
     """
 
-    multiple = 8
+    multiple: int = 8  # space-to-depth (x2) then two stride-2 stages
+    min_size: int = 16  # the reflection padding of the last stride-2 stage needs H/4 and W/4 >= 3
 
     def __init__(self, in_channels: int = 3, width: int = 16, out_channels: int = 2) -> None:
         super().__init__()
+        for name, value in (("in_channels", in_channels), ("width", width), ("out_channels", out_channels)):
+            if value < 1:
+                raise ValueError(f"MotionNet {name} must be >= 1, got {value}")
+        self.in_channels = in_channels
         self.enc1 = _stage(4 * in_channels, width, stride=1)  # H/2
         self.enc2 = _stage(width, 2 * width, stride=2)  # H/4
         self.enc3 = _stage(2 * width, 4 * width, stride=2)  # H/8
         self.bottleneck1 = _bottleneck(4 * width)
-        self.up1 = _up(4 * width, 2 * width)  # H/4, concat enc2 -> 4w
+        self.up1 = _up(4 * width, 2 * width, activate=True)  # H/4, concat enc2 -> 4w
         self.bottleneck2 = _bottleneck(4 * width)
-        self.up2 = _up(4 * width, width)  # H/2, concat enc1 -> 2w
+        self.up2 = _up(4 * width, width, activate=True)  # H/2, concat enc1 -> 2w
         self.bottleneck3 = _bottleneck(2 * width)
-        self.up3 = _up(2 * width, 2 * width)  # H
+        self.up3 = _up(2 * width, 2 * width, activate=False)  # H
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(2 * width, out_channels, 5, padding=2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"MotionNet expects (B, C, H, W), got shape {tuple(x.shape)}")
+        """(B, in_channels, H, W) image in [0, 1] -> (B, out_channels, H, W) motion map."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"MotionNet expects (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        ph, pw = (-h) % self.multiple, (-w) % self.multiple
+        ph, pw = (max(n + (-n) % self.multiple, self.min_size) - n for n in (h, w))
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         e1 = self.enc1(space_to_depth(x))
