@@ -324,3 +324,21 @@ def test_one_environment_variable_moves_one_root(tree, tmp_path, monkeypatch):
     dm = instantiate(cfg.data)
     dm.setup("test")
     assert "RealBlur-R" in str(dm.test_sets["realblur"].records[0]["blur"])
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    """A phone photo stored landscape with EXIF orientation 6 (rotate 90° clockwise) comes out portrait."""
+    import struct
+
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20] = 255  # left half white
+    ok, jpeg = cv2.imencode(".jpg", pixels)
+    assert ok
+    ifd = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack("<I", 0)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd
+    app1 = b"Exif\x00\x00" + tiff
+    data = jpeg.tobytes()
+    (tmp_path / "phone.jpg").write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:])
+    x = read_image(tmp_path / "phone.jpg")
+    assert x.shape == (3, 40, 20)
+    assert float(x[:, :20].mean()) > 0.9 and float(x[:, 20:].mean()) < 0.1  # the white half is now on top
