@@ -62,3 +62,29 @@ def test_missing_root_stops_before_training_with_one_line(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("neurmap.train: error:") and "GOPRO_Large/train does not exist" in last, last
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_synthesized_set_trains_as_kernel_synth(tmp_path, data_root, monkeypatch):
+    """`python -m neurmap.synthesize SRC DST` output is what data=kernel_synth reads (train and test)."""
+    import numpy as np
+
+    from neurmap.data.io import write_image
+    from neurmap.synthesize import main as synthesize_main
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("test", 2)):
+        for i in range(count):
+            write_image(tmp_path / "photos" / split / f"{i}.png", fake_data.image(rng, (64, 80)))
+        small_flows = ["kernel.flow.tx_max=6", "kernel.flow.ty_max=6", "kernel.flow.center_shift_max=4"]
+        dst = tmp_path / "kernel_synth" / split
+        assert synthesize_main([str(tmp_path / "photos" / split), str(dst), *small_flows]) == 0
+    monkeypatch.setenv("NEURMAP_DATA", str(data_root))
+    monkeypatch.setenv("NEURMAP_KERNEL_SYNTH", str(tmp_path / "kernel_synth"))
+    cfg = compose(tiny_overrides("data=kernel_synth", *DISK), tmp_path / "run")
+    train(cfg)
+    from hydra.utils import instantiate
+
+    dm = instantiate(cfg.data)
+    dm.setup("test")
+    sample = dm.test_sets["kernel_synth"][0]
+    assert sample["motion"].shape[-2:] == sample["blur"].shape[-2:] and float(sample["motion"][1].min()) >= 0

@@ -1,0 +1,52 @@
+"""Shared pieces of the non-Hydra command lines (``neurmap.deblur``, ``neurmap.export``): settings from a
+yaml in ``conf/`` with ``key=value`` overrides, and one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+
+from neurmap.config import CONFIG_DIR
+
+__all__ = ["UsageError", "fail", "load_settings"]
+
+
+class UsageError(ValueError):
+    """A bad command-line setting; the message names the key or value and what was expected."""
+
+
+def load_settings(name: str, overrides: Sequence[str], required: Sequence[str] = ()) -> DictConfig:
+    """``conf/<name>.yaml`` with ``key=value`` overrides merged on top, in struct mode.
+
+    Raises:
+        UsageError: a malformed override, an unknown key, or a ``required`` key left at ``???``.
+    """
+    path = Path(CONFIG_DIR) / f"{name}.yaml"
+    base = OmegaConf.load(path)
+    OmegaConf.set_struct(base, True)
+    for item in overrides:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise UsageError(f"{item!r} is not key=value (settings: {', '.join(map(str, base))})")
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+    except ConfigKeyError as err:
+        key = getattr(err, "full_key", None) or str(err).splitlines()[0]
+        raise UsageError(f"unknown setting {key!r}; settings are {', '.join(map(str, base))} ({path})") from None
+    except OmegaConfBaseException as err:
+        raise UsageError(f"bad override: {str(err).splitlines()[0]}") from None
+    for key in required:
+        try:
+            OmegaConf.select(merged, key, throw_on_missing=True)
+        except MissingMandatoryValue:
+            raise UsageError(f"{key}=... is required") from None
+    return merged
+
+
+def fail(prog: str, message: str, status: int = 2) -> int:
+    """Print ``<prog>: error: <message>`` (one line) on stderr and return ``status``."""
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    return status

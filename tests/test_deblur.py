@@ -1,0 +1,158 @@
+"""Tiled inference, checkpoint loading and the deblur command line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from neurmap.data.io import read_image, write_image
+from neurmap.deblur import main as deblur_main
+from neurmap.inference import CheckpointError, _starts, load_networks, n_tiles, tiled
+from neurmap.train import train
+from tests import fake_data
+from tests.conftest import SHARED, compose, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    train(compose(tiny_overrides("test=false"), run))
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture
+def photos(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    write_image(folder / "a.png", fake_data.image(rng, (50, 70)))
+    write_image(folder / "trip" / "b.jpg", fake_data.image(rng, (45, 61)))
+    return folder
+
+
+@pytest.mark.parametrize(("size", "tile", "overlap", "align"), [(100, 48, 32, 1), (131, 40, 16, 8), (64, 64, 8, 4)])
+def test_tile_starts_cover_the_image_aligned(size, tile, overlap, align):
+    starts = _starts(size, tile, overlap, align)
+    assert starts[0] == 0 and starts[-1] + tile == size or size <= tile
+    covered = torch.zeros(size, dtype=torch.bool)
+    for s in starts:
+        covered[s : s + tile] = True
+    assert covered.all()
+    assert all(s % align == 0 for s in starts[:-1])
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+
+
+def test_tiled_equals_whole_image_when_the_receptive_field_fits_the_overlap():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+    net.append(nn.Conv2d(8, 3, 3, padding=1))  # receptive radius 3 px, well inside overlap / 4
+    image = torch.rand(1, 3, 100, 130)
+    with torch.no_grad():
+        whole = net(image)
+    calls = []
+    out = tiled(lambda x: calls.append(x.shape) or net(x), image, tile=48, overlap=32)
+    assert len(calls) == n_tiles(100, 130, 48, 32) > 4
+    assert (out - whole).abs().max() < 1e-4
+
+
+def test_tiled_runs_once_when_the_image_fits_and_rejects_bad_tiles():
+    image = torch.rand(1, 3, 20, 30)
+    assert torch.equal(tiled(lambda x: x * 2, image, tile=64), image * 2)
+    with pytest.raises(ValueError, match="overlap < tile"):
+        tiled(lambda x: x, image, tile=10, overlap=10)
+    with pytest.raises(ValueError, match="one image"):
+        tiled(lambda x: x, torch.rand(2, 3, 8, 8), tile=4)
+
+
+def test_load_networks_rebuilds_d_and_m_from_a_neurmap_checkpoint(ckpt):
+    nets = load_networks(ckpt)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    for key, value in nets.deblur.state_dict().items():
+        assert torch.equal(value, state[f"deblur_net.{key}"])
+    assert nets.motion is not None and nets.backbone == "unet" and nets.alpha == 40.0
+    assert not nets.deblur.training
+
+
+def test_checkpoint_errors_say_what_to_do(ckpt, tmp_path):
+    from omegaconf import OmegaConf
+
+    from neurmap.config import CONFIG_DIR
+
+    mprnet = OmegaConf.load(f"{CONFIG_DIR}/backbone/mprnet.yaml")
+    with pytest.raises(CheckpointError, match="trained with backbone=unet, not backbone=mprnet"):
+        load_networks(ckpt, mprnet)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="not a neurmap checkpoint .* pass backbone=<name>"):
+        load_networks(tmp_path / "other.pth")
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.ckpt: not a checkpoint torch can load safely"):
+        load_networks(tmp_path / "junk.ckpt")
+    with pytest.raises(FileNotFoundError, match="nothing.ckpt does not exist"):
+        load_networks(tmp_path / "nothing.ckpt")
+
+
+def test_deblur_folder_mirrors_the_tree_with_motion_and_comparison(ckpt, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    settings = [f"ckpt={ckpt}", "motion=true", "compare=true", "tile=32", "overlap=16"]
+    assert deblur_main([str(photos), str(out), *settings]) == 0
+    for stem, size in (("a", (50, 70)), ("trip/b", (45, 61))):
+        image = read_image(out / f"{stem}.png")
+        assert image.shape == (3, *size)
+        assert read_image(out / f"{stem}_motion.png").shape == (3, *size)
+        assert (out / f"{stem}_compare.jpg").is_file()
+    assert "2 deblurred, 0 already there, 0 failed" in capsys.readouterr().out
+    assert deblur_main([str(photos), str(out), f"ckpt={ckpt}"]) == 0  # resumes: nothing left to do
+    assert "0 deblurred, 2 already there" in capsys.readouterr().out
+
+
+def test_deblur_tiled_and_whole_agree_away_from_seams(ckpt, photos, tmp_path):
+    """The tiny U-Net downsamples twice; with aligned tiles and a wide overlap the seams vanish."""
+    nets = load_networks(ckpt)
+    image = read_image(photos / "a.png")[None]
+    with torch.no_grad():
+        whole = nets.deblur(image)
+        parts = tiled(nets.deblur, image, tile=48, overlap=40, align=nets.pad_multiple)
+    assert (parts - whole).abs().max() < 0.05
+    assert (parts - whole).abs().mean() < 2e-3
+
+
+def test_unreadable_photo_is_reported_and_the_rest_completes(ckpt, photos, tmp_path, capsys):
+    (photos / "broken.png").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    assert deblur_main([str(photos), str(out), f"ckpt={ckpt}"]) == 1
+    assert (out / "a.png").is_file() and (out / "trip" / "b.png").is_file() and not (out / "broken.png").exists()
+    captured = capsys.readouterr()
+    assert "broken.png: not a readable image" in captured.err and "1 failed" in captured.out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{photos}", "{photos}/out", "ckpt={ckpt}"], "is inside INPUT"),
+        (["{photos}", "{tmp}/out"], "ckpt=... is required"),
+        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "tiles=3"], "unknown setting 'tiles'"),
+        (["{tmp}/none", "{tmp}/out", "ckpt={ckpt}"], "INPUT .*none does not exist"),
+        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "backbone=nope"], "backbone=nope: no such backbone"),
+        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "tile=32"], "overlap=64 must be >= 0 and smaller than tile=32"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_status_2(ckpt, photos, tmp_path, capsys, args, message):
+    argv = [a.format(photos=photos, ckpt=ckpt, tmp=tmp_path) for a in args]
+    assert deblur_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("neurmap.deblur: error:")
+    import re
+
+    assert re.search(message, err), err
+
+
+@pytest.mark.skipif(not (SHARED / "weights" / "dmphn_1_2_4").is_dir(), reason="released DMPHN weights absent")
+def test_release_weights_deblur_a_gopro_frame_like_the_authors(tmp_path):
+    fixtures = SHARED / "fixtures" / "dmphn_gopro"
+    frame = sorted((fixtures / "input").glob("*.png"))[0]
+    out = tmp_path / "out.png"
+    args = [str(frame), str(out), f"ckpt={SHARED / 'weights' / 'dmphn_1_2_4'}", "backbone=dmphn_1_2_4", "tile=null"]
+    assert deblur_main(args) == 0
+    ours, official = read_image(out), read_image(fixtures / "official_dmphn_1_2_4" / frame.name)
+    assert (ours - official).abs().max() <= 1.5 / 255  # the authors truncated to 8 bits, we round
