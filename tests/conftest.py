@@ -56,6 +56,16 @@ def _threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session")
+def fake_data_root(tmp_path_factory):
+    """A NEURMAP_DATA folder holding a tiny fake tree of every documented layout (tests/fake_data.py)."""
+    from tests import fake_data
+
+    root = tmp_path_factory.mktemp("fake_data")
+    fake_data.all_layouts(root)
+    return root
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path):
     """A composed tiny config factory: tiny_cfg(*extra_overrides)."""

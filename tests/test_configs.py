@@ -20,7 +20,8 @@ def _options(group: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
-def test_every_option_composes_and_instantiates(tiny_cfg, group, option):
+def test_every_option_composes_and_instantiates(tiny_cfg, fake_data_root, monkeypatch, group, option):
+    monkeypatch.setenv("NEURMAP_DATA", str(fake_data_root))  # on-disk data choices list their files
     extra = ["loss.reblur_msssim_ratio=0"] if group == "loss" else []
     cfg = tiny_cfg(f"{group}={option}", *extra)
     assert OmegaConf.missing_keys(cfg) == set()

@@ -22,11 +22,9 @@ DISK = [
 ]
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    fake_data.all_layouts(root)
-    return root
+@pytest.fixture
+def data_root(fake_data_root):
+    return fake_data_root
 
 
 @pytest.mark.parametrize("choice", ["kernel_synth", "urb", "gopro", "folders"])

@@ -3,6 +3,7 @@ yaml in ``conf/`` with ``key=value`` overrides, and one-line errors."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 
 from neurmap.config import CONFIG_DIR
 
-__all__ = ["UsageError", "fail", "load_settings"]
+__all__ = ["UsageError", "backbone_config", "fail", "load_settings", "parser"]
 
 
 class UsageError(ValueError):
@@ -50,3 +51,26 @@ def fail(prog: str, message: str, status: int = 2) -> int:
     """Print ``<prog>: error: <message>`` (one line) on stderr and return ``status``."""
     print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     return status
+
+
+def backbone_config(name: str | None) -> DictConfig | None:
+    """``conf/backbone/<name>.yaml`` (None for None); an unknown name lists the choices."""
+    if name is None:
+        return None
+    path = Path(CONFIG_DIR) / "backbone" / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise UsageError(f"backbone={name}: no such backbone; choose one of {names}")
+    return OmegaConf.load(path)
+
+
+def parser(prog: str, usage: str, description: str, settings: str) -> argparse.ArgumentParser:
+    """An argument parser whose help ends with the commented settings file ``conf/<settings>.yaml``."""
+    text = (Path(CONFIG_DIR) / f"{settings}.yaml").read_text()
+    return argparse.ArgumentParser(
+        prog=prog,
+        usage=usage,
+        description=description,
+        epilog=f"settings (conf/{settings}.yaml):\n{text}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

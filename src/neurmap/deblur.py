@@ -16,7 +16,6 @@ stopped run resumes. Exit status: 0 done, 1 some images failed, 2 bad arguments.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 import time
@@ -24,11 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
-from neurmap.cli import UsageError, fail, load_settings
-from neurmap.config import CONFIG_DIR
+from neurmap.cli import UsageError, backbone_config, fail, load_settings, parser
 from neurmap.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
 from neurmap.inference import CheckpointError, Networks, load_networks, n_tiles, tiled
 from neurmap.nets.reblur import canonicalize_motion
@@ -121,13 +119,7 @@ def run(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> dic
     """Deblur INPUT into OUTPUT with settings ``cfg`` (conf/deblur/default.yaml); returns a summary dict."""
     start = time.perf_counter()
     device = _device(str(cfg.device))
-    backbone = None
-    if cfg.backbone is not None:
-        path = Path(CONFIG_DIR) / "backbone" / f"{cfg.backbone}.yaml"
-        if not path.is_file():
-            names = sorted(p.stem for p in path.parent.glob("*.yaml"))
-            raise UsageError(f"backbone={cfg.backbone}: no such backbone; choose one of {names}")
-        backbone = OmegaConf.load(path)
+    backbone = backbone_config(cfg.backbone)
     if cfg.tile is not None and not 0 <= cfg.overlap < cfg.tile:
         raise UsageError(f"overlap={cfg.overlap} must be >= 0 and smaller than tile={cfg.tile}")
     if cfg.bits not in (8, 16):
@@ -165,17 +157,13 @@ def run(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> dic
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; returns the exit status (0 done, 1 some images failed, 2 bad arguments)."""
-    parser = argparse.ArgumentParser(
-        prog=_PROG,
-        usage="python -m neurmap.deblur [-h] INPUT OUTPUT ckpt=PATH [key=value ...]",
-        description=__doc__,
-        epilog="settings (conf/deblur/default.yaml):\n" + (Path(CONFIG_DIR) / "deblur" / "default.yaml").read_text(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    cli = parser(
+        _PROG, "python -m neurmap.deblur [-h] INPUT OUTPUT ckpt=PATH [key=value ...]", __doc__, "deblur/default"
     )
-    parser.add_argument("input", metavar="INPUT", help="an image or a folder of images")
-    parser.add_argument("output", metavar="OUTPUT", help="output folder (or file name for one image)")
-    parser.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
-    args = parser.parse_args(argv)
+    cli.add_argument("input", metavar="INPUT", help="an image or a folder of images")
+    cli.add_argument("output", metavar="OUTPUT", help="output folder (or file name for one image)")
+    cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
+    args = cli.parse_args(argv)
     try:
         cfg = load_settings("deblur/default", args.overrides, required=("ckpt",))
         summary = run(args.input, args.output, cfg)

@@ -1,0 +1,75 @@
+"""Export of D to ONNX and TorchScript: dynamic H and W, equal to PyTorch on CPU within 1e-4."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from neurmap.config import CONFIG_DIR
+from neurmap.export import Exportable, check_export, export
+from neurmap.export import main as export_main
+from neurmap.inference import load_networks
+from neurmap.nets.backbones import DeblurNet
+from neurmap.train import train
+from tests.conftest import SHARED, compose, tiny_overrides
+
+onnxruntime = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    train(compose(tiny_overrides("test=false"), run))
+    return run / "checkpoints" / "last.ckpt"
+
+
+def _onnx(path, image: torch.Tensor) -> torch.Tensor:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"blurry": image.numpy()})[0])
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_checkpoint_runs_any_size_and_matches_pytorch(ckpt, tmp_path, fmt, capsys):
+    out = tmp_path / f"d.{fmt}"
+    assert export_main([f"ckpt={ckpt}", f"format={fmt}", f"output={out}"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    deblur = load_networks(ckpt).deblur
+    for size in ((37, 129), (96, 64), (31, 200)):
+        image = torch.rand(1, 3, *size)
+        with torch.no_grad():
+            expected = deblur(image)
+        got = _onnx(out, image) if fmt == "onnx" else torch.jit.load(str(out))(image)
+        assert got.shape == expected.shape
+        assert (got - expected).abs().max() < 1e-4
+
+
+def test_nafnet_layernorm_exports(tmp_path):
+    """NAFNet's channel LayerNorm is a custom autograd op in the official code and does not export;
+    ours is plain tensor ops."""
+    cfg = OmegaConf.load(f"{CONFIG_DIR}/backbone/nafnet_w32.yaml")
+    cfg.net.width, cfg.net.enc_blk_nums = 8, [1, 1, 1, 1]
+    torch.manual_seed(0)
+    net = DeblurNet(instantiate(cfg.net), cfg.pad_multiple).eval()
+    path = export(Exportable(net), "onnx", tmp_path / "nafnet.onnx", (32, 48))
+    assert check_export(net, "onnx", path, [(32, 48), (45, 70)]) < 1e-4
+
+
+def test_export_errors_are_one_line(ckpt, tmp_path, capsys):
+    assert export_main([f"ckpt={ckpt}", "format=tflite"]) == 2
+    assert "format must be one of ['onnx', 'torchscript'], got 'tflite'" in capsys.readouterr().err
+    assert export_main(["format=onnx"]) == 2
+    assert "ckpt=... is required" in capsys.readouterr().err
+    (tmp_path / "weights.pth").write_bytes(b"junk")
+    assert export_main([f"ckpt={tmp_path / 'weights.pth'}"]) == 2
+    assert "not a checkpoint torch can load safely" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "weights" / "dmphn_1_2_4").is_dir(), reason="released DMPHN weights absent")
+def test_released_dmphn_exports_to_onnx(tmp_path):
+    out = tmp_path / "dmphn.onnx"
+    args = [f"ckpt={SHARED / 'weights' / 'dmphn_1_2_4'}", "backbone=dmphn_1_2_4", f"output={out}"]
+    assert export_main(args) == 0
+    assert out.stat().st_size > 5_000_000
