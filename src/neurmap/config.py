@@ -11,8 +11,8 @@ __all__ = ["CONFIG_DIR", "compose"]
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
-def compose(overrides: list[str], output_dir: str | Path) -> DictConfig:
-    """The config ``python -m neurmap.train <overrides>`` would run, with its run directory at
+def compose(overrides: list[str], output_dir: str | Path, config_name: str = "train") -> DictConfig:
+    """The config ``python -m neurmap.<config_name> <overrides>`` would run, with its run directory at
     ``output_dir`` (so ``${hydra:runtime.output_dir}`` resolves). Like in a real run, the returned
     config has no ``hydra`` node."""
     from hydra import compose as hydra_compose
@@ -22,7 +22,7 @@ def compose(overrides: list[str], output_dir: str | Path) -> DictConfig:
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
     HydraConfig.instance().set_config(cfg)

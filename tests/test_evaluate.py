@@ -1,0 +1,112 @@
+"""The evaluation command: metrics per image and per set, protocols, motion error, bad input."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from neurmap.evaluate import evaluate, output_dir
+from neurmap.metrics.motion import motion_epe, motion_errors, motion_mse
+from neurmap.train import train
+from tests.conftest import REPO, compose, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    train(compose(tiny_overrides("test=false"), run))
+    return run / "checkpoints" / "last.ckpt"
+
+
+def _eval_cfg(tmp_path, *overrides):
+    return compose(["progress=false", *overrides], tmp_path / "hydra", config_name="evaluate")
+
+
+def _rows(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_motion_error_is_zero_for_the_ground_truth_and_sign_invariant():
+    gt = torch.randn(2, 2, 8, 9) * 5
+    gt[:, 1] = gt[:, 1].abs()  # canonical, as read_mfmap returns it
+    assert motion_mse(gt, gt).abs().max() < 1e-12 and motion_epe(gt, gt).abs().max() < 1e-12
+    assert torch.allclose(motion_mse(-gt, gt), motion_mse(gt, gt)) and motion_epe(-gt, gt).abs().max() < 1e-12
+    pred = gt + 1.0
+    assert torch.allclose(motion_mse(pred, gt), torch.full((2,), 1.0, dtype=torch.float64))  # mean over u and v
+    assert torch.allclose(motion_epe(pred, gt), torch.full((2,), 2**0.5, dtype=torch.float64))
+    raw = gt / 40  # M's units: full length = 40 |m|
+    errors = motion_errors(raw, gt, alpha=40.0, authors_scale=20.0)
+    assert errors["motion_mse_full"].abs().max() < 1e-12
+    expected = (gt / 2).pow(2).mean(dim=(1, 2, 3)).double()  # x20 is half the full length
+    assert torch.allclose(errors["motion_mse_authors"], expected)
+
+
+def test_evaluate_kernel_synth_writes_tables_with_motion_error(ckpt, tmp_path, fake_data_root, monkeypatch):
+    monkeypatch.setenv("NEURMAP_DATA", str(fake_data_root))
+    out = tmp_path / "eval"
+    summaries = evaluate(_eval_cfg(tmp_path, f"ckpt={ckpt}", "data=kernel_synth", f"output_dir={out}"))
+    assert [s["set"] for s in summaries] == ["kernel_synth"] and summaries[0]["images"] == 3
+    rows = _rows(out / "kernel_synth_per_image.csv")
+    assert len(rows) == 3 and rows[0]["protocol"] == "plain"
+    for key in ("psnr", "ssim_torchmetrics", "input_psnr", "motion_mse_authors", "motion_mse_full", "motion_epe"):
+        assert all(float(r[key]) >= 0 for r in rows), key
+    # the fake blur is a 3-tap box of 3 px: the input PSNR is finite and the same as PSNR(B, S)
+    assert abs(summaries[0]["input_psnr"] - sum(float(r["input_psnr"]) for r in rows) / 3) < 1e-9
+    table = (out / "summary.md").read_text()
+    assert "| kernel_synth | plain | 3 | 0 |" in table and "motion_epe" in table
+    assert _rows(out / "summary.csv")[0]["set"] == "kernel_synth"
+
+
+def test_realblur_sets_use_the_aligned_protocol(ckpt, tmp_path, fake_data_root, monkeypatch):
+    monkeypatch.setenv("NEURMAP_DATA", str(fake_data_root))
+    out = tmp_path / "eval"
+    evaluate(_eval_cfg(tmp_path, f"ckpt={ckpt}", "data=realblur", f"output_dir={out}", "metrics.niqe=false"))
+    rows = _rows(out / "realblur_per_image.csv")
+    assert len(rows) == 4 and {r["protocol"] for r in rows} == {"realblur"}
+    assert all(float(r["psnr"]) > 10 for r in rows)
+
+
+def test_unreadable_images_are_skipped_and_counted(ckpt, tmp_path, monkeypatch, capsys):
+    from tests import fake_data
+
+    root = tmp_path / "data"
+    base = fake_data.urb(root)
+    (base / "test" / "scene0" / "test_0.png").write_bytes(b"broken")
+    monkeypatch.setenv("NEURMAP_DATA", str(root))
+    monkeypatch.setenv("NEURMAP_GOPRO", str(fake_data.gopro(root)))
+    out = tmp_path / "eval"
+    summaries = evaluate(_eval_cfg(tmp_path, f"ckpt={ckpt}", "data=urb", f"output_dir={out}", "sets=[urb]"))
+    assert summaries[0]["images"] == 3 and summaries[0]["failed"] == 1
+    assert "test_0.png: not a readable image" in capsys.readouterr().err
+
+
+def test_missing_lpips_weights_give_one_line_and_the_rest_runs(ckpt, tmp_path, capsys):
+    out = tmp_path / "eval"
+    cfg = _eval_cfg(tmp_path, f"ckpt={ckpt}", f"output_dir={out}", f"metrics.lpips_weights={tmp_path}/none.ckpt")
+    evaluate(cfg)
+    err = capsys.readouterr().err
+    assert "LPIPS skipped:" in err
+    rows = _rows(out / "builtin_camera_per_image.csv")
+    assert "lpips" not in rows[0] and float(rows[0]["psnr"]) > 0
+
+
+def test_default_output_is_next_to_the_checkpoint(ckpt, tmp_path):
+    cfg = _eval_cfg(tmp_path, f"ckpt={ckpt}", "split=val")
+    assert output_dir(cfg, "builtin") == ckpt.parent.parent / "eval" / "builtin-val"
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    env = dict(os.environ, NEURMAP_LOG_DIR=str(tmp_path))
+    for args, message in (([], "ckpt=PATH is required"), ([f"ckpt={tmp_path}/x.ckpt"], "x.ckpt does not exist")):
+        result = subprocess.run(
+            [sys.executable, "-m", "neurmap.evaluate", *args], cwd=REPO, env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 2
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("neurmap.evaluate: error:") and message in last, last
