@@ -13,7 +13,7 @@ ARGS       ?=
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install metric-assets train test test-fast lint format bench bench-backbones sweep-ablations clean clean-logs
+.PHONY: help install metric-assets train test test-fast lint format bench bench-data bench-eval bench-backbones sweep-ablations clean clean-logs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ format: $(STAMP)  ## ruff fix and format
 
 bench: $(STAMP)  ## time a NeurMAP iteration against a supervised one, and the reblur module
 	$(PY) -m neurmap.bench $(ARGS)
+
+bench-data: $(STAMP)  ## loader crops/s (0/1/2 workers, 720p PNGs) and blur-generator images/s
+	$(PY) -m neurmap.bench_data $(ARGS)
+
+bench-eval: $(STAMP)  ## evaluation metrics images/s, deblur time and peak memory at 720p and 12 MP
+	$(PY) -m neurmap.bench_eval $(ARGS)
 
 bench-backbones: $(STAMP)  ## params, MACs, CPU time and peak memory of every backbone (slow: 720p)
 	$(PY) -m neurmap.bench_backbones $(ARGS)
