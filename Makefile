@@ -13,7 +13,7 @@ ARGS       ?=
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install metric-assets train test test-fast lint format bench bench-data bench-eval bench-backbones sweep-ablations clean clean-logs
+.PHONY: help install metric-assets train test test-fast lint format bench bench-data bench-eval bench-backbones sweep-ablations sweep-ratio collect clean clean-logs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -62,8 +62,16 @@ bench-eval: $(STAMP)  ## evaluation metrics images/s, deblur time and peak memor
 bench-backbones: $(STAMP)  ## params, MACs, CPU time and peak memory of every backbone (slow: 720p)
 	$(PY) -m neurmap.bench_backbones $(ARGS)
 
-sweep-ablations: $(STAMP)  ## the paper's Table 3 as one Hydra multirun (pass ARGS='data=... backbone=...')
+sweep-ablations: $(STAMP)  ## Table 3 (baseline, net1-3, neurmap) as one multirun, then its table (ARGS='data=...')
 	$(PY) -m neurmap.train -m variant=baseline,net1,net2,net3,neurmap $(ARGS)
+	$(PY) -m neurmap.collect --latest
+
+sweep-ratio: $(STAMP)  ## Table 4 (sharp : natural prior = 1:0.5, 2:0.1, 1:0.1) as one multirun, then its table
+	$(PY) -m neurmap.train -m ratio=s1_n05,s2_n01,s1_n01 $(ARGS)
+	$(PY) -m neurmap.collect --latest
+
+collect: $(STAMP)  ## tabulate a sweep: make collect SWEEP=logs/train/multiruns/<time> (default: the newest)
+	$(PY) -m neurmap.collect $(if $(SWEEP),$(SWEEP),--latest)
 
 # pyiqa's five Kodak calibration pairs, for the metric reference tests only (PolyForm-Noncommercial:
 # never committed, never imported). Without a registry the tests that need them skip.

@@ -129,7 +129,7 @@ def test_fast_dev_run_of_every_backbone(tmp_path, backbone):
 def test_multirun_over_variants(tmp_path):
     """`python -m neurmap.train -m variant=...` runs each job in its own directory."""
     env = {**os.environ, "WANDB_MODE": "disabled", "NEURMAP_LOG_DIR": str(tmp_path)}
-    args = tiny_overrides("iterations=1", "test=false", "variant=baseline,net2")
+    args = tiny_overrides("iterations=1", "trainer.val_check_interval=1", "test=false", "variant=baseline,net2")
     result = subprocess.run(
         [sys.executable, "-m", "neurmap.train", "-m", *args],
         cwd=REPO,
@@ -142,6 +142,14 @@ def test_multirun_over_variants(tmp_path):
     jobs = sorted(p.name for p in (tmp_path / "train" / "multiruns").glob("*/*") if p.is_dir())
     assert jobs == ["0_baseline-unet", "1_net2-unet"]
     assert all((p / "checkpoints" / "last.ckpt").is_file() for p in (tmp_path / "train" / "multiruns").glob("*/*_*"))
+    from neurmap.collect import main as collect_main
+
+    assert collect_main(["--latest", "--root", str(tmp_path / "train" / "multiruns"), "--prefix", "val/"]) == 0
+    sweep = next((tmp_path / "train" / "multiruns").iterdir())
+    table = (sweep / "sweep_summary.md").read_text().splitlines()
+    assert table[0].startswith("| job | status | variant | iterations | val/builtin_camera/")
+    assert table[2].startswith("| 0_baseline-unet | done | baseline | 1 |")
+    assert table[3].startswith("| 1_net2-unet | done | net2 | 1 |")
 
 
 def test_sigterm_saves_a_resumable_checkpoint(tmp_path):

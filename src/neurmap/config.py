@@ -6,9 +6,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-__all__ = ["CONFIG_DIR", "compose"]
+__all__ = ["CONFIG_DIR", "FINAL_METRICS", "compose"]
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+#: Written into every run directory at the end of training ({"iterations": n, "metrics": {name: value}}),
+#: read by ``python -m neurmap.collect``.
+FINAL_METRICS = "final_metrics.json"
 
 
 def compose(overrides: list[str], output_dir: str | Path, config_name: str = "train") -> DictConfig:

@@ -1,0 +1,123 @@
+"""Collect the runs of a Hydra multirun into one table: ``python -m neurmap.collect [SWEEP_DIR | --latest]``.
+
+Every job directory of a sweep (``logs/train/multiruns/<time>/<num>_<variant>-<backbone>/``) holds its
+overrides in ``.hydra/overrides.yaml`` and, once finished, its final metrics in ``final_metrics.json``
+(written by ``neurmap.train``). The table has one row per job: the job, its status (``done`` or
+``unfinished``), the overrides that differ between jobs, then the final metrics (``test/`` by default, or
+``--prefix val/``). It is printed as Markdown and written to ``<sweep>/sweep_summary.{md,csv}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from neurmap.config import FINAL_METRICS
+
+__all__ = ["collect", "latest_sweep", "main", "to_markdown"]
+
+
+def latest_sweep(root: Path) -> Path:
+    """The most recent sweep folder under ``root`` (``logs/train/multiruns``)."""
+    sweeps = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+    if not sweeps:
+        raise FileNotFoundError(f"{root} holds no sweep; run `python -m neurmap.train -m ...` first")
+    return sweeps[-1]
+
+
+def _overrides(job: Path) -> dict[str, str]:
+    path = job / ".hydra" / "overrides.yaml"
+    items = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    return dict(str(item).split("=", 1) for item in items if "=" in str(item))
+
+
+def _job_number(job: Path) -> tuple[int, str]:
+    """Sort key: Hydra's job number (the name's leading digits), then the name."""
+    digits = job.name.split("_", 1)[0]
+    return (int(digits) if digits.isdigit() else sys.maxsize, job.name)
+
+
+def collect(sweep: Path, prefix: str = "test/") -> list[dict[str, Any]]:
+    """One row per job of ``sweep``: ``job``, ``status``, the overrides that vary, and the final metrics.
+
+    Raises:
+        FileNotFoundError: ``sweep`` is not a folder or holds no Hydra job.
+    """
+    if not sweep.is_dir():
+        raise FileNotFoundError(f"{sweep} is not a folder; expected a multirun folder (logs/train/multiruns/<time>)")
+    jobs = sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=_job_number)
+    if not jobs:
+        raise FileNotFoundError(f"{sweep} holds no Hydra job folder (<num>_<variant>-<backbone>/.hydra)")
+    overrides = {job: _overrides(job) for job in jobs}
+    keys = sorted({k for o in overrides.values() for k in o})
+    varying = [k for k in keys if len({o.get(k) for o in overrides.values()}) > 1]
+    rows = []
+    for job in jobs:
+        row: dict[str, Any] = {"job": job.name}
+        final = job / FINAL_METRICS
+        content = json.loads(final.read_text()) if final.is_file() else None
+        row["status"] = "done" if content else "unfinished"
+        row |= {k: overrides[job].get(k, "") for k in varying}
+        if content:
+            row["iterations"] = content.get("iterations", "")
+            row |= {k: v for k, v in sorted(content["metrics"].items()) if k.startswith(prefix)}
+        rows.append(row)
+    return rows
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    return columns
+
+
+def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of ``rows`` (floats with 4 decimals)."""
+    columns = _columns(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(rows: Sequence[dict[str, Any]], out: Path) -> None:
+    """``out/sweep_summary.md`` and ``out/sweep_summary.csv``."""
+    (out / "sweep_summary.md").write_text(to_markdown(rows))
+    with open(out / "sweep_summary.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=_columns(rows))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line; returns the exit status (2 for a missing or empty sweep folder)."""
+    parser = argparse.ArgumentParser(prog="neurmap.collect", description=__doc__)
+    parser.add_argument("sweep", nargs="?", help="a multirun folder (default with --latest: the newest one)")
+    parser.add_argument("--latest", action="store_true", help="the newest folder under --root")
+    parser.add_argument("--root", default="logs/train/multiruns", help="where --latest looks")
+    parser.add_argument("--prefix", default="test/", help="metric names to include (e.g. val/)")
+    args = parser.parse_args(argv)
+    try:
+        if args.sweep is None and not args.latest:
+            raise FileNotFoundError("give a SWEEP_DIR or --latest")
+        sweep = Path(args.sweep) if args.sweep else latest_sweep(Path(args.root))
+        rows = collect(sweep, args.prefix)
+    except FileNotFoundError as err:
+        print(f"neurmap.collect: error: {err}", file=sys.stderr)
+        return 2
+    write(rows, sweep)
+    print(f"{sweep} ({len(rows)} runs)\n\n{to_markdown(rows)}\nwritten: {sweep / 'sweep_summary.md'}, .csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
