@@ -61,7 +61,12 @@ def _check_config(cfg: DictConfig) -> dict[str, Any]:
 def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
     if cfg.ckpt_path in (None, ""):
         return None
-    path = output_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if cfg.ckpt_path == "auto":  # a requeued cluster job resumes; a new one starts fresh
+        if last.is_file():
+            log.info("ckpt_path=auto: resuming from %s", last)
+        return str(last) if last.is_file() else None
+    path = last if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
     if not path.is_file():
         hint = " (ckpt_path=last looks in <hydra.run.dir>/checkpoints: pass hydra.run.dir=<the old run dir>)"
         raise ConfigError(f"ckpt_path: no checkpoint at {path}{hint if cfg.ckpt_path == 'last' else ''}")

@@ -1,0 +1,88 @@
+"""Launchers: joblib (local parallel jobs) and submitit SLURM (validated with submitit's local executor),
+and ckpt_path=auto, which lets a requeued job resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from neurmap.config import CONFIG_DIR
+from neurmap.train import train
+from tests.conftest import REPO, compose, tiny_overrides
+
+pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+
+
+def _with_hydra(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize(
+    ("cluster", "launcher"),
+    [
+        ("joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+        ("slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+        ("slurm_local", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"),
+    ],
+)
+def test_cluster_options_compose(cluster, launcher):
+    cfg = _with_hydra(f"cluster={cluster}")
+    assert cfg.hydra.launcher._target_ == launcher
+    if cluster.startswith("slurm"):
+        assert cfg.ckpt_path == "auto"
+
+
+def test_slurm_runs_one_ddp_process_per_gpu(tmp_path):
+    cfg = compose(["cluster=slurm", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=8"], tmp_path)
+    assert cfg.trainer.devices == 8 and cfg.trainer.num_nodes == 2
+    assert cfg.trainer.strategy._target_.endswith("DDPStrategy")
+    hydra_cfg = _with_hydra("cluster=slurm", "hydra.launcher.gpus_per_node=8")
+    assert hydra_cfg.hydra.launcher.tasks_per_node == 8 and hydra_cfg.hydra.launcher.max_num_timeout > 0
+
+
+def _multirun(tmp_path, *args: str) -> list:
+    env = {**os.environ, "WANDB_MODE": "disabled", "NEURMAP_LOG_DIR": str(tmp_path)}
+    overrides = tiny_overrides("iterations=2", "trainer.val_check_interval=1", "test=false", *args)
+    result = subprocess.run(
+        [sys.executable, "-m", "neurmap.train", "-m", *overrides],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sorted((tmp_path / "train" / "multiruns").glob("*/*/final_metrics.json"))
+
+
+def test_joblib_runs_jobs_in_parallel_processes(tmp_path):
+    finals = _multirun(tmp_path, "cluster=joblib", "variant=baseline,net2")
+    assert [p.parent.name for p in finals] == ["0_baseline-unet", "1_net2-unet"]
+    assert all(json.loads(p.read_text())["iterations"] == 2 for p in finals)
+
+
+@pytest.mark.slow
+def test_slurm_config_through_submitits_local_executor(tmp_path):
+    finals = _multirun(tmp_path, "cluster=slurm_local", "variant=net2")
+    assert [p.parent.name for p in finals] == ["0_net2-unet"]
+    assert list(finals[0].parent.parent.glob(".submitit/*/*_result.pkl"))  # submitit ran the job, stored its result
+
+
+def test_ckpt_path_auto_starts_fresh_then_resumes(tmp_path):
+    run = tmp_path / "run"
+    common = ["trainer.val_check_interval=100", "test=false", "ckpt_path=auto"]
+    train(compose(tiny_overrides("iterations=2", *common), run))  # nothing to resume: a fresh start
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * 3
+    train(compose(tiny_overrides("iterations=3", *common), run))  # a requeued job: continues from last.ckpt
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3 * 3
