@@ -12,7 +12,6 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import CombinedLoader
 from omegaconf import OmegaConf
-from torch.utils.data import DistributedSampler
 
 from neurmap.data.builtin import (
     BuiltinPaired,
@@ -21,7 +20,7 @@ from neurmap.data.builtin import (
     BuiltinUnpairedSharp,
     sample_rng,
 )
-from neurmap.data.datamodule import NeurMAPDataModule
+from neurmap.data.datamodule import EpochSampler, NeurMAPDataModule
 from neurmap.data.flows import apply_blur, camera_flow, canonicalize_flow, uniform_linear_flow
 from neurmap.data.procedural import dead_leaves, power_law
 from neurmap.data.transforms import PairedTransform, SingleTransform
@@ -337,7 +336,7 @@ def test_misconfigurations_raise_clear_errors():
 def test_unpaired_loaders_are_shuffled_independently():
     dm = _dm(n=8)
     dm.setup("fit")
-    orders = {k: list(dm.train_sampler(k)) for k in ("paired", "blur", "sharp")}
+    orders = {k: [i for i, _ in dm.train_sampler(k)] for k in ("paired", "blur", "sharp")}
     assert sorted(orders["blur"]) == sorted(orders["sharp"]) == list(range(8))
     assert orders["blur"] != orders["sharp"] and orders["paired"] != orders["blur"]
     # through the real loaders: blurry image i does not meet sharp image i
@@ -347,8 +346,8 @@ def test_unpaired_loaders_are_shuffled_independently():
     sharp_idx = [int(n[-5:]) for _, names in pairs for n in names]
     assert len(blur_idx) == 8 and blur_idx != sharp_idx
     # the same seed gives the same orders; another seed other orders
-    assert list(_dm_setup(seed=0).train_sampler("blur")) == orders["blur"]
-    assert list(_dm_setup(seed=5).train_sampler("blur")) != orders["blur"]
+    assert [i for i, _ in _dm_setup(seed=0).train_sampler("blur")] == orders["blur"]
+    assert [i for i, _ in _dm_setup(seed=5).train_sampler("blur")] != orders["blur"]
 
 
 def _dm_setup(**kwargs) -> NeurMAPDataModule:
@@ -364,11 +363,51 @@ def test_distributed_samplers_have_their_own_seeds():
         dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)
         for key in ("blur", "sharp"):
             sampler = dm.train_sampler(key)
-            assert isinstance(sampler, DistributedSampler) and sampler.shuffle
-            orders[rank, key] = list(sampler)
+            assert isinstance(sampler, EpochSampler) and len(sampler) == 4
+            orders[rank, key] = [i for i, _ in sampler]
     assert orders[0, "blur"] != orders[0, "sharp"]
     assert not set(orders[0, "blur"]) & set(orders[1, "blur"])  # ranks split the set
     assert sorted(orders[0, "blur"] + orders[1, "blur"]) == list(range(8))
+
+
+def test_epoch_sampler_passes_offsets_and_sample_seeds():
+    sampler = EpochSampler(10, seed=3)
+    first = list(sampler)
+    assert sorted(i for i, _ in first) == list(range(10)) and list(sampler) == first  # a pure function
+    sampler.set_position(1, 0)
+    second = list(sampler)
+    assert [i for i, _ in second] != [i for i, _ in first] and {s for _, s in second}.isdisjoint(s for _, s in first)
+    sampler.set_position(1, 4)
+    assert list(sampler) == second[4:]  # resuming mid-pass continues exactly
+    shards = [list(EpochSampler(10, seed=3, num_replicas=3, rank=r)) for r in range(3)]
+    assert all(len(s) == 3 for s in shards) and len({i for s in shards for i, _ in s}) == 9
+
+
+def test_resumable_loader_maps_the_training_position_to_its_pass():
+    dm = _dm(n=8, batch_size_paired=2, batch_size_unpaired=4)  # paired: 4 batches, blur/sharp: 2 batches
+    dm.setup("fit")
+    loaders = dm.train_dataloader().iterables
+    assert [loaders[k].epoch_batches for k in ("paired", "blur")] == [4, 4]
+    blur = loaders["blur"]
+    blur.load_state_dict({"epoch": 3, "batches": 3})  # 2 passes per epoch: pass 3*2 + 1, 1 batch in
+    assert blur._next == (7, 1)
+    blur.load_state_dict({"epoch": 3, "batches": 4})  # saved at the epoch's end: epoch 4 starts afresh
+    assert blur._next == (8, 0)
+    dm.trainer = None
+    assert blur.state_dict() == {"epoch": 0, "batches": 0}
+
+
+def test_augmentations_follow_the_data_position_not_the_global_rng():
+    def crops(seed: int) -> list[torch.Tensor]:
+        blur = lambda: BuiltinUnpairedBlur(8, SIZE, 0, camera=CAMERA, transform=SingleTransform(crop_size=8))  # noqa: E731
+        dm = _dm_setup(unpaired_blur=blur, seed=seed)
+        return [b["blur"]["blur"] for b, _, _ in dm.train_dataloader()]
+
+    torch.manual_seed(0)
+    first = crops(seed=0)
+    torch.manual_seed(123)  # whatever ran before must not change the crops
+    assert all(torch.equal(a, b) for a, b in zip(first, crops(seed=0)))
+    assert not all(torch.equal(a, b) for a, b in zip(first, crops(seed=1)))  # the data seed does
 
 
 def test_eval_loaders_follow_names_without_shuffle_and_setup_is_idempotent():

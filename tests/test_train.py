@@ -166,6 +166,30 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
     assert final["global_step"] == 6 * 3
 
 
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
+    """Exact resume on CPU: SIGTERM mid-run (mid-epoch), resume with ckpt_path=last; the final weights,
+    optimizer states, LR schedules and the sharp-motion pool equal an uninterrupted run's. Iteration 5
+    crosses the end of the 4-batch epochs, so the data order after an epoch boundary is covered too."""
+    common = ["iterations=7", "trainer.val_check_interval=100", "test=false", "trainer.deterministic=true"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(compose(tiny_overrides(*common), whole))
+    term = ["+callbacks.term._target_=tests.helpers.SigtermAtIteration", "+callbacks.term.iteration=3"]
+    with pytest.raises(SystemExit):
+        train(compose(tiny_overrides(*common, *term), parts))
+    assert torch.load(parts / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3 * 3
+    train(compose(tiny_overrides(*common, "ckpt_path=last"), parts))
+    a = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(parts / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 7 * 3
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    different = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    assert not different, different[:5]
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"]):
+        for key, state in opt_a["state"].items():
+            assert all(torch.equal(state[n], opt_b["state"][key][n]) for n in state)
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+
+
 def test_dry_run_prints_counts_and_an_estimate(tmp_path, capsys):
     run = tmp_path / "run"
     assert train(compose(tiny_overrides("dry_run=true", "dry_run_iterations=2"), run)) is None

@@ -452,7 +452,19 @@ class NeurMAPSystem(L.LightningModule):
             panels |= {k: flow_to_color(f, max_magnitude=max(scale, 1e-3)) for k, f in flows.items()}
         return panels
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the global torch RNG drives dropout in some backbones (MIMO-UNet+): keep it for exact resume
+        # (data order and augmentation do not use it: see neurmap.data.datamodule)
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states", {})
+        if "torch" in states:
+            torch.set_rng_state(states["torch"])
+        if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states["cuda"])
         saved = checkpoint.get("hyper_parameters", {}).get("variant")
         if saved is not None and saved.get("name") != self.variant["name"]:
             # Starting a new variant from another run's weights goes through backbone.pretrained instead.
