@@ -197,3 +197,31 @@ def test_dry_run_prints_counts_and_an_estimate(tmp_path, capsys):
     assert "train paired" in out and "val   builtin_camera" in out
     assert "estimated training time for 4 iterations" in out
     assert not (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_runs_record_their_provenance(tmp_path):
+    run = tmp_path / "run"
+    train(compose(tiny_overrides("logger=csv", "iterations=1", "test=false"), run))
+    hparams = (run / "csv" / "version_0" / "hparams.yaml").read_text()
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert f"git_revision: {revision}" in hparams
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["provenance"]["choices"]["variant"] == "neurmap"
+
+
+def test_wandb_runs_are_named_and_grouped_from_the_choices(tmp_path):
+    cfg = compose(tiny_overrides("logger=wandb", "variant=net2", "seed=3"), tmp_path / "run")
+    assert cfg.logger.wandb.name == "net2-unet-builtin-s3"
+    assert cfg.logger.wandb.group == "builtin-unet"  # a multirun groups by its sweep instead
+    assert cfg.logger.wandb.offline is True and "net2" in cfg.logger.wandb.tags
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_writes_a_syncable_run(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "run"
+    train(compose(tiny_overrides("logger=wandb", "iterations=2", "trainer.val_check_interval=1", "test=false"), run))
+    runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))

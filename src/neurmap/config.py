@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 __all__ = ["CONFIG_DIR", "FINAL_METRICS", "compose"]
 
@@ -12,6 +12,21 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 #: Written into every run directory at the end of training ({"iterations": n, "metrics": {name: value}}),
 #: read by ``python -m neurmap.collect``.
 FINAL_METRICS = "final_metrics.json"
+
+
+def _sweep_or(default: str) -> str:
+    """``${neurmap_sweep:DEFAULT}``: the multirun's folder name inside a Hydra sweep, else DEFAULT (used to
+    group W&B runs by sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return f"sweep-{Path(HydraConfig.get().sweep.dir).name}"
+    return default
+
+
+if not OmegaConf.has_resolver("neurmap_sweep"):
+    OmegaConf.register_new_resolver("neurmap_sweep", _sweep_or)
 
 
 def compose(overrides: list[str], output_dir: str | Path, config_name: str = "train") -> DictConfig:

@@ -176,10 +176,16 @@ class NeurMAPSystem(L.LightningModule):
                 raise ValueError(f"optim.{name}.optimizer is missing: each trained network needs its optimizer")
         self._optim = {name: optim[name] for name in self.opt_names}
 
-    def remember_config(self, config: Mapping[str, Any]) -> None:
-        """Store the resolved run configuration (plain containers) in the hyper-parameters, so that
-        checkpoints and loggers carry everything needed to rebuild the run."""
+    def remember_config(self, config: Mapping[str, Any], provenance: Mapping[str, Any] | None = None) -> None:
+        """Store the resolved run configuration (plain containers) and its provenance (git revision, command,
+        choices) in the hyper-parameters, so that checkpoints and loggers carry everything needed to rebuild
+        and trace the run."""
+        import copy
+
         self.hparams["config"] = dict(config)
+        self.hparams["provenance"] = dict(provenance or {})
+        # Lightning logs hparams_initial (a copy taken in save_hyperparameters) to the loggers at fit start
+        self._hparams_initial = copy.deepcopy(self._hparams)
 
     def configure_model(self) -> None:
         """Apply the GPU users' switches once, before training: channels_last and torch.compile."""

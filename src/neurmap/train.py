@@ -20,7 +20,10 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
@@ -58,6 +61,35 @@ def _check_config(cfg: DictConfig) -> dict[str, Any]:
     return resolved
 
 
+def provenance() -> dict[str, Any]:
+    """Where a run came from: git revision (and whether the tree had local changes), the command line,
+    the Hydra choices and sweep, the host. Stored with the config in every checkpoint and logged as
+    hyper-parameters (W&B config, TensorBoard hparams, CSV hparams.yaml)."""
+    import platform
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(CONFIG_DIR))
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    info: dict[str, Any] = {
+        "git_revision": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "command": " ".join(sys.argv),
+        "host": platform.node(),
+        "torch": str(torch.__version__),
+    }
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        info["choices"] = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
+        info["overrides"] = list(hydra_cfg.overrides.task)
+        info["sweep"] = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
+    return info
+
+
 def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
     if cfg.ckpt_path in (None, ""):
         return None
@@ -89,7 +121,7 @@ def train(cfg: DictConfig) -> float | None:
 
     datamodule = instantiate(cfg.data)
     system = instantiate(cfg.model, _convert_="all")
-    system.remember_config(run_config)
+    system.remember_config(run_config, provenance())
     if cfg.backbone.get("pretrained"):
         load_pretrained(system.deblur_net, cfg.backbone.pretrained, key=cfg.backbone.get("pretrained_key"))
         log.info("deblurring network initialised from %s", cfg.backbone.pretrained)
