@@ -21,6 +21,17 @@ class SigtermAtIteration(L.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+class NanOnRank(L.Callback):
+    """Turn one process's paired blurry batch into NaNs at ``iteration`` (a fault on one DDP rank only)."""
+
+    def __init__(self, rank: int, iteration: int) -> None:
+        self.rank, self.iteration = rank, iteration
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_rank == self.rank and pl_module.iteration == self.iteration:
+            batch["paired"]["blur"].fill_(float("nan"))
+
+
 def assert_checkpoint_round_trip(target, saved: dict, key: str, path, drop: str, prefix: str = "") -> None:
     """Save ``saved`` as an official-style checkpoint (``{key: {prefix + name: tensor}}``), load it
     into ``target`` (a DeblurNet) through ``load_pretrained``, compare every tensor, then check that

@@ -109,6 +109,23 @@ def test_ddp_two_cpu_processes_end_with_equal_weights(tmp_path):
     assert any(k.startswith("motion_net") for k in report["keys"])
 
 
+@pytest.mark.ddp
+def test_nan_on_one_ddp_rank_stops_every_rank(tmp_path):
+    """A NaN on rank 1 only must stop rank 0 too (it would otherwise wait forever in the all-reduce)."""
+    run = tmp_path / "ddp"
+    args = tiny_overrides(
+        "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+        "iterations=4", "test=false", f"hydra.run.dir={run}",
+        "+callbacks.nan._target_=tests.helpers.NanOnRank", "+callbacks.nan.rank=1", "+callbacks.nan.iteration=2",
+    )  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    result = subprocess.run(
+        [sys.executable, "-m", "neurmap.train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2, result.stderr[-2000:]  # rank 0 stopped on the flag, not on a broken peer
+    assert "iteration 2" in result.stderr and "on another process (this one is finite)" in result.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", sorted(p.stem for p in (REPO / "conf" / "backbone").glob("*.yaml")))
 def test_fast_dev_run_of_every_backbone(tmp_path, backbone):

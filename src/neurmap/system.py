@@ -69,6 +69,16 @@ def _require(mapping: Mapping[str, Any], keys: tuple[str, ...], where: str) -> N
         raise ValueError(f"{where} is missing keys {missing}; expected all of {list(keys)}")
 
 
+def _finite_on_every_rank(total: torch.Tensor) -> bool:
+    """Whether ``total`` is finite on this process and, under DDP, on every other one. All ranks stop
+    together: a rank that stopped alone would leave the others waiting in the gradient all-reduce."""
+    finite = torch.isfinite(total.detach()).to(torch.int32)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed and torch.distributed.get_world_size() > 1:
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    return bool(finite.item())
+
+
 class NeurMAPSystem(L.LightningModule):
     """Orchestrates the deblurring network D, motion network M and discriminator N.
 
@@ -269,11 +279,12 @@ class NeurMAPSystem(L.LightningModule):
         with self.toggled_optimizer(optimizer):
             parts = loss_fn(*args)
             total = sum(parts.values())
-            if self.check_finite and not torch.isfinite(total):
+            if self.check_finite and not _finite_on_every_rank(total):
                 bad = [k for k, v in parts.items() if not torch.isfinite(v)]
+                where = f"terms {bad}" if bad else "on another process (this one is finite)"
                 raise FloatingPointError(
                     f"non-finite {name} loss at iteration {self.iteration} (global step {self.global_step}): "
-                    f"terms {bad or list(parts)}; the last good checkpoint is kept"
+                    f"{where}; the last good checkpoint is kept"
                 )
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(total)
