@@ -13,7 +13,7 @@ ARGS       ?=
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install metric-assets train test test-fast lint format bench bench-data bench-eval bench-backbones sweep-ablations sweep-ratio collect clean clean-logs
+.PHONY: help install metric-assets train test test-fast lint format bench bench-data bench-eval bench-backbones sweep-ablations sweep-ratio collect reproduce-mini clean clean-logs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -69,6 +69,10 @@ sweep-ablations: $(STAMP)  ## Table 3 (baseline, net1-3, neurmap) as one multiru
 sweep-ratio: $(STAMP)  ## Table 4 (sharp : natural prior = 1:0.5, 2:0.1, 1:0.1) as one multirun, then its table
 	$(PY) -m neurmap.train -m ratio=s1_n05,s2_n01,s1_n01 $(ARGS)
 	$(PY) -m neurmap.collect --latest
+
+reproduce-mini: $(STAMP)  ## NeurMAP vs supervised fine-tuning at CPU scale (~14 min, 2 cores): reports/mini_reproduction.md
+	$(PIP) install --quiet -e ".[repro]"
+	$(PY) -m neurmap.reproduce_mini $(ARGS)
 
 collect: $(STAMP)  ## tabulate a sweep: make collect SWEEP=logs/train/multiruns/<time> (default: the newest)
 	$(PY) -m neurmap.collect $(if $(SWEEP),$(SWEEP),--latest)
