@@ -12,7 +12,19 @@ from omegaconf import OmegaConf
 
 from tests.conftest import CONF, REPO
 
-GROUPS = ["backbone", "data", "loss", "optim", "variant", "model", "logger", "callbacks", "experiment", "debug"]
+GROUPS = [
+    "backbone",
+    "data",
+    "loss",
+    "optim",
+    "variant",
+    "ratio",
+    "model",
+    "logger",
+    "callbacks",
+    "experiment",
+    "debug",
+]
 
 
 def _options(group: str) -> list[str]:
@@ -103,3 +115,11 @@ def test_bad_overrides_fail_with_a_clear_message(tmp_path, args, needle):
     err = result.stderr
     assert needle in err
     assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("option", "sharp", "natural"), [("s1_n05", 1.0, 0.5), ("s2_n01", 2.0, 0.1), ("s1_n01", 1.0, 0.1)]
+)
+def test_ratio_sweep_sets_the_table_4_weights(tiny_cfg, option, sharp, natural):
+    cfg = tiny_cfg(f"ratio={option}")
+    assert cfg.loss.sharp_prior == sharp and cfg.loss.beta == natural and cfg.loss.natural == natural
