@@ -73,4 +73,5 @@ def tiny_cfg(tmp_path):
     def make(*extra: str):
         return compose(tiny_overrides(*extra), tmp_path / "run")
 
+    make.tmp_path = tmp_path
     return make

@@ -35,6 +35,12 @@ def _options(group: str) -> list[str]:
 def test_every_option_composes_and_instantiates(tiny_cfg, fake_data_root, monkeypatch, group, option):
     monkeypatch.setenv("NEURMAP_DATA", str(fake_data_root))  # on-disk data choices list their files
     extra = ["loss.reblur_msssim_ratio=0"] if group == "loss" else []
+    if option.startswith("mini_"):  # make reproduce-mini's recipes read <paths.mini>/{paired,kernel_synth}
+        from tests import fake_data
+
+        mini = fake_data.folders(tiny_cfg.tmp_path / "mini")
+        fake_data.kernel_synth(mini)
+        extra.append(f"paths.mini={mini}")
     cfg = tiny_cfg(f"{group}={option}", *extra)
     assert OmegaConf.missing_keys(cfg) == set()
     system = instantiate(cfg.model)
