@@ -32,6 +32,23 @@ class NanOnRank(L.Callback):
             batch["paired"]["blur"].fill_(float("nan"))
 
 
+def run_multirun(log_dir, *overrides: str):
+    """``python -m neurmap.train -m <overrides>`` in a subprocess logging under ``log_dir``; asserts it
+    succeeded and returns the multiruns folder (``<log_dir>/train/multiruns``)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "WANDB_MODE": "disabled", "NEURMAP_LOG_DIR": str(log_dir)}
+    result = subprocess.run(
+        [sys.executable, "-m", "neurmap.train", "-m", *overrides],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Path(log_dir) / "train" / "multiruns"
+
+
 def assert_checkpoint_round_trip(target, saved: dict, key: str, path, drop: str, prefix: str = "") -> None:
     """Save ``saved`` as an official-style checkpoint (``{key: {prefix + name: tensor}}``), load it
     into ``target`` (a DeblurNet) through ``load_pretrained``, compare every tensor, then check that

@@ -4,9 +4,6 @@ and ckpt_path=auto, which lets a requeued job resume."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,7 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 
 from neurmap.config import CONFIG_DIR
 from neurmap.train import train
-from tests.conftest import REPO, compose, tiny_overrides
+from tests.conftest import compose, tiny_overrides
+from tests.helpers import run_multirun
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -52,18 +50,8 @@ def test_slurm_runs_one_ddp_process_per_gpu(tmp_path):
 
 
 def _multirun(tmp_path, *args: str) -> list:
-    env = {**os.environ, "WANDB_MODE": "disabled", "NEURMAP_LOG_DIR": str(tmp_path)}
     overrides = tiny_overrides("iterations=2", "trainer.val_check_interval=1", "test=false", *args)
-    result = subprocess.run(
-        [sys.executable, "-m", "neurmap.train", "-m", *overrides],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return sorted((tmp_path / "train" / "multiruns").glob("*/*/final_metrics.json"))
+    return sorted(run_multirun(tmp_path, *overrides).glob("*/*/final_metrics.json"))
 
 
 def test_joblib_runs_jobs_in_parallel_processes(tmp_path):

@@ -15,6 +15,7 @@ import torch
 from neurmap.nets.backbones import load_pretrained
 from neurmap.train import train
 from tests.conftest import REPO, compose, tiny_overrides
+from tests.helpers import run_multirun
 
 
 def _metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -145,24 +146,15 @@ def test_fast_dev_run_of_every_backbone(tmp_path, backbone):
 @pytest.mark.slow
 def test_multirun_over_variants(tmp_path):
     """`python -m neurmap.train -m variant=...` runs each job in its own directory."""
-    env = {**os.environ, "WANDB_MODE": "disabled", "NEURMAP_LOG_DIR": str(tmp_path)}
     args = tiny_overrides("iterations=1", "trainer.val_check_interval=1", "test=false", "variant=baseline,net2")
-    result = subprocess.run(
-        [sys.executable, "-m", "neurmap.train", "-m", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted(p.name for p in (tmp_path / "train" / "multiruns").glob("*/*") if p.is_dir())
+    multiruns = run_multirun(tmp_path, *args)
+    jobs = sorted(p.name for p in multiruns.glob("*/*") if p.is_dir())
     assert jobs == ["0_baseline-unet", "1_net2-unet"]
-    assert all((p / "checkpoints" / "last.ckpt").is_file() for p in (tmp_path / "train" / "multiruns").glob("*/*_*"))
+    assert all((p / "checkpoints" / "last.ckpt").is_file() for p in multiruns.glob("*/*_*"))
     from neurmap.collect import main as collect_main
 
-    assert collect_main(["--latest", "--root", str(tmp_path / "train" / "multiruns"), "--prefix", "val/"]) == 0
-    sweep = next((tmp_path / "train" / "multiruns").iterdir())
+    assert collect_main(["--latest", "--root", str(multiruns), "--prefix", "val/"]) == 0
+    sweep = next(multiruns.iterdir())
     table = (sweep / "sweep_summary.md").read_text().splitlines()
     assert table[0].startswith("| job | status | variant | iterations | val/builtin_camera/")
     assert table[2].startswith("| 0_baseline-unet | done | baseline | 1 |")
