@@ -8,12 +8,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from neurmap.config import CONFIG_DIR
 
-__all__ = ["UsageError", "backbone_config", "fail", "load_settings", "parser"]
+__all__ = ["UsageError", "backbone_config", "fail", "load_settings", "parser", "resolve_device"]
 
 
 class UsageError(ValueError):
@@ -74,3 +75,13 @@ def parser(prog: str, usage: str, description: str, settings: str) -> argparse.A
         epilog=f"settings (conf/{settings}.yaml):\n{text}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA if available, else CPU) or a torch device name; CUDA without a GPU is a UsageError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device={name}: CUDA is not available on this machine (use device=cpu or auto)")
+    return device

@@ -10,7 +10,6 @@ overrides in ``.hydra/overrides.yaml`` and, once finished, its final metrics in 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from neurmap.config import FINAL_METRICS
+from neurmap.utils.tables import to_markdown, write_csv
 
 __all__ = ["collect", "latest_sweep", "main", "to_markdown"]
 
@@ -72,30 +72,10 @@ def collect(sweep: Path, prefix: str = "test/") -> list[dict[str, Any]]:
     return rows
 
 
-def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    return columns
-
-
-def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """A Markdown table of ``rows`` (floats with 4 decimals)."""
-    columns = _columns(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def write(rows: Sequence[dict[str, Any]], out: Path) -> None:
     """``out/sweep_summary.md`` and ``out/sweep_summary.csv``."""
     (out / "sweep_summary.md").write_text(to_markdown(rows))
-    with open(out / "sweep_summary.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=_columns(rows))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "sweep_summary.csv", rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from neurmap.cli import UsageError, backbone_config, fail, load_settings, parser
+from neurmap.cli import UsageError, backbone_config, fail, load_settings, parser, resolve_device
 from neurmap.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
 from neurmap.inference import CheckpointError, Networks, load_networks, n_tiles, tiled
 from neurmap.nets.reblur import canonicalize_motion
@@ -35,15 +35,6 @@ from neurmap.utils.flow_vis import flow_to_color, make_grid
 __all__ = ["deblur_image", "main", "plan", "run"]
 
 _PROG = "neurmap.deblur"
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device={name}: CUDA is not available on this machine (use device=cpu or auto)")
-    return device
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -118,7 +109,7 @@ def _save(result: dict[str, torch.Tensor], blurry: torch.Tensor, dst: Path, cfg:
 def run(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> dict[str, object]:
     """Deblur INPUT into OUTPUT with settings ``cfg`` (conf/deblur/default.yaml); returns a summary dict."""
     start = time.perf_counter()
-    device = _device(str(cfg.device))
+    device = resolve_device(str(cfg.device))
     backbone = backbone_config(cfg.backbone)
     if cfg.tile is not None and not 0 <= cfg.overlap < cfg.tile:
         raise UsageError(f"overlap={cfg.overlap} must be >= 0 and smaller than tile={cfg.tile}")

@@ -22,7 +22,6 @@ Unreadable images are reported and skipped; the rest completes.
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 import time
@@ -40,24 +39,19 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 from tqdm import tqdm
 
-from neurmap.cli import UsageError, fail
+from neurmap.cli import UsageError, fail, resolve_device
 from neurmap.config import CONFIG_DIR
 from neurmap.data.io import ImageReadError, write_image
 from neurmap.inference import CheckpointError, Networks, load_networks, tiled
 from neurmap.metrics import LPIPS, MetricUnavailable, align_realblur, load_niqe_params, niqe_score, psnr, ssim
 from neurmap.metrics.fidelity import psnr_masked, ssim_masked
 from neurmap.metrics.motion import motion_errors
+from neurmap.utils.tables import to_markdown, write_csv
 
 __all__ = ["evaluate", "main"]
 
 _PROG = "neurmap.evaluate"
 Row = dict[str, Any]
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def output_dir(cfg: DictConfig, data_name: str) -> Path:
@@ -176,17 +170,6 @@ def _evaluate_set(
     return rows, failed
 
 
-def _write_csv(path: Path, rows: list[Row]) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _summary(name: str, rows: list[Row], failed: int) -> Row:
     summary: Row = {"set": name, "protocol": rows[0]["protocol"] if rows else "", "images": len(rows), "failed": failed}
     for key in rows[0] if rows else []:
@@ -194,17 +177,6 @@ def _summary(name: str, rows: list[Row], failed: int) -> Row:
         if values and key not in ("name", "protocol"):
             summary[key] = sum(values) / len(values)
     return summary
-
-
-def _markdown(summaries: list[Row], header: str) -> str:
-    columns: list[str] = []
-    for row in summaries:
-        columns += [k for k in row if k not in columns]
-    lines = [header, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in summaries:
-        cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def evaluate(cfg: DictConfig) -> list[Row]:
@@ -216,7 +188,7 @@ def evaluate(cfg: DictConfig) -> list[Row]:
         raise UsageError("ckpt=PATH is required (a neurmap .ckpt, or release weights with backbone=<name>)") from None
     if cfg.split not in ("val", "test"):
         raise UsageError(f"split must be val or test, got {cfg.split!r}")
-    device = _device(str(cfg.device))
+    device = resolve_device(str(cfg.device))
     nets = load_networks(ckpt, cfg.get("backbone"), motion=bool(cfg.metrics.motion))
     nets.deblur.to(device)
     if nets.motion is not None:
@@ -238,11 +210,11 @@ def evaluate(cfg: DictConfig) -> list[Row]:
         dataset = instantiate(node, **extra)()
         images = out / "images" if cfg.save_images else None
         rows, failed = _evaluate_set(name, dataset, nets, metrics, cfg, device, images)
-        _write_csv(out / f"{name}_per_image.csv", rows)
+        write_csv(out / f"{name}_per_image.csv", rows)
         summaries.append(_summary(name, rows, len(failed)))
-    _write_csv(out / "summary.csv", summaries)
+    write_csv(out / "summary.csv", summaries)
     header = f"# {nets.backbone} on data={data_name} ({cfg.split}), checkpoint {ckpt}"
-    table = _markdown(summaries, header)
+    table = f"{header}\n\n{to_markdown(summaries)}"
     (out / "summary.md").write_text(table)
     print(table)
     print(f"{_PROG}: wrote {out} ({time.perf_counter() - start:.1f} s, {device})")
