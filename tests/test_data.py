@@ -147,7 +147,7 @@ def test_apply_blur_axes_and_extent():
 # ------------------------------------------------------------------- datasets
 def test_dataset_keys_dtypes_and_ranges():
     sets = {
-        "paired": (BuiltinPaired(3, SIZE, 0), {"blur", "sharp", "name"}),
+        "paired": (BuiltinPaired(3, SIZE, 0), {"blur", "sharp", "motion", "name"}),
         "blur": (BuiltinUnpairedBlur(3, SIZE, 0, camera=CAMERA), {"blur", "name"}),
         "sharp": (BuiltinUnpairedSharp(3, (SIZE, SIZE + 4), 0), {"sharp", "name"}),
         "test": (BuiltinTest(3, SIZE, 0, camera=CAMERA), {"blur", "sharp", "motion", "name"}),
@@ -281,8 +281,8 @@ def test_small_images_are_reflect_padded_with_one_warning():
 
 
 def test_transform_rejects_wrong_samples():
-    with pytest.raises(ValueError, match="motion"):
-        PairedTransform(8)({"blur": _coords(9, 9), "sharp": _coords(9, 9), "motion": torch.zeros(2, 9, 9)})
+    with pytest.raises(ValueError, match=r"sample\['motion'\] must be a \(2, H, W\) tensor"):
+        PairedTransform(8)({"blur": _coords(9, 9), "sharp": _coords(9, 9), "motion": torch.zeros(2, 8, 9)})
     with pytest.raises(ValueError, match="PairedTransform expects 2"):
         PairedTransform(8)({"blur": _coords(9, 9)})
     with pytest.raises(ValueError, match="SingleTransform expects 1"):
@@ -481,3 +481,29 @@ def test_builtin_config_without_paired_data():
     dm = instantiate(cfg.data)
     batch, _, _ = next(iter(dm.train_dataloader()))
     assert set(batch) == {"blur", "sharp"}
+
+
+@pytest.mark.parametrize("hflip, vflip", [(False, False), (True, False), (False, True), (True, True)])
+def test_paired_transform_keeps_motion_consistent_with_the_blur(hflip, vflip):
+    """After crop and flips the motion still explains the blur: re-blurring the augmented sharp image with the
+    augmented motion gives the augmented blurry image (interior, away from crop borders). A flip that moved
+    the field but not its vectors would blur diagonal edges along the mirrored direction and fail this."""
+    data = BuiltinPaired(6, 48, 3, blur_length=(8.0, 12.0))
+    transform = PairedTransform(32, hflip=hflip, vflip=vflip)
+    torch.manual_seed(0)
+    checked = 0
+    for i in range(len(data)):
+        sample = data[i]
+        out = transform(sample)
+        assert out["motion"].shape == (2, 32, 32) and (out["motion"][1] >= 0).all()
+        m = out["motion"][:, 0, 0]
+        if abs(float(m[0])) < 2 or abs(float(m[1])) < 2:
+            continue  # near-axis blur: mirrored and true directions coincide, nothing to tell apart
+        reblurred = apply_blur(out["sharp"], out["motion"])
+        inner = (slice(None), slice(8, -8), slice(8, -8))
+        assert torch.allclose(reblurred[inner], out["blur"][inner], atol=2e-3)
+        flipped = out["motion"].clone()
+        flipped[0] = -flipped[0]  # the wrong (mirrored) direction really is distinguishable
+        assert not torch.allclose(apply_blur(out["sharp"], flipped)[inner], out["blur"][inner], atol=2e-3)
+        checked += 1
+    assert checked >= 2

@@ -147,7 +147,8 @@ class BuiltinPaired(_InMemorySet):
         leaves: keyword arguments of :func:`neurmap.data.procedural.dead_leaves`.
         transform: applied to each sample dict (e.g. :class:`neurmap.data.transforms.PairedTransform`).
 
-    Samples: ``{"blur", "sharp", "name"}``.
+    Samples: ``{"blur", "sharp", "motion", "name"}``; ``motion`` is the ground-truth full blur in px (used only
+    by motion pretraining's optional direct supervision of M).
     """
 
     def __init__(
@@ -167,7 +168,7 @@ class BuiltinPaired(_InMemorySet):
             return uniform_linear_flow(size, rng, length_range)
 
         data = _render(num_images, image_size, seed, "paired", leaves, flow, alpha, noise_std)
-        super().__init__(data, ("blur", "sharp"), "builtin_paired", transform)
+        super().__init__(data, ("blur", "sharp", "motion"), "builtin_paired", transform)
 
 
 def _camera(camera: Mapping[str, Any] | None) -> Callable[[tuple[int, int], np.random.Generator], np.ndarray]:

@@ -1,6 +1,7 @@
 """Datasets over image files on disk, built from the records of :mod:`neurmap.data.layouts`.
 
-* :class:`PairedImages`: ``{"blur", "sharp", "name"}``, the same crop and flip on both (PairedTransform).
+* :class:`PairedImages`: ``{"blur", "sharp", "name"}`` (plus ``motion`` where the layout has it, e.g.
+  ``kernel_synth`` with ``with_motion: true``), the same crop and flip on all (PairedTransform).
 * :class:`UnpairedImages`: ``{<key>, "name"}`` with ``key`` = ``blur`` or ``sharp``: one side of any layout
   (RealBlur's blurry images, a URB folder, ...). Two of these, each shuffled by its own sampler, make an
   unpaired pair of domains in which no pairing can leak (the authors' loader returned each blurry image's
@@ -102,7 +103,8 @@ class PairedImages(_FileDataset):
     """Aligned blurry/sharp pairs for the content loss.
 
     Args:
-        records: records with ``blur`` and ``sharp`` paths (:func:`neurmap.data.layouts.gopro`, ...).
+        records: records with ``blur`` and ``sharp`` paths (:func:`neurmap.data.layouts.gopro`, ...), and
+            optionally ``motion`` (ground truth read as well: motion pretraining can supervise M with it).
         transform: applied to the sample dict (usually :class:`~neurmap.data.transforms.PairedTransform`).
         on_error: ``raise`` or ``skip`` unreadable or size-mismatched pairs.
     """
@@ -110,7 +112,7 @@ class PairedImages(_FileDataset):
     def __init__(
         self, records: Sequence[dict[str, Any]], transform: Transform | None = None, on_error: str = "raise"
     ) -> None:
-        super().__init__(records, ("blur", "sharp"), transform=transform, on_error=on_error)
+        super().__init__(records, ("blur", "sharp"), optional=("motion",), transform=transform, on_error=on_error)
 
 
 class UnpairedImages(_FileDataset):

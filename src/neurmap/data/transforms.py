@@ -5,8 +5,10 @@ authors' loaders: a random 256 px crop and a horizontal flip shared by B and S, 
 :class:`SingleTransform` augments the one image of an unpaired sample, independently of every other
 sample. Images smaller than the crop are reflect-padded first (with one warning per transform).
 
-Only training sets are augmented: flipping would also have to flip ground-truth motion, and evaluation
-runs on whole images. A sample carrying ``motion`` is therefore rejected.
+Ground-truth motion (``motion``, (2, H, W) full blur vectors in px, channel 0 vertical, canonical: channel 1
+>= 0), where a paired training set has it, gets the same crop and flips. A flip mirrors the field *and* the
+vectors: one flip (either axis) maps a canonical (v, h) to (-v, h) up to the sign a line blur ignores, two
+flips leave it unchanged. Evaluation runs on whole images and is not augmented.
 
 Randomness: each call reseeds albumentations from torch's generator, which DataLoader seeds per worker
 and Lightning's ``seed_everything`` seeds in the main process, so crops are reproducible and differ
@@ -30,6 +32,7 @@ import torch  # noqa: E402
 __all__ = ["PairedTransform", "SingleTransform"]
 
 IMAGE_KEYS = ("blur", "sharp")
+_FLIPS = ("HorizontalFlip", "VerticalFlip")
 
 
 def _to_hwc(image: torch.Tensor, key: str) -> np.ndarray:
@@ -43,6 +46,16 @@ def _to_hwc(image: torch.Tensor, key: str) -> np.ndarray:
 
 def _to_chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def _flip_motion(motion: torch.Tensor, flips: int) -> torch.Tensor:
+    """Canonical motion after ``flips`` mirror flips of the image: an odd number negates the vertical
+    component of a canonical (v, h) (the mirrored vector is (v, -h) or (-v, h), the same line blur)."""
+    if flips % 2 == 0:
+        return motion
+    out = motion.clone()
+    out[0] = -out[0]
+    return out
 
 
 class _DictTransform:
@@ -70,13 +83,13 @@ class _DictTransform:
             ops.append(A.HorizontalFlip(p=0.5))
         if self.vflip:
             ops.append(A.VerticalFlip(p=0.5))
-        self._compose = A.Compose(ops, additional_targets={"image1": "image"})
+        targets = {"image1": "image", "motion": "image"}
+        self._compose = A.Compose(ops, additional_targets=targets, save_applied_params=True)
         self._warned = False
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        """Augment ``sample`` (float (3, H, W) tensors under ``blur``/``sharp``); returns a new dict."""
-        if "motion" in sample:
-            raise ValueError("transforms are for training samples only; got a sample with 'motion' (val/test data)")
+        """Augment ``sample`` (float (3, H, W) tensors under ``blur``/``sharp``, optional (2, H, W) ``motion``);
+        returns a new dict."""
         keys = [k for k in IMAGE_KEYS if k in sample]
         if len(keys) not in self.expected_images:
             raise ValueError(
@@ -86,6 +99,15 @@ class _DictTransform:
         arrays = [_to_hwc(sample[k], k) for k in keys]
         if len({a.shape for a in arrays}) > 1:
             raise ValueError(f"images of one sample must share a shape, got {[a.shape for a in arrays]}")
+        motion = sample.get("motion")
+        if motion is not None and (
+            not isinstance(motion, torch.Tensor) or motion.ndim != 3 or motion.shape[0] != 2
+            or tuple(motion.shape[1:]) != arrays[0].shape[:2]
+        ):
+            raise ValueError(
+                f"sample['motion'] must be a (2, H, W) tensor matching the images {arrays[0].shape[:2]}, got "
+                f"{tuple(getattr(motion, 'shape', ()))}"
+            )
         h, w = arrays[0].shape[:2]
         if self.crop_size is not None and min(h, w) < self.crop_size and not self._warned:
             warnings.warn(
@@ -95,10 +117,15 @@ class _DictTransform:
             self._warned = True
         self._compose.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
         targets = {"image": arrays[0]} | ({"image1": arrays[1]} if len(arrays) > 1 else {})
+        if motion is not None:
+            targets["motion"] = _to_hwc(motion, "motion")
         result = self._compose(**targets)
         out = dict(sample)
         for key, target in zip(keys, ("image", "image1")):
             out[key] = _to_chw(result[target])
+        if motion is not None:
+            flips = sum(name in _FLIPS for name, _ in result["applied_transforms"])
+            out["motion"] = _flip_motion(_to_chw(result["motion"]), flips)
         return out
 
     def __repr__(self) -> str:
@@ -113,7 +140,7 @@ class PairedTransform(_DictTransform):
         hflip: flip left-right with probability 0.5.
         vflip: flip upside-down with probability 0.5.
 
-    Call: ``{"blur": (3, H, W), "sharp": (3, H, W), ...} -> same keys, (3, crop, crop)``.
+    Call: ``{"blur": (3, H, W), "sharp": (3, H, W), "motion"?: (2, H, W), ...} -> same keys, cropped``.
     """
 
     expected_images = (2,)
