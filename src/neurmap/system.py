@@ -12,16 +12,19 @@ Each step runs inside ``toggled_optimizer`` so only its own network receives gra
 network changes only through its own optimizer. The paper's ablations (Table 3) switch parts off
 through ``variant``; every weight comes from ``conf/loss``.
 
+Beyond the paper: M can start from a motion-pretraining run (``motion_pretrained``, see
+:mod:`neurmap.motion_pretrain`), D can be kept on the content loss alone for the first
+``warmup_iterations`` while M and N train, and on the logging steps the share of each D term in D's
+gradient norm is logged (``train/deblur/grad_norm/<term>``, ``train/deblur/grad_share/<term>``).
+
 Choices where the paper and the authors' code differ are documented in README ("Faithfulness").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,8 +32,11 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from neurmap.losses import terms
 from neurmap.losses.pool import MotionPool
+from neurmap.metrics.motion import motion_epe
 from neurmap.nets.init import xavier_init_
+from neurmap.nets.motion import load_motion_pretrained
 from neurmap.nets.reblur import canonicalize_motion
+from neurmap.systems_base import ManualSystem, linear_decay
 
 __all__ = ["NeurMAPSystem", "linear_decay"]
 
@@ -58,28 +64,23 @@ _LOSS_KEYS = (
 _VARIANT_KEYS = ("name", "motion", "discriminator", "disc_fake_blurry", "paired", "unpaired")
 
 
-def linear_decay(iteration: int, total: int) -> float:
-    """LR factor decaying linearly from 1 at iteration 0 to 0 at ``total`` (paper §4.1)."""
-    return max(0.0, 1.0 - iteration / total)
-
-
 def _require(mapping: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
     missing = [k for k in keys if k not in mapping]
     if missing:
         raise ValueError(f"{where} is missing keys {missing}; expected all of {list(keys)}")
 
 
-def _finite_on_every_rank(total: torch.Tensor) -> bool:
-    """Whether ``total`` is finite on this process and, under DDP, on every other one. All ranks stop
-    together: a rank that stopped alone would leave the others waiting in the gradient all-reduce."""
-    finite = torch.isfinite(total.detach()).to(torch.int32)
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if distributed and torch.distributed.get_world_size() > 1:
-        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-    return bool(finite.item())
+def grad_norms(parts: Mapping[str, torch.Tensor], params: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The norm of each term's gradient with respect to ``params`` (the graph is kept for the real backward)."""
+    norms = {}
+    for name, value in parts.items():
+        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+        squares = [g.detach().float().pow(2).sum() for g in grads if g is not None]
+        norms[name] = torch.stack(squares).sum().sqrt() if squares else value.new_zeros(())
+    return norms
 
 
-class NeurMAPSystem(L.LightningModule):
+class NeurMAPSystem(ManualSystem):
     """Orchestrates the deblurring network D, motion network M and discriminator N.
 
     Args:
@@ -108,6 +109,11 @@ class NeurMAPSystem(L.LightningModule):
             recent GPUs with mixed precision).
         compile: ``torch.compile`` options for D (e.g. ``{"mode": "max-autotune"}``); None = eager.
             D is compiled in place, so checkpoint keys do not change. R always runs eagerly in fp32.
+        motion_pretrained: a checkpoint of ``variant=motion_pretrain`` (or any file holding M's state dict)
+            to start M from, instead of Xavier init; None = from scratch (the paper).
+        warmup_iterations: for the first K iterations D trains on the content loss only (its MAP terms are
+            off) while M and N train as usual; 0 = off (the paper).
+        log_grad_norms: on logging steps, log each D term's gradient norm and its share of their sum.
     """
 
     def __init__(
@@ -127,6 +133,9 @@ class NeurMAPSystem(L.LightningModule):
         content_stage_weights: tuple[float, ...] | list[float] = (1.0,),
         channels_last: bool = False,
         compile: Mapping[str, Any] | None = None,
+        motion_pretrained: str | None = None,
+        warmup_iterations: int = 0,
+        log_grad_norms: bool = True,
     ) -> None:
         super().__init__()
         _require(loss, _LOSS_KEYS, "loss config")
@@ -141,7 +150,18 @@ class NeurMAPSystem(L.LightningModule):
             raise ValueError(f"variant {variant['name']!r} uses NeurMAP terms but variant.unpaired is false")
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if warmup_iterations < 0:
+            raise ValueError(f"model.warmup_iterations must be >= 0, got {warmup_iterations}")
+        if warmup_iterations and not variant["paired"]:
+            raise ValueError(
+                f"model.warmup_iterations={warmup_iterations} keeps D on the content loss, but variant "
+                f"{variant['name']!r} has no paired data; set model.warmup_iterations=0"
+            )
+        if motion_pretrained and not variant["motion"]:
+            raise ValueError(f"model.motion_pretrained is set, but variant {variant['name']!r} has no motion network")
         self.automatic_optimization = False
+        self.warmup_iterations = int(warmup_iterations)
+        self.log_grad_norms = bool(log_grad_norms)
         self.loss_cfg = dict(loss)
         self.variant = dict(variant)
         self.use_motion = bool(variant["motion"])
@@ -168,6 +188,8 @@ class NeurMAPSystem(L.LightningModule):
         self.deblur_net = deblur_net
         self.reblur = reblur
         self.motion_net = xavier_init_(motion_net, init_gain) if self.use_motion else None
+        if motion_pretrained:
+            load_motion_pretrained(self.motion_net, motion_pretrained)
         self.discriminator = xavier_init_(discriminator, init_gain) if self.disc_mode != "none" else None
         if self.use_motion and motion_net is None:
             raise ValueError(f"variant {variant['name']!r} needs a motion network, got None")
@@ -181,21 +203,10 @@ class NeurMAPSystem(L.LightningModule):
             self.opt_names.append("motion")
         if self.disc_mode != "none":
             self.opt_names.append("disc")
-        for name in self.opt_names:
-            if name not in optim or "optimizer" not in optim[name]:
-                raise ValueError(f"optim.{name}.optimizer is missing: each trained network needs its optimizer")
-        self._optim = {name: optim[name] for name in self.opt_names}
+        self._check_optim(optim)
 
-    def remember_config(self, config: Mapping[str, Any], provenance: Mapping[str, Any] | None = None) -> None:
-        """Store the resolved run configuration (plain containers) and its provenance (git revision, command,
-        choices) in the hyper-parameters, so that checkpoints and loggers carry everything needed to rebuild
-        and trace the run."""
-        import copy
-
-        self.hparams["config"] = dict(config)
-        self.hparams["provenance"] = dict(provenance or {})
-        # Lightning logs hparams_initial (a copy taken in save_hyperparameters) to the loggers at fit start
-        self._hparams_initial = copy.deepcopy(self._hparams)
+    def networks(self) -> dict[str, nn.Module]:
+        return {"deblur": self.deblur_net, "motion": self.motion_net, "disc": self.discriminator}
 
     def configure_model(self) -> None:
         """Apply the GPU users' switches once, before training: channels_last and torch.compile."""
@@ -221,16 +232,6 @@ class NeurMAPSystem(L.LightningModule):
         """The motion fed to R: M(B) - M(S_hat) (relative, default) or M(B) (absolute)."""
         return motion_blurry - motion_deblurred if self.relative_motion else motion_blurry
 
-    @property
-    def n_optimizers(self) -> int:
-        """Optimizer steps per iteration (Lightning's global_step advances by this much)."""
-        return len(self.opt_names)
-
-    @property
-    def iteration(self) -> int:
-        """Completed training iterations (batches), whatever the number of optimizers."""
-        return self.global_step // self.n_optimizers
-
     # ----------------------------------------------------------------- training
     def _split_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         """Gather the blurry and sharp images of a combined batch and where the paired part ends."""
@@ -255,8 +256,8 @@ class NeurMAPSystem(L.LightningModule):
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         data = self._split_batch(batch)
         blur, sharp, n_paired = data["blur"], data["sharp"], data["n_paired"]
-        opts = self.optimizers()
-        optimizers = dict(zip(self.opt_names, opts if isinstance(opts, list) else [opts]))
+        optimizers = self._named_optimizers()
+        warming_up = self.iteration < self.warmup_iterations
         stages = self.deblur_net.forward_stages(blur)  # computed once, reused by all three steps
         deblurred = stages[-1]
         logs: dict[str, torch.Tensor] = {}
@@ -264,34 +265,25 @@ class NeurMAPSystem(L.LightningModule):
             logs |= self._step("motion", optimizers["motion"], self._motion_loss, blur, sharp, deblurred, n_paired)
         if self.disc_mode != "none":
             logs |= self._step("disc", optimizers["disc"], self._disc_loss, blur, sharp, deblurred, n_paired)
-        logs |= self._step("deblur", optimizers["deblur"], self._deblur_loss, blur, sharp, stages, n_paired)
-        schedulers = self.lr_schedulers()
-        for name, scheduler in zip(self.opt_names, schedulers if isinstance(schedulers, list) else [schedulers]):
-            scheduler.step()
-            logs[f"train/lr/{name}"] = torch.tensor(scheduler.get_last_lr()[0])
+        on_parts = self._deblur_grad_logs if self.log_grad_norms and self._should_log() else None
+        logs |= self._step(
+            "deblur", optimizers["deblur"], self._deblur_loss, blur, sharp, stages, n_paired, warming_up,
+            on_parts=on_parts,
+        )
+        logs["train/deblur/map_terms_on"] = torch.tensor(float(not warming_up))
+        self._step_schedulers(logs)
         shown = logs.pop("train/deblur/total")
         self.log("train/deblur/total", shown, prog_bar=True, on_step=True, on_epoch=False, batch_size=blur.shape[0])
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=blur.shape[0])
 
-    def _step(
-        self, name: str, optimizer: Any, loss_fn: Callable[..., dict[str, torch.Tensor]], *args: Any
-    ) -> dict[str, torch.Tensor]:
-        with self.toggled_optimizer(optimizer):
-            parts = loss_fn(*args)
-            total = sum(parts.values())
-            if self.check_finite and not _finite_on_every_rank(total):
-                bad = [k for k, v in parts.items() if not torch.isfinite(v)]
-                where = f"terms {bad}" if bad else "on another process (this one is finite)"
-                raise FloatingPointError(
-                    f"non-finite {name} loss at iteration {self.iteration} (global step {self.global_step}): "
-                    f"{where}; the last good checkpoint is kept"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(total)
-            optimizer.step()
-        logs = {f"train/{name}/{k}": v.detach() for k, v in parts.items()}
-        logs[f"train/{name}/total"] = total.detach()
-        return logs
+    def _deblur_grad_logs(self, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each D term's gradient norm and its share of the terms' summed norms: a term that dominates D
+        shows up here (an extra backward per term, on logging steps only)."""
+        params = [p for p in self.deblur_net.parameters() if p.requires_grad]
+        norms = grad_norms(parts, params)
+        total = torch.stack(list(norms.values())).sum().clamp_min(1e-12)
+        logs = {f"train/deblur/grad_norm/{k}": v for k, v in norms.items()}
+        return logs | {f"train/deblur/grad_share/{k}": v / total for k, v in norms.items()}
 
     def _motion_loss(
         self, blur: torch.Tensor, sharp: torch.Tensor, deblurred: torch.Tensor, n_paired: int
@@ -355,15 +347,20 @@ class NeurMAPSystem(L.LightningModule):
         return total
 
     def _deblur_loss(
-        self, blur: torch.Tensor, sharp: torch.Tensor, stages: list[torch.Tensor], n_paired: int
+        self,
+        blur: torch.Tensor,
+        sharp: torch.Tensor,
+        stages: list[torch.Tensor],
+        n_paired: int,
+        warming_up: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """Eq. 11: content on paired data; reblur, priors and TV on unpaired data."""
+        """Eq. 11: content on paired data; reblur, priors and TV on unpaired data (not while warming up)."""
         w = self.loss_cfg
         deblurred = stages[-1]
         parts: dict[str, torch.Tensor] = {}
         if n_paired:
             parts["content"] = w["content"] * self._content([s[:n_paired] for s in stages], sharp[:n_paired])
-        if not self.variant["unpaired"]:
+        if not self.variant["unpaired"] or warming_up:
             return parts
         unpaired_blur, unpaired_deblurred = blur[n_paired:], deblurred[n_paired:]
         rows = self._map_slice(n_paired)
@@ -384,31 +381,8 @@ class NeurMAPSystem(L.LightningModule):
             parts["image_tv"] = w["image_tv"] * terms.total_variation(unpaired_deblurred)
         return parts
 
-    # --------------------------------------------------------------- optimizers
-    def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
-        nets = {"deblur": self.deblur_net, "motion": self.motion_net, "disc": self.discriminator}
-        optimizers, schedulers = [], []
-        for name in self.opt_names:
-            optimizer = self._optim[name]["optimizer"](nets[name].parameters())
-            optimizers.append(optimizer)
-            schedulers.append(
-                torch.optim.lr_scheduler.LambdaLR(optimizer, partial(linear_decay, total=self.iterations))
-            )
-        return optimizers, schedulers
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Clip per network, after AMP unscaling (Lightning calls this hook after ``unscale_``)."""
-        for name, opt in zip(self.opt_names, self.trainer.optimizers):
-            if opt is optimizer:
-                clip = self._optim[name].get("grad_clip")
-                if clip:
-                    self.clip_gradients(optimizer, gradient_clip_val=float(clip), gradient_clip_algorithm="norm")
-                return
-
     # --------------------------------------------------------------- evaluation
     def _eval_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> dict[str, torch.Tensor]:
-        names = getattr(self.trainer.datamodule, f"{stage}_names", None) if self._trainer is not None else None
-        set_name = names[dataloader_idx] if names else f"set{dataloader_idx}"
         blur = batch["blur"]
         deblurred = self.deblur_net(blur).clamp(0, 1)
         n = blur.shape[0]
@@ -419,7 +393,8 @@ class NeurMAPSystem(L.LightningModule):
             out["ssim"] = structural_similarity_index_measure(deblurred, sharp, data_range=1.0, reduction="none")
             out["input_psnr"] = peak_signal_noise_ratio(blur, sharp, data_range=1.0, reduction="none", dim=(1, 2, 3))
         if self.use_motion:
-            reblurred = self.reblur(deblurred, self.relative(self.motion(blur), self.motion(deblurred)))
+            motion = self.relative(self.motion(blur), self.motion(deblurred))
+            reblurred = self.reblur(deblurred, motion)
             out["reblur_psnr"] = peak_signal_noise_ratio(
                 reblurred.clamp(0, 1), blur, data_range=1.0, reduction="none", dim=(1, 2, 3)
             )
@@ -428,23 +403,11 @@ class NeurMAPSystem(L.LightningModule):
             out["reblur_gain"] = out["reblur_psnr"] - peak_signal_noise_ratio(
                 deblurred, blur, data_range=1.0, reduction="none", dim=(1, 2, 3)
             )
-        for key, value in out.items():
-            self.log(
-                f"{stage}/{set_name}/{key}",
-                value.mean(),
-                batch_size=n,
-                on_epoch=True,
-                on_step=False,
-                add_dataloader_idx=False,
-                sync_dist=True,
-            )
+            if "motion" in batch:  # M's progress against an M that learned nothing (a zero map)
+                out["motion_epe"] = motion_epe(motion * self.reblur.alpha, batch["motion"]).float()
+                out["motion_epe_zero"] = motion_epe(torch.zeros_like(batch["motion"]), batch["motion"]).float()
+        self._log_eval(stage, dataloader_idx, out, n)
         return out
-
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "val", dataloader_idx)
-
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, "test", dataloader_idx)
 
     @torch.no_grad()
     def image_panels(self, batch: Mapping[str, Any], max_images: int = 4) -> dict[str, torch.Tensor]:
@@ -469,19 +432,8 @@ class NeurMAPSystem(L.LightningModule):
             panels |= {k: flow_to_color(f, max_magnitude=max(scale, 1e-3)) for k, f in flows.items()}
         return panels
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # the global torch RNG drives dropout in some backbones (MIMO-UNet+): keep it for exact resume
-        # (data order and augmentation do not use it: see neurmap.data.datamodule)
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        states = checkpoint.get("rng_states", {})
-        if "torch" in states:
-            torch.set_rng_state(states["torch"])
-        if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states["cuda"])
+        super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get("hyper_parameters", {}).get("variant")
         if saved is not None and saved.get("name") != self.variant["name"]:
             # Starting a new variant from another run's weights goes through backbone.pretrained instead.

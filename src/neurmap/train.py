@@ -122,15 +122,19 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = instantiate(cfg.data)
     system = instantiate(cfg.model, _convert_="all")
     system.remember_config(run_config, provenance())
-    if cfg.backbone.get("pretrained"):
-        load_pretrained(system.deblur_net, cfg.backbone.pretrained, key=cfg.backbone.get("pretrained_key"))
+    deblur_net = getattr(system, "deblur_net", None)  # variant=motion_pretrain builds M only
+    if cfg.backbone.get("pretrained") and deblur_net is not None:
+        load_pretrained(deblur_net, cfg.backbone.pretrained, key=cfg.backbone.get("pretrained_key"))
         log.info("deblurring network initialised from %s", cfg.backbone.pretrained)
+    if cfg.model.get("motion_pretrained"):
+        log.info("motion network initialised from %s", cfg.model.motion_pretrained)
 
     val_names = list(cfg.data.get("val") or {})
-    monitor = f"val/{val_names[0]}/psnr" if val_names else None
+    monitor, mode = system.monitor(val_names[0]) if val_names else (None, "max")
     callbacks_cfg = cfg.get("callbacks") or {}
     if callbacks_cfg.get("model_checkpoint") and callbacks_cfg.model_checkpoint.get("monitor") == "auto":
         callbacks_cfg.model_checkpoint.monitor = monitor
+        callbacks_cfg.model_checkpoint.mode = mode
     callbacks = _instantiate_dict(callbacks_cfg)
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
@@ -142,7 +146,7 @@ def train(cfg: DictConfig) -> float | None:
     log.info(
         "variant %s, backbone %s, data %s: %d iterations x %d optimizers",
         cfg.variant.name,
-        cfg.backbone.name,
+        cfg.backbone.name if deblur_net is not None else "none (M only)",
         cfg.data.get("_target_", "?").rsplit(".", 1)[-1],
         cfg.iterations,
         system.n_optimizers,

@@ -13,6 +13,7 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 
 __all__ = [
     "distance",
+    "flow_supervision",
     "kernel_blurry",
     "kernel_deblurred",
     "kernel_hinge",
@@ -108,3 +109,26 @@ def lsgan(logits: list[torch.Tensor] | torch.Tensor, target: float) -> torch.Ten
     if isinstance(logits, torch.Tensor):
         logits = [logits]
     return sum(F.mse_loss(x, torch.full_like(x, target)) for x in logits)
+
+
+_FLOW_NORMS = ("epe", "mse")
+
+
+def flow_supervision(motion: torch.Tensor, target: torch.Tensor, norm: str = "epe", eps: float = 1e-6) -> torch.Tensor:
+    """Direct supervision of M against ground-truth motion, sign-invariant (a line blur along v equals one
+    along -v): per pixel the smaller of the errors to ``target`` and to ``-target``.
+
+    Args:
+        motion: (B, 2, H, W) M's motion in normalised units.
+        target: (B, 2, H, W) ground truth in the same units (full blur in px / alpha).
+        norm: ``epe`` (mean end-point error, sqrt(|e|^2 + eps)) or ``mse`` (mean squared error over the
+            two components).
+    """
+    if norm not in _FLOW_NORMS:
+        raise ValueError(f"flow norm must be one of {_FLOW_NORMS}, got {norm!r}")
+    if motion.shape != target.shape:
+        raise ValueError(f"motion {tuple(motion.shape)} and its target {tuple(target.shape)} differ in shape")
+    plus = (motion - target).pow(2).sum(dim=1)
+    minus = (motion + target).pow(2).sum(dim=1)
+    error = torch.minimum(plus, minus)
+    return (error + eps).sqrt().mean() if norm == "epe" else error.mean() / 2

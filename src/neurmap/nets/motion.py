@@ -21,11 +21,17 @@ blur length. Sign canonicalisation (blur direction is ambiguous) is left to the 
 
 from __future__ import annotations
 
+import os
+import pickle
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MotionNet", "space_to_depth"]
+__all__ = ["MotionNet", "load_motion_pretrained", "space_to_depth"]
+
+_CKPT_PREFIX = "motion_net."  # M's keys in a neurmap checkpoint (NeurMAP or motion-pretraining runs)
 
 
 def space_to_depth(x: torch.Tensor, block: int = 2) -> torch.Tensor:
@@ -143,3 +149,35 @@ class MotionNet(nn.Module):
         d = torch.cat([self.up2(self.bottleneck2(d)), e1], dim=1)
         d = self.up3(self.bottleneck3(d))
         return self.head(d)[..., :h, :w]
+
+
+def load_motion_pretrained(motion_net: nn.Module, path: str | os.PathLike) -> None:
+    """Load M's weights, strictly, from a neurmap checkpoint (``variant=motion_pretrain`` or a NeurMAP run:
+    the ``motion_net.*`` keys of its ``state_dict``) or from a file holding M's plain state dict.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not readable as weights, holds no motion network, or does not fit
+            ``motion_net`` (missing / unexpected / mis-shaped keys are listed).
+    """
+    from neurmap.nets.backbones.weights import load_state_dict_strict
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.motion_pretrained: no such file '{path}' (expected a motion-pretraining ckpt)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"model.motion_pretrained '{path}' cannot be read as weights: {first}") from err
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"model.motion_pretrained '{path}' holds a {type(obj).__name__}, expected a checkpoint")
+    if any(str(k).startswith(_CKPT_PREFIX) for k in state):
+        state = {k.removeprefix(_CKPT_PREFIX): v for k, v in state.items() if k.startswith(_CKPT_PREFIX)}
+    elif "state_dict" in obj:
+        raise ValueError(
+            f"model.motion_pretrained '{path}' is a checkpoint without a motion network (no '{_CKPT_PREFIX}*' "
+            "keys): pass a variant=motion_pretrain run's checkpoint"
+        )
+    load_state_dict_strict(motion_net, state, str(path))
