@@ -140,7 +140,9 @@ class MotionPretrainSystem(ManualSystem):
         out: dict[str, torch.Tensor] = {}
         if "sharp" in batch:
             reblurred = self.reblur(batch["sharp"], m_blur).clamp(0, 1)
-            out["reblur_psnr"] = peak_signal_noise_ratio(reblurred, blur, data_range=1.0, reduction="none", dim=(1, 2, 3))
+            out["reblur_psnr"] = peak_signal_noise_ratio(
+                reblurred, blur, data_range=1.0, reduction="none", dim=(1, 2, 3)
+            )
         if "motion" in batch:
             out["motion_epe"] = motion_epe(m_blur * self.reblur.alpha, batch["motion"]).float()
             out["motion_epe_zero"] = motion_epe(torch.zeros_like(batch["motion"]), batch["motion"]).float()

@@ -267,7 +267,14 @@ class NeurMAPSystem(ManualSystem):
             logs |= self._step("disc", optimizers["disc"], self._disc_loss, blur, sharp, deblurred, n_paired)
         on_parts = self._deblur_grad_logs if self.log_grad_norms and self._should_log() else None
         logs |= self._step(
-            "deblur", optimizers["deblur"], self._deblur_loss, blur, sharp, stages, n_paired, warming_up,
+            "deblur",
+            optimizers["deblur"],
+            self._deblur_loss,
+            blur,
+            sharp,
+            stages,
+            n_paired,
+            warming_up,
             on_parts=on_parts,
         )
         logs["train/deblur/map_terms_on"] = torch.tensor(float(not warming_up))

@@ -101,7 +101,9 @@ class _DictTransform:
             raise ValueError(f"images of one sample must share a shape, got {[a.shape for a in arrays]}")
         motion = sample.get("motion")
         if motion is not None and (
-            not isinstance(motion, torch.Tensor) or motion.ndim != 3 or motion.shape[0] != 2
+            not isinstance(motion, torch.Tensor)
+            or motion.ndim != 3
+            or motion.shape[0] != 2
             or tuple(motion.shape[1:]) != arrays[0].shape[:2]
         ):
             raise ValueError(
