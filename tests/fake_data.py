@@ -107,6 +107,18 @@ def folders(root: Path, count: int = 3, seed: int = 4) -> Path:
     return base
 
 
+def mini(root: Path) -> Path:
+    """``root/{paired/train, kernel_synth/{train,val,test}}`` in the kernel_synth layout: the tree that
+    ``neurmap.reproduce_mini`` builds for ``experiment=mini_*`` (``paths.mini``)."""
+    kernel_synth(root)
+    for split in ("train", "val"):
+        target = root / ("paired" if split == "train" else "kernel_synth") / split
+        target.mkdir(parents=True, exist_ok=True)
+        for f in (root / "kernel_synth" / "test").iterdir():
+            (target / f.name).write_bytes(f.read_bytes())
+    return root
+
+
 def all_layouts(root: Path) -> dict[str, Path]:
     """Every layout under ``root`` (a NEURMAP_DATA folder); returns the dataset roots by name."""
     return {

@@ -38,8 +38,7 @@ def test_every_option_composes_and_instantiates(tiny_cfg, fake_data_root, monkey
     if option.startswith("mini_"):  # make reproduce-mini's recipes read <paths.mini>/{paired,kernel_synth}
         from tests import fake_data
 
-        mini = fake_data.folders(tiny_cfg.tmp_path / "mini")
-        fake_data.kernel_synth(mini)
+        mini = fake_data.mini(tiny_cfg.tmp_path / "mini")
         extra.append(f"paths.mini={mini}")
     cfg = tiny_cfg(f"{group}={option}", *extra)
     assert OmegaConf.missing_keys(cfg) == set()

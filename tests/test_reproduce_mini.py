@@ -43,6 +43,7 @@ TINY_DATA = [
 def _tiny_args(tmp_path, *extra: str) -> list[str]:
     args = ["--work", str(tmp_path / "work"), "--out", str(tmp_path / "reports"), "--backbone", "unet"]
     args += ["--weights", str(tmp_path / "absent"), "--iterations", "2", "--scratch-iterations", "2", *TINY_DATA]
+    args += ["--motion-iterations", "2", "--motion-set", "model.motion_net.width=8", "--motion-set", "logger=none"]
     for item in TINY_SET:
         args += ["--set", item]
     return [*args, *extra]
@@ -94,6 +95,14 @@ def test_report_states_the_fallback_commands_times_and_paper_comparison(report):
     assert "The released weights were not found" in text
     assert "python -m neurmap.train experiment=mini_scratch" in text
     assert text.count("python -m neurmap.train experiment=mini_neurmap") == 5  # supervised, neurmap, net1-3
+    assert text.count("python -m neurmap.train experiment=mini_motion") == 1
+    motion_ckpt = "model.motion_pretrained=" + str(tmp_path / "work" / "runs" / "motion_pretrain" / "checkpoints")
+    commands = [
+        line for line in text.splitlines() if line.startswith("python -m neurmap.train experiment=mini_neurmap")
+    ]
+    with_m = {line.split("variant=")[1].split()[0] for line in commands if motion_ckpt in line}
+    assert with_m == {"neurmap", "net2", "net3"}, commands  # the variants with M start from the pretrained one
+    assert re.search(r"^\| pretrain M \| ", text, re.M)
     assert "python -m neurmap.evaluate ckpt=" in text and "data=kernel_synth" in text
     assert "+0.93 dB" in text and "0.236 → 0.124" in text
     times = re.findall(r"^\| (?:train|evaluate|build) .*? \| ([0-9.]+ s|\d+ min [0-9.]+ s) \|", text, re.M)
@@ -108,18 +117,27 @@ def test_data_is_deterministic_cached_and_split_by_photograph(tmp_path):
     opts = rm.parse_args(_tiny_args(tmp_path))
     first = rm.build_data(opts, tmp_path / "a")
     again = rm.build_data(opts, tmp_path / "a")
-    assert again == first and first["counts"] == {"paired": 4, "unpaired": 4, "test": 1}
+    assert again == first and first["counts"] == {"paired": 4, "unpaired": 4, "val": 2, "test": 1}
     rm.build_data(opts, tmp_path / "b")
-    for rel in ("paired/train/input/coins_1.png", "kernel_synth/test/camera_0_000_blurryimg.png"):
+    for rel in ("paired/train/coins_1_blurryimg.png", "kernel_synth/test/camera_0_000_blurryimg.png"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     names = {p.name.split("_")[0] for p in (tmp_path / "a" / "kernel_synth" / "test").iterdir()}
     assert names == {"camera"}
     trained = {p.name.split("_")[0] for p in (tmp_path / "a").glob("*/train/**/*.png")}
     assert trained == {"chelsea", "coins"}
+    validated = {p.name.split("_")[0] for p in (tmp_path / "a" / "kernel_synth" / "val").glob("*.png")}
+    assert validated == {"chelsea", "coins"}  # validation crops come from training photographs only
+    # the paired set's motion is its uniform blur: one vector per image, canonical, of the drawn length
+    from neurmap.data.io import read_mfmap
+
+    for path in (tmp_path / "a" / "paired" / "train").glob("*_mfmap.mat"):
+        motion = read_mfmap(path)
+        assert (motion == motion[:, :1, :1]).all() and motion[1, 0, 0] >= 0
+        assert 3.0 <= float(motion[:, 0, 0].norm()) <= 19.0
     changed = rm.parse_args([*_tiny_args(tmp_path), "--seed", "1"])
     rm.build_data(changed, tmp_path / "a")  # other settings: rebuilt in place
-    assert (tmp_path / "a" / "paired/train/input/coins_1.png").read_bytes() != (
-        tmp_path / "b" / "paired/train/input/coins_1.png"
+    assert (tmp_path / "a" / "paired/train/coins_1_blurryimg.png").read_bytes() != (
+        tmp_path / "b" / "paired/train/coins_1_blurryimg.png"
     ).read_bytes()
 
 

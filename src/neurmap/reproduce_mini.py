@@ -196,7 +196,8 @@ def _write_png(path: Path, hwc: np.ndarray) -> None:
 
 
 def _uniform_pair(sharp: np.ndarray, rng: np.random.Generator, length: Sequence[float]) -> tuple[np.ndarray, ...]:
-    """(blurry, sharp) of one crop under one uniform linear blur, borders cropped by half the blur (Gong)."""
+    """(blurry, sharp, flow px (2, H, W)) of one crop under one uniform linear blur, borders cropped by half the
+    blur (Gong)."""
     from neurmap.data.flows import uniform_linear_flow
     from neurmap.data.line_blur import line_blur
 
@@ -205,7 +206,7 @@ def _uniform_pair(sharp: np.ndarray, rng: np.random.Generator, length: Sequence[
     image = torch.from_numpy(sharp.transpose(2, 0, 1).copy())
     blurry = line_blur(image, torch.from_numpy(flow)).numpy().transpose(1, 2, 0)
     bh, bw = (int(abs(float(flow[c, 0, 0])) // 2) for c in (0, 1))
-    return blurry[bh : h - bh, bw : w - bw], sharp[bh : h - bh, bw : w - bw]
+    return blurry[bh : h - bh, bw : w - bw], sharp[bh : h - bh, bw : w - bw], flow[:, bh : h - bh, bw : w - bw]
 
 
 def data_settings(opts: argparse.Namespace) -> dict[str, Any]:
@@ -217,6 +218,9 @@ def data_settings(opts: argparse.Namespace) -> dict[str, Any]:
         "crop": opts.crop,
         "train_crops": opts.train_crops,
         "test_crops": opts.test_crops,
+        "val_crop": opts.val_crop,
+        "val_crops": opts.val_crops,
+        "layout": 2,  # 2: paired set in the kernel_synth layout with its motion, and a val split
         "paired_length": list(opts.paired_length),
         "synth": list(opts.synth),
     }
@@ -255,8 +259,10 @@ def build_data(opts: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     staging = data_dir.with_name(data_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    sources = {"train": staging / "photos" / "train", "test": staging / "photos" / "test"}
-    counts = {"paired": 0, "unpaired": 0, "test": 0}
+    from neurmap.data.io import write_mfmap
+
+    sources = {s: staging / "photos" / s for s in ("train", "val", "test")}
+    counts = {"paired": 0, "unpaired": 0, "val": 0, "test": 0}
     for name in [*opts.train_photos, *opts.test_photos]:
         photo = load_photo(name)
         key = zlib.crc32(name.encode())
@@ -269,15 +275,21 @@ def build_data(opts: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             _write_png(sources["train"] / f"{name}_{j}.png", photo[y : y + h, x : x + w])
         paired_rng = np.random.default_rng([opts.seed, 2, key])
         for j, (y, x, h, w) in enumerate(_crop_boxes(photo.shape[:2], opts.crop, opts.train_crops, paired_rng)):
-            blurry, sharp = _uniform_pair(photo[y : y + h, x : x + w], paired_rng, opts.paired_length)
-            _write_png(staging / "paired" / "train" / "input" / f"{name}_{j}.png", blurry)
-            _write_png(staging / "paired" / "train" / "target" / f"{name}_{j}.png", sharp)
+            blurry, sharp, flow = _uniform_pair(photo[y : y + h, x : x + w], paired_rng, opts.paired_length)
+            stem = staging / "paired" / "train" / f"{name}_{j}"
+            _write_png(stem.with_name(f"{stem.name}_blurryimg.png"), blurry)
+            _write_png(stem.with_name(f"{stem.name}_gtimg.png"), sharp)
+            write_mfmap(stem.with_name(f"{stem.name}_mfmap.mat"), flow)
             counts["paired"] += 1
-    for split, seed in (("train", opts.seed), ("test", opts.seed + 1)):
+        # validation (M's EPE curve, D's PSNR during training): other crops of the *training* photographs
+        val_rng = np.random.default_rng([opts.seed, 3, key])
+        for j, (y, x, h, w) in enumerate(_crop_boxes(photo.shape[:2], opts.val_crop, opts.val_crops, val_rng)):
+            _write_png(sources["val"] / f"{name}_{j}.png", photo[y : y + h, x : x + w])
+    for split, seed in (("train", opts.seed), ("val", opts.seed + 2), ("test", opts.seed + 1)):
         cfg = synth_cfg.copy()
         cfg.seed = seed
         summary = synthesize(sources[split], staging / "kernel_synth" / split, cfg, progress=False)
-        counts["unpaired" if split == "train" else "test"] = summary["written"]
+        counts["unpaired" if split == "train" else split] = summary["written"]
     manifest = {
         "settings": settings,
         "counts": counts,
@@ -325,6 +337,9 @@ class Plan:
     per_image: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     configs: dict[str, Any] = field(default_factory=dict)  # composed configs, by experiment, for the report
+    motion_ckpt: str = ""  # the motion-pretraining run's last.ckpt ("" = M starts from scratch)
+    motion_curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # run -> (iteration, EPE)
+    figure: list[str] = field(default_factory=list)  # the figure's column labels (top row, bottom row)
 
 
 def _cmd(module: str, args: Sequence[str]) -> str:
@@ -339,19 +354,29 @@ def _rel(path: Path) -> str:
         return str(path.resolve())
 
 
+#: Variants with a motion network M: they start M from the motion-pretraining run.
+MOTION_VARIANTS = ("neurmap", "net2", "net3")
+
+
 def train_overrides(plan: Plan, experiment: str, variant: str | None, pretrained: str | None) -> list[str]:
     """Hydra overrides of one training run (what the report prints), without the run folder."""
     opts = plan.opts
     args = [f"experiment={experiment}"]
     if variant is not None:
         args.append(f"variant={variant}")
-    if opts.backbone:
+    if opts.backbone and experiment != "mini_motion":
         args.append(f"backbone={opts.backbone}")
     args += [f"seed={opts.seed}", f"paths.mini={_rel(plan.data_dir)}"]
-    iterations = opts.scratch_iterations if experiment == "mini_scratch" else opts.iterations
+    iterations = {"mini_scratch": opts.scratch_iterations, "mini_motion": opts.motion_iterations}.get(
+        experiment, opts.iterations
+    )
     if iterations is not None:
         args.append(f"iterations={iterations}")
+    if experiment == "mini_motion":
+        return [*args, *opts.motion_set]
     args.append(f"backbone.pretrained={pretrained if pretrained else 'null'}")
+    if variant in MOTION_VARIANTS and plan.motion_ckpt:
+        args.append(f"model.motion_pretrained={plan.motion_ckpt}")
     return [*args, *opts.set]
 
 
@@ -552,6 +577,8 @@ def run(opts: argparse.Namespace) -> Path:
         _execute(plan, [_job(plan, "start", "scratch_baseline", scratch, start, None)])
         start_job = None
     plan.start_weights = start
+    if opts.motion_pretrain:
+        pretrain_motion(plan)
     jobs = [start_job] if start_job else []
     for variant in ("baseline", *opts.variants):
         ckpt = _rel(plan.work / "runs" / variant / "checkpoints" / "last.ckpt")
@@ -559,13 +586,47 @@ def run(opts: argparse.Namespace) -> Path:
     _execute(plan, jobs)
 
     plan.zero_motion = zero_motion_reference(plan.data_dir / "kernel_synth" / "test")
+    for name in ("motion_pretrain", *(v for v in opts.variants if v in MOTION_VARIANTS)):
+        plan.motion_curves[name] = epe_curve(plan.work / "runs" / name)
+    report = Path(opts.out).expanduser() / "mini_reproduction.md"
+    plan.figure = render_figure(plan, report.with_name(FIGURE))
     plan.load.append(_loadavg())
     total = time.perf_counter() - t0
-    report = Path(opts.out).expanduser() / "mini_reproduction.md"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(render_report(plan, total))
     _log(f"total {_duration(total)}; wrote {report}")
     return report
+
+
+def pretrain_motion(plan: Plan) -> None:
+    """Train M alone on the paired set (experiment=mini_motion), in this process with every core; the
+    M-variants then start from it."""
+    from neurmap.config import compose
+    from neurmap.train import train
+
+    run_dir = plan.work / "runs" / "motion_pretrain"
+    args = train_overrides(plan, "mini_motion", None, None)
+    stage = Stage("pretrain M", _cmd("neurmap.train", [*args, f"hydra.run.dir={_rel(run_dir)}"]))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    _timed(plan, stage, lambda: train(compose(args, run_dir)))
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise ReproError(f"motion pretraining finished without {ckpt}")
+    plan.motion_ckpt = _rel(ckpt)
+
+
+def epe_curve(run_dir: Path, set_name: str = "mini_val") -> list[tuple[int, float]]:
+    """(iteration, val motion EPE) of a run from its CSV log, plus the zero map's EPE as iteration -1."""
+    rows: list[tuple[int, float]] = []
+    zero = math.nan
+    for path in sorted(run_dir.glob("csv/version_*/metrics.csv")):
+        with open(path) as handle:
+            for row in csv.DictReader(handle):
+                value = row.get(f"val/{set_name}/motion_epe")
+                if value:
+                    rows.append((int(float(row["step"])), float(value)))
+                    zero = float(row.get(f"val/{set_name}/motion_epe_zero") or zero)
+    return [(-1, zero), *rows] if rows else []
 
 
 def _data_args(opts: argparse.Namespace) -> list[str]:
@@ -578,6 +639,8 @@ def _data_args(opts: argparse.Namespace) -> list[str]:
         ("crop", "--crop"),
         ("train_crops", "--train-crops"),
         ("test_crops", "--test-crops"),
+        ("val_crop", "--val-crop"),
+        ("val_crops", "--val-crops"),
         ("paired_length", "--paired-length"),
     ):
         value = getattr(opts, key)
@@ -740,6 +803,15 @@ def render_report(plan: Plan, total: float) -> str:
         "(README, Evaluate); the last row is the error of a motion map of zero, i.e. of an M that learned nothing. "
         "Δ columns are against the start row.",
         "",
+        "## Target: NeurMAP ahead of both references",
+        "",
+        *target_table(plan),
+        "",
+        "## Motion estimator M (validation: camera-motion blur on other crops of the training photographs)",
+        "",
+        *epe_table(plan),
+        "",
+        *figure_lines(plan),
         "## Discussion",
         "",
         *discussion(plan),
@@ -819,6 +891,113 @@ def zero_motion_reference(test_dir: Path, alpha: float = 40.0, authors_scale: fl
         errors = motion_errors(torch.zeros_like(gt), gt, alpha, authors_scale)
         rows.append({k: float(v) for k, v in errors.items()})
     return {k: statistics.fmean(r[k] for r in rows) for k in rows[0]} if rows else {}
+
+
+def target_verdicts(plan: Plan) -> list[dict[str, Any]]:
+    """The issue's target as data: for each reference (start, supervised) and metric (PSNR up, LPIPS down), the
+    mean and standard error of the per-image NeurMAP - reference differences and whether NeurMAP is ahead by
+    more than twice the standard error."""
+    out = []
+    for ref in ("start", "baseline"):
+        for key, lower_better in (("psnr", False), ("lpips", True)):
+            mean, se, n = _per_image_diff(plan, "neurmap", ref, key)
+            ahead = -mean if lower_better else mean
+            met = n > 1 and not math.isnan(se) and ahead > 2 * se
+            out.append({"reference": ref, "metric": key, "mean": mean, "se": se, "n": n, "met": met})
+    return out
+
+
+def target_table(plan: Plan) -> list[str]:
+    verdicts = target_verdicts(plan)
+    names = {"start": "released / start network", "baseline": "supervised fine-tune"}
+    lines = [
+        "| NeurMAP − reference | metric | mean ± s.e. (per image) | ahead by > 2 s.e.? |",
+        "|---|---|---|---|",
+    ]
+    for v in verdicts:
+        unit = " dB" if v["metric"] == "psnr" else ""
+        fmt = "{:+.2f}" if v["metric"] == "psnr" else "{:+.4f}"
+        cell = f"{fmt.format(v['mean'])} ± {fmt.format(v['se']).lstrip('+')}{unit} (n={v['n']})"
+        lines.append(f"| {names[v['reference']]} | {v['metric'].upper()} | {cell} | {'yes' if v['met'] else 'no'} |")
+    met = all(v["met"] for v in verdicts) and bool(verdicts)
+    lines += [
+        "",
+        "**Target met.**"
+        if met
+        else f"**Target not met** ({sum(v['met'] for v in verdicts)} of {len(verdicts)} comparisons).",
+    ]
+    return lines
+
+
+def epe_table(plan: Plan) -> list[str]:
+    """Val motion EPE (px) by iteration for the runs with M, beside the zero map's."""
+    curves = {k: v for k, v in plan.motion_curves.items() if v}
+    if not curves:
+        return ["(no validation logs with motion EPE: a logger was off)"]
+    steps = sorted({i for c in curves.values() for i, _ in c if i >= 0})
+    zero = next((e for c in curves.values() for i, e in c if i < 0), math.nan)
+    lines = ["| run | " + " | ".join(f"it {i + 1}" for i in steps) + " |", "|---|" + "---|" * len(steps)]
+    for name, curve in curves.items():
+        by_step = dict(curve)
+        lines.append(f"| {name} | " + " | ".join(_fmt({"v": by_step.get(i)}, "v", "{:.2f}") for i in steps) + " |")
+    lines += ["", f"EPE of a motion map of zero on this set: {zero:.2f} px (an M that learned nothing)."]
+    return lines
+
+
+FIGURE = "mini_reproduction.png"
+
+
+def render_figure(plan: Plan, path: Path) -> list[str]:
+    """One held-out test image through every method: top row blurry, each output, sharp; bottom row the
+    ground-truth motion and each M's motion in flow colours (one colour scale). Returns the column labels."""
+    from neurmap.data.folders import EvalImages
+    from neurmap.data.io import write_image
+    from neurmap.data.layouts import kernel_synth
+    from neurmap.inference import load_networks
+    from neurmap.utils.flow_vis import flow_to_color, make_grid
+
+    sample = EvalImages(kernel_synth(plan.data_dir / "kernel_synth" / "test"))[0]
+    blur = sample["blur"][None]
+    images, labels, flows = [sample["blur"]], ["blurry"], {"ground truth": sample["motion"]}
+    backbone = _setting(plan, "mini_neurmap", "backbone")
+    keys = ["start", "baseline", "neurmap", *(k for k in plan.opts.variants if k != "neurmap")]
+    with torch.no_grad():
+        for key in keys:
+            ckpt = plan.start_weights if key == "start" else plan.work / "runs" / key / "checkpoints" / "last.ckpt"
+            if key != "start" and not Path(ckpt).is_file():
+                continue
+            nets = load_networks(ckpt, backbone if key == "start" else None)
+            out = nets.deblur(blur).clamp(0, 1)
+            images.append(out[0])
+            labels.append(key)
+            if nets.motion is not None:
+                from neurmap.nets.reblur import canonicalize_motion
+
+                mb, ms = canonicalize_motion(nets.motion(blur)), canonicalize_motion(nets.motion(out))
+                flows[key] = ((mb - ms) if nets.relative_motion else mb)[0] * nets.alpha
+    images.append(sample["sharp"])
+    labels.append("sharp")
+    scale = max(float(f.norm(dim=0).max()) for f in flows.values())
+    colours = [flow_to_color(f[None], max_magnitude=max(scale, 1e-3))[0] for f in flows.values()]
+    blank = torch.ones_like(images[0])
+    bottom = colours + [blank] * (len(images) - len(colours))
+    grid = make_grid([*images, *bottom], nrow=len(images))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, grid.permute(1, 2, 0).numpy())
+    return [", ".join(labels), ", ".join(flows)]
+
+
+def figure_lines(plan: Plan) -> list[str]:
+    if not plan.figure:
+        return []
+    top, bottom = plan.figure
+    return [
+        f"![one held-out test image through every method]({FIGURE})",
+        "",
+        f"Top row, left to right: {top}. Bottom row: motion in flow colours (hue = direction, saturation = "
+        f"length, one scale for all), left to right: {bottom} (for the fine-tunes, M(B) − M(D(B)), what R uses).",
+        "",
+    ]
 
 
 def discussion(plan: Plan) -> list[str]:
@@ -1014,6 +1193,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crop", type=_positive, default=288, help="side of the photo crops the sets are made of")
     parser.add_argument("--train-crops", type=_positive, default=4, help="paired and unpaired crops per photo")
     parser.add_argument("--test-crops", type=_positive, default=4, help="test crops per held-out photograph")
+    parser.add_argument("--val-crop", type=_positive, default=160, help="side of the validation crops")
+    parser.add_argument("--val-crops", type=_positive, default=1, help="validation crops per training photograph")
     parser.add_argument(
         "--paired-length",
         type=float,
@@ -1051,6 +1232,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=min(2, os.cpu_count() or 1),
         help="trainings run side by side in this many processes (1: one after the other, in this process)",
+    )
+    parser.add_argument(
+        "--motion-pretrain",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pretrain M on the paired set first (experiment=mini_motion); NeurMAP, Net2, Net3 start from it",
+    )
+    parser.add_argument(
+        "--motion-iterations", type=_positive, default=None, help="motion pretraining (default: mini_motion.yaml)"
+    )
+    parser.add_argument(
+        "--motion-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Hydra override of the motion pretraining (repeatable)",
     )
     parser.add_argument("--data-only", action="store_true", help="build (or check) the data and stop")
     return parser
