@@ -48,7 +48,7 @@ def tiny_overrides(*extra: str) -> list[str]:
     """TINY plus ``extra``; a group chosen in ``extra`` (``backbone=dmphn``) drops TINY's settings of it."""
     chosen = {e.split("=", 1)[0] for e in extra if "=" in e and "." not in e.split("=", 1)[0]}
     kept = [t for t in TINY if t.split("=", 1)[0].split(".", 1)[0] not in chosen]
-    if "variant=motion_pretrain" in extra:  # it swaps the model for one without a discriminator
+    if {"variant=motion_pretrain", "experiment=mini_motion"} & set(extra):  # a model without a discriminator
         kept = [t for t in kept if not t.startswith("model.discriminator.")]
     return kept + list(extra)
 

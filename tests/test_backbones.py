@@ -5,7 +5,6 @@ published GoPro outputs."""
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,22 +49,19 @@ def test_dmphn_parameter_counts_match_the_published_ones(levels, millions):
     assert "input_shift" in net.state_dict() and "input_shift" not in dict(net.named_parameters())
 
 
-def test_unet_is_fast_has_no_buffers_and_starts_as_identity():
+def test_unet_has_no_buffers_and_starts_as_identity():
+    # its speed is a benchmark figure (make bench-backbones), not a timed assertion
     net = UNet()
     assert not list(net.buffers())
     assert not any("Norm" in type(m).__name__ for m in net.modules())
     x = torch.rand(8, 3, 64, 64)
     assert torch.equal(net(x), x)
     opt = torch.optim.Adam(net.parameters())
-    net(x).mean().backward()  # warm-up
-    steps = []
-    for _ in range(5):
-        start = time.perf_counter()
-        opt.zero_grad()
-        net(x).abs().mean().backward()
-        opt.step()
-        steps.append(time.perf_counter() - start)
-    assert min(steps) < 0.1  # the best of 5, robust to other processes on the machine
+    before = [p.detach().clone() for p in net.parameters()]
+    opt.zero_grad()
+    net(x).abs().mean().backward()
+    opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))  # it trains
 
 
 def test_unet_rejects_sizes_it_cannot_halve():
