@@ -954,6 +954,7 @@ def render_figure(plan: Plan, path: Path) -> list[str]:
     from neurmap.data.io import write_image
     from neurmap.data.layouts import kernel_synth
     from neurmap.inference import load_networks
+    from neurmap.nets.reblur import canonicalize_motion
     from neurmap.utils.flow_vis import flow_to_color, make_grid
 
     sample = EvalImages(kernel_synth(plan.data_dir / "kernel_synth" / "test"))[0]
@@ -971,8 +972,6 @@ def render_figure(plan: Plan, path: Path) -> list[str]:
             images.append(out[0])
             labels.append(key)
             if nets.motion is not None:
-                from neurmap.nets.reblur import canonicalize_motion
-
                 mb, ms = canonicalize_motion(nets.motion(blur)), canonicalize_motion(nets.motion(out))
                 flows[key] = ((mb - ms) if nets.relative_motion else mb)[0] * nets.alpha
     images.append(sample["sharp"])
