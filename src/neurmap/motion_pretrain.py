@@ -152,7 +152,7 @@ class MotionPretrainSystem(ManualSystem):
     @torch.no_grad()
     def image_panels(self, batch: Mapping[str, Any], max_images: int = 4) -> dict[str, torch.Tensor]:
         """Blurry input, R(S, M(B)) where S exists, and M(B) beside the ground truth in flow colours."""
-        from neurmap.utils.flow_vis import flow_to_color
+        from neurmap.utils.flow_vis import flow_panels
 
         blur = batch["blur"][:max_images]
         motion = self.motion(blur)
@@ -162,5 +162,4 @@ class MotionPretrainSystem(ManualSystem):
         flows = {"motion": motion * self.reblur.alpha}
         if "motion" in batch:
             flows["motion_gt"] = batch["motion"][:max_images]
-        scale = max(float(f.norm(dim=1).max()) for f in flows.values())
-        return panels | {k: flow_to_color(f, max_magnitude=max(scale, 1e-3)) for k, f in flows.items()}
+        return panels | flow_panels(flows)

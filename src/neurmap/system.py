@@ -420,7 +420,7 @@ class NeurMAPSystem(ManualSystem):
     def image_panels(self, batch: Mapping[str, Any], max_images: int = 4) -> dict[str, torch.Tensor]:
         """Named (N, 3, H, W) panels in [0, 1] for the image logger: blurry, deblurred, reblurred,
         sharp, and the relative motion in flow colours (scaled to pixels)."""
-        from neurmap.utils.flow_vis import flow_to_color
+        from neurmap.utils.flow_vis import flow_panels
 
         blur = batch["blur"][:max_images]
         deblurred = self.deblur_net(blur).clamp(0, 1)
@@ -434,9 +434,7 @@ class NeurMAPSystem(ManualSystem):
             panels["sharp"] = batch["sharp"][:max_images]
         if "motion" in batch:
             flows["motion_gt"] = batch["motion"][:max_images]
-        if flows:  # one colour scale for predicted and ground-truth motion
-            scale = max(float(f.norm(dim=1).max()) for f in flows.values())
-            panels |= {k: flow_to_color(f, max_magnitude=max(scale, 1e-3)) for k, f in flows.items()}
+        panels |= flow_panels(flows)  # one colour scale for predicted and ground-truth motion
         return panels
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

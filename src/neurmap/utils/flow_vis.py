@@ -16,7 +16,7 @@ import torch
 from kornia.color import hsv_to_rgb
 from torch import Tensor
 
-__all__ = ["flow_to_color", "make_grid"]
+__all__ = ["flow_panels", "flow_to_color", "make_grid"]
 
 
 def flow_to_color(motion: Tensor, max_magnitude: float | None = None, eps: float = 1e-8) -> Tensor:
@@ -84,3 +84,12 @@ def make_grid(images: list[Tensor] | Tensor, nrow: int, padding: int = 2, pad_va
         top, left = padding + r * (h + padding), padding + q * (w + padding)
         grid[:, top : top + h, left : left + w] = image.to(grid)
     return grid
+
+
+def flow_panels(flows: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Colour several (N, 2, H, W) motion batches (px) on one shared magnitude scale, so that predicted and
+    ground-truth motion can be compared by eye; an empty dict gives an empty dict."""
+    if not flows:
+        return {}
+    scale = max(float(f.norm(dim=1).max()) for f in flows.values())
+    return {k: flow_to_color(f, max_magnitude=max(scale, 1e-3)) for k, f in flows.items()}
