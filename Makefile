@@ -13,7 +13,7 @@ ARGS       ?=
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install metric-assets train test test-fast lint format bench bench-data bench-eval bench-backbones sweep-ablations sweep-ratio collect reproduce-mini clean clean-logs
+.PHONY: help install metric-assets train test test-fast lint format bench bench-data bench-eval bench-backbones sweep-ablations sweep-ratio collect reproduce-mini reproduce-gpu clean clean-logs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -73,6 +73,19 @@ sweep-ratio: $(STAMP)  ## Table 4 (sharp : natural prior = 1:0.5, 2:0.1, 1:0.1) 
 reproduce-mini: $(STAMP)  ## NeurMAP vs supervised fine-tuning at CPU scale (~14 min, 2 cores): reports/mini_reproduction.md
 	$(PIP) install --quiet -e ".[repro]"
 	$(PY) -m neurmap.reproduce_mini $(ARGS)
+
+# The GPU recipe (issue 10): 256 px crops, batch 8+8, bf16, and as many iterations as fit in MINUTES per method
+# (timed on the machine first; the fine-tunes all get the NeurMAP count). Tested on CPU with tiny settings in
+# tests/test_reproduce_mini.py. MINUTES=3 keeps the three trainings inside a 15-minute device lease.
+MINUTES ?= 3
+GPU_SET := --set trainer=gpu --set trainer.precision=bf16-mixed --set data.paired.transform.crop_size=256 \
+	--set data.batch_size_paired=8 --set data.batch_size_unpaired=8 --set data.num_workers=4
+reproduce-gpu: $(STAMP)  ## the mini reproduction on one GPU (MINUTES per method): reports/gpu_reproduction.md
+	$(PIP) install --quiet -e ".[repro]"
+	$(PY) -m neurmap.reproduce_mini --report-name gpu_reproduction --minutes-per-method $(MINUTES) \
+		--variants neurmap --jobs 1 --threads $$(nproc) $(GPU_SET) --eval-set device=cuda \
+		--motion-set trainer=gpu --motion-set data.paired.transform.crop_size=256 --motion-set data.batch_size_paired=8 \
+		$(ARGS)
 
 collect: $(STAMP)  ## tabulate a sweep: make collect SWEEP=logs/train/multiruns/<time> (default: the newest)
 	$(PY) -m neurmap.collect $(if $(SWEEP),$(SWEEP),--latest)

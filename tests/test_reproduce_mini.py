@@ -164,6 +164,8 @@ def test_test_crops_are_a_deterministic_grid():
         (["--variants", "net1"], "--variants must include neurmap"),
         (["--paired-length", "5", "2"], "--paired-length"),
         (["--synth", "kernel.nope=1"], "--synth: unknown setting 'kernel.nope'"),
+        (["--minutes-per-method", "0"], "--minutes-per-method must be > 0"),
+        (["--report-name", "a/b"], "--report-name must be a file name"),
     ],
 )
 def test_bad_options_end_with_one_line(tmp_path, capsys, args, message):
@@ -188,3 +190,30 @@ def test_bad_training_override_stops_before_any_training(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("neurmap.reproduce_mini: error: neurmap.train overrides of scratch_baseline")
     assert "nope.key" in err[-1] and not (tmp_path / "work" / "runs").exists()
+
+
+def test_iterations_in_a_time_budget():
+    assert rm.iterations_in(2.0, 0.5) == 240
+    assert rm.iterations_in(1.0, 7.0) == 8  # whole iterations only: 60 // 7
+    assert rm.iterations_in(0.001, 10.0) == 1  # never zero
+    with pytest.raises(rm.ReproError, match="cannot size the runs"):
+        rm.iterations_in(1.0, 0.0)
+
+
+@pytest.mark.slow
+def test_minutes_per_method_sizes_every_run_and_names_the_report(tmp_path):
+    """The GPU recipe's mechanism (make reproduce-gpu), on CPU with tiny settings: iterations come from timing,
+    the fine-tunes get the NeurMAP count, and the report and figure carry --report-name."""
+    pytest.importorskip("skimage")
+    args = _tiny_args(tmp_path, "--variants", "neurmap", "--minutes-per-method", "0.01")
+    args += ["--report-name", "gpu_reproduction"]
+    assert rm.main(args) == 0
+    text = (tmp_path / "reports" / "gpu_reproduction.md").read_text()
+    assert (tmp_path / "reports" / "gpu_reproduction.png").is_file()
+    assert not (tmp_path / "reports" / "mini_reproduction.md").exists()
+    sized = dict(re.findall(r"time (neurmap|motion_pretrain)\b.*?-> (\d+) iterations in 0.01 min", text))
+    assert set(sized) == {"neurmap", "motion_pretrain"}, text
+    train_lines = [line for line in text.splitlines() if "python -m neurmap.train" in line]
+    fine_tunes = [line for line in train_lines if "experiment=mini_neurmap" in line]
+    assert fine_tunes and all(f"iterations={sized['neurmap']}" in line for line in fine_tunes), fine_tunes
+    assert any(f"iterations={sized['motion_pretrain']}" in line for line in train_lines if "mini_motion" in line)

@@ -577,6 +577,8 @@ def run(opts: argparse.Namespace) -> Path:
         _execute(plan, [_job(plan, "start", "scratch_baseline", scratch, start, None)])
         start_job = None
     plan.start_weights = start
+    if opts.minutes_per_method is not None:
+        fit_iterations(plan)
     if opts.motion_pretrain:
         pretrain_motion(plan)
     jobs = [start_job] if start_job else []
@@ -588,14 +590,45 @@ def run(opts: argparse.Namespace) -> Path:
     plan.zero_motion = zero_motion_reference(plan.data_dir / "kernel_synth" / "test")
     for name in ("motion_pretrain", *(v for v in opts.variants if v in MOTION_VARIANTS)):
         plan.motion_curves[name] = epe_curve(plan.work / "runs" / name)
-    report = Path(opts.out).expanduser() / "mini_reproduction.md"
-    plan.figure = render_figure(plan, report.with_name(FIGURE))
+    report = Path(opts.out).expanduser() / f"{opts.report_name}.md"
+    plan.figure = render_figure(plan, report.with_suffix(".png"))
     plan.load.append(_loadavg())
     total = time.perf_counter() - t0
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(render_report(plan, total))
     _log(f"total {_duration(total)}; wrote {report}")
     return report
+
+
+def iterations_in(minutes: float, seconds_per_iteration: float) -> int:
+    """How many iterations of ``seconds_per_iteration`` fit in ``minutes`` (at least 1)."""
+    if not seconds_per_iteration > 0:
+        raise ReproError(f"a timed iteration took {seconds_per_iteration} s; cannot size the runs")
+    return max(1, int(minutes * 60.0 // seconds_per_iteration))
+
+
+def fit_iterations(plan: Plan, timed: int = 5, warmup: int = 3) -> None:
+    """``--minutes-per-method``: time NeurMAP and motion-pretraining iterations on this machine with the run's
+    own overrides, then set ``--iterations`` and ``--motion-iterations`` to what fits in the budget."""
+    from statistics import median
+
+    from neurmap.bench import time_iterations
+
+    opts = plan.opts
+    probes = {"neurmap": train_overrides(plan, "mini_neurmap", "neurmap", plan.start_weights)}
+    if opts.motion_pretrain:
+        probes["motion_pretrain"] = train_overrides(plan, "mini_motion", None, None)
+    for name, args in probes.items():
+        stage = Stage(f"time {name}", f"{timed} timed iterations after {warmup} untimed ones")
+        times, _ = _timed(plan, stage, lambda args=args: time_iterations(args, timed, warmup))
+        seconds = median(times)
+        count = iterations_in(opts.minutes_per_method, seconds)
+        stage.note = f"{seconds:.3f} s/iteration -> {count} iterations in {opts.minutes_per_method:g} min"
+        _log(stage.note)
+        if name == "neurmap":
+            opts.iterations = count
+        else:
+            opts.motion_iterations = count
 
 
 def pretrain_motion(plan: Plan) -> None:
@@ -944,9 +977,6 @@ def epe_table(plan: Plan) -> list[str]:
     return lines
 
 
-FIGURE = "mini_reproduction.png"
-
-
 def render_figure(plan: Plan, path: Path) -> list[str]:
     """One held-out test image through every method: top row blurry, each output, sharp; bottom row the
     ground-truth motion and each M's motion in flow colours (one colour scale). Returns the column labels."""
@@ -991,7 +1021,7 @@ def figure_lines(plan: Plan) -> list[str]:
         return []
     top, bottom = plan.figure
     return [
-        f"![one held-out test image through every method]({FIGURE})",
+        f"![one held-out test image through every method]({plan.opts.report_name}.png)",
         "",
         f"Top row, left to right: {top}. Bottom row: motion in flow colours (hue = direction, saturation = "
         f"length, one scale for all), left to right: {bottom} (for the fine-tunes, M(B) − M(D(B)), what R uses).",
@@ -1162,7 +1192,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line options (every number of the protocol that is not in conf/experiment/mini_*.yaml)."""
     parser = argparse.ArgumentParser(
         prog=f"python -m {_PROG}",
-        description=__doc__.split("\n\n")[0] + " Writes <out>/mini_reproduction.md.",
+        description=__doc__.split("\n\n")[0] + " Writes <out>/<report-name>.md.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -1171,7 +1201,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="released GoPro-trained DMPHN(1-2-4) folder (encoder_lv*.pkl, ...); env NEURMAP_DMPHN_WEIGHTS. "
         "Missing: a from-scratch baseline is trained first (experiment=mini_scratch)",
     )
-    parser.add_argument("--out", default="reports", help="folder of the report mini_reproduction.md")
+    parser.add_argument("--out", default="reports", help="folder of the report")
     parser.add_argument("--work", default="logs/reproduce_mini", help="data, runs and evaluations go here")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and of every training")
     parser.add_argument(
@@ -1248,6 +1278,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="extra Hydra override of the motion pretraining (repeatable)",
     )
+    parser.add_argument(
+        "--minutes-per-method",
+        type=float,
+        default=None,
+        help="instead of --iterations/--motion-iterations: time a few NeurMAP and motion-pretraining iterations "
+        "first and give every method as many iterations as fit in this many minutes (all fine-tunes get the "
+        "NeurMAP count, so D iterations stay equal)",
+    )
+    parser.add_argument(
+        "--report-name", default="mini_reproduction", help="<out>/<name>.md and <name>.png (e.g. gpu_reproduction)"
+    )
     parser.add_argument("--data-only", action="store_true", help="build (or check) the data and stop")
     return parser
 
@@ -1267,6 +1308,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     low, high = opts.paired_length
     if not 0 <= low <= high:
         raise ReproError(f"--paired-length must be LOW HIGH with 0 <= LOW <= HIGH, got {low} {high}")
+    if opts.minutes_per_method is not None and not opts.minutes_per_method > 0:
+        raise ReproError(f"--minutes-per-method must be > 0, got {opts.minutes_per_method}")
+    if not opts.report_name or "/" in opts.report_name:
+        raise ReproError(f"--report-name must be a file name without a folder, got {opts.report_name!r}")
     for item in [*opts.set, *opts.eval_set]:
         if "=" not in item:
             raise ReproError(f"{item!r} is not KEY=VALUE")
