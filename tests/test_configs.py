@@ -10,6 +10,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from neurmap.config import instantiate_datamodule
 from tests.conftest import CONF, REPO
 
 GROUPS = [
@@ -44,7 +45,7 @@ def test_every_option_composes_and_instantiates(tiny_cfg, fake_data_root, monkey
     assert OmegaConf.missing_keys(cfg) == set()
     system = instantiate(cfg.model)
     assert system.n_optimizers >= 1
-    instantiate(cfg.data)
+    instantiate_datamodule(cfg)
     for node in (cfg.get("callbacks") or {}).values():
         if node and "_target_" in node:
             instantiate(node)
@@ -66,7 +67,7 @@ def test_trainer_options_compose(tiny_cfg, option):
 def test_paper_constants_are_the_defaults(tiny_cfg):
     cfg = tiny_cfg("backbone=dmphn")
     loss = cfg.loss
-    assert (loss.lam, loss.beta, loss.alpha) == (100.0, 0.1, 40.0)  # §4.1
+    assert (loss.lam, loss.beta, cfg.model.reblur.alpha) == (100.0, 0.1, 40.0)  # §4.1
     assert loss.reblur_motion == loss.reblur_deblur == loss.content == 100.0
     assert loss.natural == 0.1
     assert loss.kernel_blurry == loss.kernel_sharp == loss.kernel_deblurred == loss.sharp_prior == 1.0

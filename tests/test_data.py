@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.utilities import CombinedLoader
 from omegaconf import OmegaConf
 
+from neurmap.config import instantiate_datamodule
 from neurmap.data.builtin import (
     BuiltinPaired,
     BuiltinTest,
@@ -443,7 +443,7 @@ def test_eval_loaders_follow_names_without_shuffle_and_setup_is_idempotent():
 
 # --------------------------------------------------------------------- config
 def _builtin_cfg(paired: bool = True, unpaired: bool = True):
-    root = {"seed": 0, "variant": {"paired": paired, "unpaired": unpaired}, "loss": {"alpha": 40.0}}
+    root = {"seed": 0, "variant": {"paired": paired, "unpaired": unpaired}}
     return OmegaConf.merge(root, {"data": OmegaConf.load(CONF / "data" / "builtin.yaml")})
 
 
@@ -465,7 +465,7 @@ def test_builtin_yaml_shape():
 
 
 def test_default_builtin_config_builds():
-    dm = instantiate(_builtin_cfg().data)
+    dm = instantiate_datamodule(_builtin_cfg())
     dm.setup(None)
     assert len(dm.train_sets["paired"]) == 256 and len(dm.test_sets["builtin_camera"]) == 32
     batch, _, _ = next(iter(dm.train_dataloader()))
@@ -478,7 +478,7 @@ def test_default_builtin_config_builds():
 def test_builtin_config_without_paired_data():
     cfg = _builtin_cfg(paired=False)
     cfg.data.unpaired_blur.num_images = cfg.data.unpaired_sharp.num_images = 8
-    dm = instantiate(cfg.data)
+    dm = instantiate_datamodule(cfg)
     batch, _, _ = next(iter(dm.train_dataloader()))
     assert set(batch) == {"blur", "sharp"}
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 
+from neurmap.config import instantiate_datamodule
 from neurmap.data import layouts
 from neurmap.data.folders import EvalImages, PairedImages, UnpairedImages
 from neurmap.data.io import ImageReadError, list_images, read_image, read_mfmap, write_image, write_mfmap
@@ -295,7 +295,7 @@ def test_data_choice_builds_its_sets_from_the_paths_config(tree, tmp_path, monke
     monkeypatch.setenv("NEURMAP_DATA", str(root))
     overrides = ["data.num_workers=0", "data.paired.transform.crop_size=32", "data.batch_size_paired=3"]
     cfg = compose([f"data={choice}", *overrides, "data.batch_size_unpaired=3"], tmp_path / "run")
-    dm = instantiate(cfg.data)
+    dm = instantiate_datamodule(cfg)
     dm.setup()
     assert {k: len(v) for k, v in dm.train_sets.items()} == train_sizes
     assert dm.val_names == val_names and dm.test_names == val_names
@@ -311,7 +311,7 @@ def test_a_missing_root_is_reported_when_the_config_is_built(tmp_path, monkeypat
     monkeypatch.setenv("NEURMAP_DATA", str(tmp_path / "nothing_here"))
     cfg = compose(["data=realblur"], tmp_path / "run")
     with pytest.raises(Exception, match=r"GOPRO_Large/train does not exist; expected the GoPro layout"):
-        instantiate(cfg.data)
+        instantiate_datamodule(cfg)
 
 
 def test_one_environment_variable_moves_one_root(tree, tmp_path, monkeypatch):
@@ -321,7 +321,7 @@ def test_one_environment_variable_moves_one_root(tree, tmp_path, monkeypatch):
     monkeypatch.setenv("NEURMAP_REALBLUR", str(roots["realblur"]))
     cfg = compose(["data=realblur", "data.unpaired_blur.records.subset=R"], tmp_path / "run")
     assert cfg.data.test.realblur.records.subset == "R"
-    dm = instantiate(cfg.data)
+    dm = instantiate_datamodule(cfg)
     dm.setup("test")
     assert "RealBlur-R" in str(dm.test_sets["realblur"].records[0]["blur"])
 

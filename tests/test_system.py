@@ -9,13 +9,15 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from neurmap.config import instantiate_datamodule
+
 VARIANTS = {"baseline": 1, "net1": 2, "net2": 2, "net3": 3, "neurmap": 3, "unsupervised": 3}
 NETS = {"deblur": "deblur_net", "motion": "motion_net", "disc": "discriminator"}
 
 
 def _fit(cfg, callbacks=(), batches: int | None = None):
     L.seed_everything(0)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate_datamodule(cfg)
     system = instantiate(cfg.model)
     iterations = batches if batches is not None else int(cfg.iterations)
     trainer = instantiate(
@@ -115,7 +117,7 @@ def test_gradient_clipping_bounds_the_update(tiny_cfg):
     system = instantiate(cfg.model)
     before = [p.detach().clone() for p in system.deblur_net.parameters()]
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, max_steps=1, limit_val_batches=0)
-    trainer.fit(system, datamodule=instantiate(cfg.data))
+    trainer.fit(system, datamodule=instantiate_datamodule(cfg))
     step = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(system.deblur_net.parameters(), before)))
     assert 0 < step.item() <= clip * (1 + 1e-4)  # SGD with lr 1: update norm = clipped grad norm
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from neurmap.config import instantiate_datamodule
 from neurmap.train import train
 from tests import fake_data
 from tests.conftest import REPO, compose, tiny_overrides
@@ -80,9 +81,8 @@ def test_synthesized_set_trains_as_kernel_synth(tmp_path, data_root, monkeypatch
     monkeypatch.setenv("NEURMAP_KERNEL_SYNTH", str(tmp_path / "kernel_synth"))
     cfg = compose(tiny_overrides("data=kernel_synth", *DISK), tmp_path / "run")
     train(cfg)
-    from hydra.utils import instantiate
 
-    dm = instantiate(cfg.data)
+    dm = instantiate_datamodule(cfg)
     dm.setup("test")
     sample = dm.test_sets["kernel_synth"][0]
     assert sample["motion"].shape[-2:] == sample["blur"].shape[-2:] and float(sample["motion"][1].min()) >= 0

@@ -23,7 +23,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from neurmap.config import compose
+from neurmap.config import compose, instantiate_datamodule
 from neurmap.nets.reblur import Reblur
 
 __all__ = ["main", "time_iterations", "time_reblur"]
@@ -59,7 +59,7 @@ def time_iterations(overrides: list[str], iterations: int, warmup: int) -> tuple
             Path(tmp),
         )
         L.seed_everything(0)
-        datamodule = instantiate(cfg.data)
+        datamodule = instantiate_datamodule(cfg)
         system = instantiate(cfg.model)
         timer = _BatchTimer()
         trainer = instantiate(
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     crop = int(
         OmegaConf.select(cfg, "data.paired.transform.crop_size") or OmegaConf.select(cfg, "data.paired.image_size")
     )
-    reblur_times = time_reblur(batch, crop, int(cfg.model.reblur.n_samples), float(cfg.loss.alpha))
+    reblur_times = time_reblur(batch, crop, int(cfg.model.reblur.n_samples), float(cfg.model.reblur.alpha))
 
     print(
         f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "

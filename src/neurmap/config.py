@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-__all__ = ["CONFIG_DIR", "FINAL_METRICS", "compose"]
+__all__ = ["CONFIG_DIR", "FINAL_METRICS", "compose", "instantiate_datamodule"]
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 #: Written into every run directory at the end of training ({"iterations": n, "metrics": {name: value}}),
@@ -27,6 +28,29 @@ def _sweep_or(default: str) -> str:
 
 if not OmegaConf.has_resolver("neurmap_sweep"):
     OmegaConf.register_new_resolver("neurmap_sweep", _sweep_or)
+
+
+def _store_schemas() -> None:
+    """Hydra's structured-config schemas of conf/loss and conf/variant (``defaults: [schema, _self_]`` in
+    loss/paper.yaml and variant/neurmap.yaml): a typo'd or missing key fails when the config is composed."""
+    from hydra.core.config_store import ConfigStore
+
+    from neurmap.losses.objectives import LossWeights, Variant
+
+    store = ConfigStore.instance()
+    store.store(group="loss", name="schema", node=LossWeights)
+    store.store(group="variant", name="schema", node=Variant)
+
+
+_store_schemas()
+
+
+def instantiate_datamodule(cfg: DictConfig) -> Any:
+    """The training datamodule of a composed run config: ``conf/data`` with the variant's loader switches
+    (data configs do not read the variant; the run passes what it needs)."""
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.data, use_paired=bool(cfg.variant.paired), use_unpaired=bool(cfg.variant.unpaired))
 
 
 def compose(overrides: list[str], output_dir: str | Path, config_name: str = "train") -> DictConfig:

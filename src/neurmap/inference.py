@@ -42,7 +42,7 @@ class Networks:
     Attributes:
         deblur: D, a :class:`~neurmap.nets.backbones.DeblurNet` in eval mode.
         motion: M in eval mode, or None (release checkpoints and variants without M have none).
-        alpha: pixels per motion unit (``loss.alpha``), to show M's output in pixels.
+        alpha: pixels per motion unit (``model.reblur.alpha``), to show M's output in pixels.
         backbone: the backbone's name.
         pad_multiple: D's padding multiple (tile origins are aligned to it).
         relative_motion: the motion R used in training was M(B) - M(S_hat) (else M(B)).
@@ -113,7 +113,9 @@ def load_networks(ckpt: str | os.PathLike, backbone: DictConfig | None = None, m
         motion_net = instantiate(config.model.motion_net)
         load_state_dict_strict(motion_net, motion_state, str(path))
         motion_net.eval()
-    alpha = float(config.loss.alpha) if "loss" in config else float("nan")
+    # R owns alpha (model.reblur.alpha); checkpoints written before that kept it in loss.alpha
+    old_alpha = OmegaConf.select(config, "loss.alpha", default=float("nan"))
+    alpha = float(OmegaConf.select(config, "model.reblur.alpha", default=old_alpha))
     relative = bool(config.get("model", {}).get("relative_motion", True))
     return Networks(net.eval(), motion_net, alpha, trained, int(config.backbone.pad_multiple), relative)
 

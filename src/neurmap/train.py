@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from neurmap.config import CONFIG_DIR, FINAL_METRICS
+from neurmap.config import CONFIG_DIR, FINAL_METRICS, instantiate_datamodule
 from neurmap.nets.backbones import load_pretrained
 
 log = logging.getLogger("neurmap.train")
@@ -119,7 +119,7 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(int(cfg.seed), workers=True)
 
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate_datamodule(cfg)
     system = instantiate(cfg.model, _convert_="all")
     system.remember_config(run_config, provenance())
     deblur_net = getattr(system, "deblur_net", None)  # variant=motion_pretrain builds M only

@@ -61,7 +61,7 @@ def motion_errors(
     Args:
         raw_relative: (B, 2, H, W) raw M outputs' difference (not canonicalised).
         target_px: (B, 2, H, W) ground-truth full blur vectors in px.
-        alpha: R's pixels of full blur length per motion unit (``loss.alpha``).
+        alpha: R's pixels of full blur length per motion unit (``model.reblur.alpha``).
         authors_scale: the factor of the authors' script (20, conf/evaluate.yaml).
 
     Returns:

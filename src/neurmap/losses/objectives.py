@@ -1,0 +1,286 @@
+"""NeurMAP's three phase objectives (paper eq. 10-12), their weights' schema and the batch split they read.
+
+* :class:`LossWeights` is the structured-config schema of ``conf/loss`` (registered by :mod:`neurmap.config`
+  as ``loss/schema``, which every preset extends): a typo or a missing key fails when the config is composed,
+  naming the key. :class:`Variant` does the same for ``conf/variant``.
+* :class:`BatchSplit` names the paired and unpaired rows of a combined batch once, so no step slices by
+  position.
+* :func:`motion_objective`, :func:`disc_objective` and :func:`deblur_objective` return the **weighted** terms
+  of one step as a dict (their sum is the step's loss; ``train/<net>/<term>`` logs them as they are). A term
+  whose weight is 0 is not computed and not logged: zero weights mean "off" everywhere.
+
+To change one loss term: its function in :mod:`neurmap.losses.terms`, its weight here and in
+``conf/loss/paper.yaml``, and the line below that adds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import MISSING
+from torch import nn
+
+from neurmap.losses import terms
+
+__all__ = [
+    "BatchSplit",
+    "LossWeights",
+    "MotionFns",
+    "Variant",
+    "content_loss",
+    "deblur_objective",
+    "disc_objective",
+    "from_mapping",
+    "motion_objective",
+    "split_batch",
+]
+
+Tensor = torch.Tensor
+Parts = dict[str, Tensor]
+
+
+@dataclass
+class LossWeights:
+    """The weights of ``conf/loss`` (paper eq. 4-12). Values live in the yaml presets, never here."""
+
+    name: str = MISSING
+    lam: float = MISSING  # lambda: reconstruction terms (interpolated into the fields below)
+    beta: float = MISSING  # beta: natural-image prior
+    reblur_motion: float = MISSING  # L_reblur in M's objective (eq. 10)
+    reblur_deblur: float = MISSING  # L_reblur in D's objective (eq. 11)
+    reblur_msssim_ratio: float = MISSING  # extra ratio * (1 - MS-SSIM) inside L_reblur
+    content: float = MISSING  # paired content loss
+    content_norm: str = MISSING  # l1 | l2
+    kernel_blurry: float = MISSING  # |M(B)| -> target (eq. 5)
+    kernel_blurry_target: float = MISSING  # in motion units (1 unit = alpha px)
+    kernel_sharp: float = MISSING  # M(S) -> 0 (eq. 5)
+    kernel_deblurred: float = MISSING  # M(D*(B)) -> detach(M(B)) (eq. 5)
+    kernel_hinge: float = MISSING  # authors' |M(S_hat)| <= |M(B)| hinge
+    motion_tv: float = MISSING  # TV of the relative motion in M's objective (eq. 6)
+    sharp_prior: float = MISSING  # |M*(D(B))| -> E[|M*(S)|] (eq. 7)
+    sharp_prior_norm: str = MISSING  # l1 | l2
+    natural: float = MISSING  # LSGAN natural-image prior on D (eq. 8)
+    deblurred_motion_tv: float = MISSING  # TV of M(S_hat) in D's objective (eq. 9)
+    image_tv: float = MISSING  # TV of the deblurred image
+    map_on_paired: bool = MISSING  # MAP terms on the whole batch (true) or the unpaired rows only (false)
+
+
+@dataclass
+class Variant:
+    """The switches of ``conf/variant`` (Table 3 ablations): which networks and data a run uses."""
+
+    name: str = MISSING
+    motion: bool = MISSING  # M and R
+    discriminator: str = MISSING  # natural | sharp | none
+    disc_fake_blurry: bool = MISSING  # blurry images count as fake too (Net1)
+    paired: bool = MISSING  # content loss on the paired loader
+    unpaired: bool = MISSING  # MAP terms on the unpaired loaders
+
+
+_DISCRIMINATORS = ("natural", "sharp", "none")
+_NORMS = ("l1", "l2")
+
+
+def from_mapping(schema: type, values: Mapping[str, Any], where: str) -> Any:
+    """``schema(**values)`` for a plain mapping or a DictConfig, with one-line errors naming the key."""
+    if dataclasses.is_dataclass(values):
+        values = dataclasses.asdict(values)
+    fields = {f.name: f.type for f in dataclasses.fields(schema)}
+    given = dict(values)
+    unknown = sorted(set(given) - set(fields))
+    missing = sorted(set(fields) - set(given))
+    if unknown or missing:
+        raise ValueError(f"{where}: unknown keys {unknown}, missing keys {missing}; expected {sorted(fields)}")
+    for key, kind in fields.items():
+        value = given[key]
+        if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            given[key] = float(value)
+        elif kind == "bool" and isinstance(value, bool) or kind == "str" and isinstance(value, str):
+            pass
+        else:
+            raise ValueError(f"{where}.{key} must be a {kind}, got {value!r}")
+    return schema(**given)
+
+
+def check_weights(w: LossWeights) -> LossWeights:
+    for key in ("content_norm", "sharp_prior_norm"):
+        if getattr(w, key) not in _NORMS:
+            raise ValueError(f"loss.{key} must be one of {_NORMS}, got {getattr(w, key)!r}")
+    return w
+
+
+def check_variant(v: Variant) -> Variant:
+    if v.discriminator not in _DISCRIMINATORS:
+        raise ValueError(f"variant.discriminator must be one of {_DISCRIMINATORS}, got {v.discriminator!r}")
+    if not (v.paired or v.unpaired):
+        raise ValueError("variant needs paired or unpaired data: both variant.paired and variant.unpaired are false")
+    if (v.motion or v.discriminator != "none") and not v.unpaired:
+        raise ValueError(f"variant {v.name!r} uses NeurMAP terms but variant.unpaired is false")
+    return v
+
+
+# ---------------------------------------------------------------------------------------------- batch
+
+
+@dataclass(frozen=True)
+class BatchSplit:
+    """The blurry and sharp images of one training batch, paired rows first, and which rows are which.
+
+    ``blur`` and ``sharp`` hold the paired images (when the variant uses them) followed by the unpaired ones;
+    :meth:`paired`, :meth:`unpaired` and :meth:`map_rows` cut any tensor aligned with them (S_hat, M's maps).
+    """
+
+    blur: Tensor
+    sharp: Tensor
+    n_paired: int
+    map_on_paired: bool  # the MAP terms see every row (authors' code) or the unpaired rows only (paper)
+
+    def paired(self, x: Tensor) -> Tensor:
+        return x[: self.n_paired]
+
+    def unpaired(self, x: Tensor) -> Tensor:
+        return x[self.n_paired :]
+
+    def map_rows(self, x: Tensor) -> Tensor:
+        """The rows the MAP terms (M and N steps, D's priors) use."""
+        return x if self.map_on_paired else self.unpaired(x)
+
+    @property
+    def has_unpaired(self) -> bool:
+        return self.blur.shape[0] > self.n_paired
+
+
+def split_batch(batch: Mapping[str, Any], variant: Variant, map_on_paired: bool) -> BatchSplit:
+    """The named split of a combined batch ``{"paired": {...}, "blur": {...}, "sharp": {...}}``."""
+    paired = batch.get("paired") if variant.paired else None
+    blurs, sharps = [], []
+    if paired is not None:
+        blurs.append(paired["blur"])
+        sharps.append(paired["sharp"])
+    if variant.unpaired:
+        for key in ("blur", "sharp"):
+            if batch.get(key) is None:
+                raise KeyError(f"training batch has no {key!r} loader, needed by variant {variant.name!r}")
+        blurs.append(batch["blur"]["blur"])
+        sharps.append(batch["sharp"]["sharp"])
+    if not blurs:
+        raise KeyError(f"training batch has no 'paired' loader, needed by variant {variant.name!r}")
+    n_paired = 0 if paired is None else paired["blur"].shape[0]
+    return BatchSplit(torch.cat(blurs), torch.cat(sharps), n_paired, bool(map_on_paired))
+
+
+# ----------------------------------------------------------------------------------------- objectives
+
+
+@dataclass(frozen=True)
+class MotionFns:
+    """What the objectives call of M and R: ``motion`` = canonical M, ``relative`` = the motion fed to R
+    from M(B) and M(S_hat), ``reblur`` = R."""
+
+    motion: Callable[[Tensor], Tensor]
+    relative: Callable[[Tensor, Tensor], Tensor]
+    reblur: nn.Module
+
+
+def _add(parts: Parts, name: str, weight: float, term: Callable[[], Tensor]) -> None:
+    """``parts[name] = weight * term()``, skipping the computation when the weight is 0."""
+    if weight != 0:
+        parts[name] = weight * term()
+
+
+def motion_objective(w: LossWeights, split: BatchSplit, deblurred: Tensor, m: MotionFns) -> tuple[Parts, Tensor]:
+    """Eq. 10: lambda * L_reblur + L_kernel + L_tv(M_rel), on S_hat.detach(). Returns the weighted terms and
+    M(S) (detached), which feeds the pool behind E[|M(S)|]."""
+    blur, sharp = split.map_rows(split.blur), split.map_rows(split.sharp)
+    fake = split.map_rows(deblurred).detach()
+    nb, ns = blur.shape[0], sharp.shape[0]
+    # M has no normalisation layers, so one batched forward equals three separate ones.
+    motion = m.motion(torch.cat([blur, sharp, fake]))
+    m_blur, m_sharp, m_fake = motion[:nb], motion[nb : nb + ns], motion[nb + ns :]
+    m_rel = m.relative(m_blur, m_fake)
+    parts: Parts = {}
+    ratio = w.reblur_msssim_ratio
+    _add(parts, "reblur", w.reblur_motion, lambda: terms.reblur_loss(m.reblur(fake, m_rel), blur, ratio))
+    _add(parts, "kernel_blurry", w.kernel_blurry, lambda: terms.kernel_blurry(m_blur, w.kernel_blurry_target))
+    _add(parts, "kernel_sharp", w.kernel_sharp, lambda: terms.kernel_sharp(m_sharp))
+    _add(parts, "kernel_deblurred", w.kernel_deblurred, lambda: terms.kernel_deblurred(m_fake, m_blur))
+    _add(parts, "tv", w.motion_tv, lambda: terms.total_variation(m_rel))
+    _add(parts, "kernel_hinge", w.kernel_hinge, lambda: terms.kernel_hinge(m_fake, m_blur))
+    return parts, m_sharp.detach()
+
+
+def natural_real(split: BatchSplit, mode: str) -> Tensor:
+    """N's "real" images: ``natural`` = half sharp, half blurry (the authors' mixed batch, as many images as
+    the fake batch); ``sharp`` = the sharp images only."""
+    sharp, blur = split.map_rows(split.sharp), split.map_rows(split.blur)
+    return torch.cat([sharp[0::2], blur[1::2]]) if mode == "natural" else sharp
+
+
+def disc_objective(variant: Variant, split: BatchSplit, deblurred: Tensor, discriminator: nn.Module) -> Parts:
+    """Eq. 8/12: LSGAN, real (:func:`natural_real`) -> 1 and fake S_hat.detach() -> 0 (Net1: blurry too)."""
+    fake = split.map_rows(deblurred).detach()
+    if variant.disc_fake_blurry:
+        fake = torch.cat([fake, split.map_rows(split.blur)])
+    return {
+        "real": terms.lsgan(discriminator(natural_real(split, variant.discriminator)), 1.0),
+        "fake": terms.lsgan(discriminator(fake), 0.0),
+    }
+
+
+def content_loss(stages: list[Tensor], sharp: Tensor, stage_weights: list[float], norm: str) -> Tensor:
+    """Content loss over a backbone's supervised outputs (final last), targets area-resized to each output;
+    ``stage_weights`` align with the LAST outputs."""
+    if len(stage_weights) > len(stages):
+        raise ValueError(
+            f"content_stage_weights has {len(stage_weights)} weights but the backbone returns {len(stages)} outputs"
+        )
+    total = sharp.new_zeros(())
+    for weight, out in zip(stage_weights, stages[-len(stage_weights) :]):
+        target = sharp if out.shape[-2:] == sharp.shape[-2:] else F.interpolate(sharp, out.shape[-2:], mode="area")
+        total = total + weight * terms.distance(out, target, norm)
+    return total
+
+
+def deblur_objective(
+    w: LossWeights,
+    variant: Variant,
+    split: BatchSplit,
+    stages: list[Tensor],
+    stage_weights: list[float],
+    m: MotionFns | None,
+    sharp_expectation: Callable[[], Tensor] | None,
+    discriminator: nn.Module | None,
+    map_terms: bool = True,
+) -> Parts:
+    """Eq. 11: content on the paired rows; on the unpaired rows the reblur term, the sharp-image prior, the
+    TV of M(S_hat) and the natural-image prior (none of them when ``map_terms`` is false: the warm-up).
+    M and N must have their parameters frozen (toggled off): gradients reach D only."""
+    deblurred = stages[-1]
+    parts: Parts = {}
+    if split.n_paired:
+        paired_stages = [split.paired(s) for s in stages]
+        target = split.paired(split.sharp)
+        _add(parts, "content", w.content, lambda: content_loss(paired_stages, target, stage_weights, w.content_norm))
+    if not (variant.unpaired and map_terms and split.has_unpaired):
+        return parts
+    blur_u, deblurred_u = split.unpaired(split.blur), split.unpaired(deblurred)
+    if m is not None and (w.reblur_deblur or w.sharp_prior or w.deblurred_motion_tv):
+        m_rows = m.motion(split.map_rows(deblurred))
+        m_fake = split.unpaired(m_rows) if split.map_on_paired else m_rows  # the unpaired rows' M(S_hat)
+        if w.reblur_deblur:
+            with torch.no_grad():
+                m_blur = m.motion(blur_u)
+            reblurred = m.reblur(deblurred_u, m.relative(m_blur, m_fake).detach())
+            parts["reblur"] = w.reblur_deblur * terms.reblur_loss(reblurred, blur_u, w.reblur_msssim_ratio)
+        norm = w.sharp_prior_norm
+        _add(parts, "sharp_prior", w.sharp_prior, lambda: terms.sharp_prior(m_rows, sharp_expectation(), norm))
+        _add(parts, "motion_tv", w.deblurred_motion_tv, lambda: terms.total_variation(m_fake))
+    if discriminator is not None:
+        _add(parts, "natural", w.natural, lambda: terms.lsgan(discriminator(split.map_rows(deblurred)), 1.0))
+    _add(parts, "image_tv", w.image_tv, lambda: terms.total_variation(deblurred_u))
+    return parts
