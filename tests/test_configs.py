@@ -27,6 +27,9 @@ GROUPS = [
     "debug",
 ]
 
+#: Table 3: D alone; D + N (Net1); D + M (Net2); D + M + N (Net3, NeurMAP, unsupervised); M alone (pretraining)
+OPTIMIZERS = {"baseline": 1, "net1": 2, "net2": 2, "net3": 3, "neurmap": 3, "unsupervised": 3, "motion_pretrain": 1}
+
 
 def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
@@ -44,7 +47,7 @@ def test_every_option_composes_and_instantiates(tiny_cfg, fake_data_root, monkey
     cfg = tiny_cfg(f"{group}={option}", *extra)
     assert OmegaConf.missing_keys(cfg) == set()
     system = instantiate(cfg.model)
-    assert system.n_optimizers >= 1
+    assert system.n_optimizers == OPTIMIZERS[cfg.variant.name], (cfg.variant.name, system.n_optimizers)
     instantiate_datamodule(cfg)
     for node in (cfg.get("callbacks") or {}).values():
         if node and "_target_" in node:
@@ -113,6 +116,9 @@ def _run_train(*args: str, tmp_path) -> subprocess.CompletedProcess:
         (["iterations=???"], "iterations"),
         (["model.discriminator.widht=3"], "widht"),
         (["+model.motion_net.widht=3"], "widht"),
+        (["trainer.max_steps=100"], "trainer.max_steps=100 has no effect here: the run length is `iterations`"),
+        (["+trainer.gradient_clip_val=1.0"], "set backbone.grad_clip"),
+        (["+loss.kernel_blury=1.0"], "kernel_blury"),
     ],
 )
 def test_bad_overrides_fail_with_a_clear_message(tmp_path, args, needle):

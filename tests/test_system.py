@@ -128,9 +128,15 @@ def test_non_finite_loss_stops_with_the_term_name(tiny_cfg):
         _fit(cfg, batches=1)
 
 
-def test_absolute_motion_variant_runs(tiny_cfg):
-    system, _ = _fit(tiny_cfg("model.relative_motion=false"), batches=1)
-    assert not system.relative_motion
+@pytest.mark.parametrize("relative", [True, False])
+def test_relative_motion_switch_sets_what_r_receives(tiny_cfg, relative):
+    """model.relative_motion reaches the motion R gets: M(B) - M(S_hat), or M(B) alone (tests/test_objectives
+    checks that the objectives reblur along exactly that motion); both train."""
+    system, trainer = _fit(tiny_cfg(f"model.relative_motion={str(relative).lower()}"), batches=1)
+    m_blur, m_deblurred = torch.full((1, 2, 4, 4), 0.3), torch.full((1, 2, 4, 4), 0.1)
+    expected = m_blur - m_deblurred if relative else m_blur
+    assert torch.equal(system.relative(m_blur, m_deblurred), expected)
+    assert trainer.global_step == 3
 
 
 def test_authors_code_preset_composes_and_runs(tiny_cfg):

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurmap.nets.backbones import load_pretrained
 from neurmap.train import train
 from tests.conftest import REPO, compose, tiny_overrides
 from tests.helpers import run_multirun
@@ -49,17 +48,23 @@ def test_tiny_run_writes_checkpoints_metrics_and_panels(tmp_path, capsys):
 
 
 def test_baseline_checkpoint_starts_a_neurmap_run(tmp_path):
+    """train.py loads backbone.pretrained into D: with D's learning rate at 0, the fine-tune's last.ckpt holds
+    exactly the baseline's D weights (and a neurmap run's other networks)."""
     base = tmp_path / "baseline"
     train(compose(tiny_overrides("variant=baseline", "test=false"), base))
     ckpt = base / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    cfg = compose(tiny_overrides(f"backbone.pretrained={ckpt}"), tmp_path / "finetune")
-    from hydra.utils import instantiate
-
-    system = instantiate(cfg.model)
-    load_pretrained(system.deblur_net, ckpt)
-    for name, value in system.deblur_net.state_dict().items():
-        assert torch.equal(value, state[f"deblur_net.{name}"])
+    fine = tmp_path / "finetune"
+    train(compose(tiny_overrides(f"backbone.pretrained={ckpt}", "backbone.lr=0", "iterations=2", "test=false"), fine))
+    after = torch.load(fine / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    deblur = {k: v for k, v in after.items() if k.startswith("deblur_net.")}
+    assert deblur and all(torch.equal(v, state[k]) for k, v in deblur.items())
+    assert any(k.startswith("motion_net.") for k in after)
+    # and without the override D starts elsewhere (so the check above can fail)
+    scratch = tmp_path / "scratch"
+    train(compose(tiny_overrides("backbone.lr=0", "iterations=2", "test=false"), scratch))
+    other = torch.load(scratch / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert not all(torch.equal(other[k], state[k]) for k in deblur)
 
 
 @pytest.mark.slow

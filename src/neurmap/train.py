@@ -53,8 +53,23 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"missing value for {key}: set it on the command line, e.g. {key}=...") from None
 
 
+#: Trainer settings this script owns or that manual optimization ignores: setting one would change nothing.
+NO_EFFECT = {
+    "trainer.max_steps": "the run length is `iterations` (max_steps = iterations x the variant's optimizers); "
+    "set iterations=N instead",
+    "trainer.gradient_clip_val": "NeurMAP clips each network itself; set backbone.grad_clip or "
+    "optim.<motion|disc>.grad_clip instead",
+    "trainer.accumulate_grad_batches": "every batch steps every optimizer; raise data.batch_size_paired / "
+    "data.batch_size_unpaired instead",
+}
+
+
 def _check_config(cfg: DictConfig) -> dict[str, Any]:
     """Validate what Hydra cannot and return the resolved run configuration."""
+    for key, instead in NO_EFFECT.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value != -1:  # -1: trainer/default.yaml's "unset" max_steps
+            raise ConfigError(f"{key}={value} has no effect here: {instead}")
     resolved = _resolved(cfg)
     if int(cfg.iterations) < 1:
         raise ConfigError(f"iterations must be a positive integer, got {cfg.iterations}")
