@@ -135,3 +135,26 @@ def test_bad_overrides_fail_with_a_clear_message(tmp_path, args, needle):
 def test_ratio_sweep_sets_the_table_4_weights(tiny_cfg, option, sharp, natural):
     cfg = tiny_cfg(f"ratio={option}")
     assert cfg.loss.sharp_prior == sharp and cfg.loss.beta == natural and cfg.loss.natural == natural
+
+
+@pytest.mark.parametrize(
+    ("recipe", "backbone", "layout", "batch"),
+    [
+        ("table1_dmphn", "dmphn_1_2_4", "kernel_synth", 2),
+        ("table1_mprnet", "mprnet", "kernel_synth", 2),
+        ("table2_dmphn", "dmphn_1_2_4", "realblur", 4),
+        ("table2_mprnet", "mprnet", "realblur", 4),
+    ],
+)
+def test_paper_table_recipes(recipe, backbone, layout, batch, tmp_path):
+    """Tables 1 and 2: the backbone, the unpaired domain, the authors' batch sizes, 256 px crops, ~210k
+    iterations (400 epochs of 526 GoPro batches) and the paper's literal weights."""
+    from neurmap.config import compose
+
+    cfg = compose([f"experiment={recipe}"], tmp_path)
+    assert cfg.backbone.name == backbone and cfg.variant.name == "neurmap"
+    assert cfg.data.unpaired_blur.records._target_ == f"neurmap.data.layouts.{layout}"
+    assert cfg.data.batch_size_paired == cfg.data.batch_size_unpaired == batch
+    assert cfg.data.paired.transform.crop_size == 256 and cfg.iterations == 210000
+    assert (cfg.loss.lam, cfg.loss.beta, cfg.loss.kernel_blurry, cfg.model.reblur.alpha) == (100.0, 0.1, 1.0, 40.0)
+    assert cfg.backbone.grad_clip == (0.01 if backbone == "mprnet" else None)
