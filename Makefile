@@ -51,16 +51,16 @@ format: $(STAMP)  ## ruff fix and format
 	$(PY) -m ruff format src tests
 
 bench: $(STAMP)  ## time a NeurMAP iteration against a supervised one, and the reblur module
-	$(PY) -m neurmap.bench $(ARGS)
+	$(PY) -m neurmap.benchmarks.iteration $(ARGS)
 
 bench-data: $(STAMP)  ## loader crops/s (0/1/2 workers, 720p PNGs) and blur-generator images/s
-	$(PY) -m neurmap.bench_data $(ARGS)
+	$(PY) -m neurmap.benchmarks.data $(ARGS)
 
 bench-eval: $(STAMP)  ## evaluation metrics images/s, deblur time and peak memory at 720p and 12 MP
-	$(PY) -m neurmap.bench_eval $(ARGS)
+	$(PY) -m neurmap.benchmarks.evaluation $(ARGS)
 
 bench-backbones: $(STAMP)  ## params, MACs, CPU time and peak memory of every backbone (slow: 720p)
-	$(PY) -m neurmap.bench_backbones $(ARGS)
+	$(PY) -m neurmap.benchmarks.backbones $(ARGS)
 
 sweep-ablations: $(STAMP)  ## Table 3 (baseline, net1-3, neurmap) as one multirun, then its table (ARGS='data=...')
 	$(PY) -m neurmap.train -m variant=baseline,net1,net2,net3,neurmap $(ARGS)

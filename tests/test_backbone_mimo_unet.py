@@ -6,11 +6,10 @@ from __future__ import annotations
 import hydra
 import pytest
 import torch
-from omegaconf import OmegaConf
 
+from neurmap.config import backbone_node
 from neurmap.nets.backbones import DeblurNet
 from neurmap.nets.backbones.mimo_unet import MIMOUNet
-from tests.conftest import REPO
 from tests.helpers import assert_checkpoint_round_trip
 
 # Names and shapes read off chosj95/MIMO-UNet models/MIMOUNet.py + models/layers.py (base_channel 32, num_res 8):
@@ -133,7 +132,7 @@ def test_official_style_checkpoint_round_trip(tmp_path):
     ("name", "num_res", "dropout", "params"), [("mimo_unet", 8, 0.0, 6.81), ("mimo_unet_plus", 20, 0.1, 16.11)]
 )
 def test_yaml_config(name, num_res, dropout, params):
-    cfg = OmegaConf.load(REPO / "conf" / "backbone" / f"{name}.yaml")
+    cfg = backbone_node(name)
     assert cfg.name == name and cfg.pretrained_key == "model" and cfg.pretrained is None
     assert cfg.lr == 5.0e-5 and cfg.grad_clip is None and list(cfg.stage_weights) == [1.0, 1.0, 1.0]
     assert cfg.pad_multiple % 4 == 0

@@ -6,11 +6,10 @@ from __future__ import annotations
 import hydra
 import pytest
 import torch
-from omegaconf import OmegaConf
 
+from neurmap.config import backbone_node
 from neurmap.nets.backbones import DeblurNet
 from neurmap.nets.backbones.mprnet import MPRNet
-from tests.conftest import REPO
 from tests.helpers import assert_checkpoint_round_trip
 
 # Names and shapes read off swz30/MPRNet Deblurring/MPRNet.py with its defaults (n_feat 96,
@@ -127,7 +126,7 @@ def test_official_key_layout_and_state_dict_checkpoint_round_trip(tmp_path):
 
 
 def test_yaml_config():
-    cfg = OmegaConf.load(REPO / "conf" / "backbone" / "mprnet.yaml")
+    cfg = backbone_node("mprnet")
     assert cfg.name == "mprnet" and cfg.pretrained_key == "state_dict" and cfg.pretrained is None
     assert cfg.lr == 5.0e-5 and cfg.grad_clip == 0.01 and list(cfg.stage_weights) == [1.0, 1.0, 1.0]
     assert cfg.pad_multiple % 8 == 0

@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
+from neurmap.config import backbone_node
 from neurmap.nets.backbones import DeblurNet
 from neurmap.nets.backbones.nafnet import LayerNorm2d, NAFNet
-from tests.conftest import REPO
 from tests.helpers import assert_checkpoint_round_trip
 
 # Names and shapes of the official NAFNet-GoPro-width32 checkpoint (megvii-research/NAFNet,
@@ -143,7 +142,7 @@ def test_torch_export_matches_eager():
 
 @pytest.mark.parametrize(("name", "width"), [("nafnet_w32", 32), ("nafnet_w64", 64)])
 def test_yaml_configs(name, width):
-    cfg = OmegaConf.load(REPO / "conf" / "backbone" / f"{name}.yaml")
+    cfg = backbone_node(name)
     assert cfg.name == name and cfg.pretrained_key == "params" and cfg.lr == 5.0e-5
     assert cfg.net.width == width and list(cfg.net.enc_blk_nums) == [1, 1, 1, 28]
     assert cfg.pad_multiple == 2 ** len(cfg.net.enc_blk_nums) and list(cfg.stage_weights) == [1.0]

@@ -75,11 +75,10 @@ def test_load_networks_rebuilds_d_and_m_from_a_neurmap_checkpoint(ckpt):
 
 
 def test_checkpoint_errors_say_what_to_do(ckpt, tmp_path):
-    from omegaconf import OmegaConf
 
-    from neurmap.config import CONFIG_DIR
+    from neurmap.config import backbone_node
 
-    mprnet = OmegaConf.load(f"{CONFIG_DIR}/backbone/mprnet.yaml")
+    mprnet = backbone_node("mprnet")
     with pytest.raises(CheckpointError, match="trained with backbone=unet, not backbone=mprnet"):
         load_networks(ckpt, mprnet)
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pth")

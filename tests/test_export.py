@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from neurmap.config import CONFIG_DIR
+from neurmap.config import backbone_node
 from neurmap.export import Exportable, check_export, export
 from neurmap.export import main as export_main
 from neurmap.inference import load_networks
@@ -48,7 +47,7 @@ def test_exported_checkpoint_runs_any_size_and_matches_pytorch(ckpt, tmp_path, f
 def test_nafnet_layernorm_exports(tmp_path):
     """NAFNet's channel LayerNorm is a custom autograd op in the official code and does not export;
     ours is plain tensor ops."""
-    cfg = OmegaConf.load(f"{CONFIG_DIR}/backbone/nafnet_w32.yaml")
+    cfg = backbone_node("nafnet_w32")
     cfg.net.width, cfg.net.enc_blk_nums = 8, [1, 1, 1, 1]
     torch.manual_seed(0)
     net = DeblurNet(instantiate(cfg.net), cfg.pad_multiple).eval()

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-from neurmap.config import CONFIG_DIR
+from neurmap.config import CONFIG_DIR, backbone_node
 
 __all__ = ["UsageError", "backbone_config", "fail", "load_settings", "parser", "resolve_device"]
 
@@ -62,7 +62,7 @@ def backbone_config(name: str | None) -> DictConfig | None:
     if not path.is_file():
         names = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise UsageError(f"backbone={name}: no such backbone; choose one of {names}")
-    return OmegaConf.load(path)
+    return backbone_node(name)
 
 
 def parser(prog: str, usage: str, description: str, settings: str) -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-__all__ = ["CONFIG_DIR", "FINAL_METRICS", "compose", "instantiate_datamodule"]
+__all__ = ["CONFIG_DIR", "FINAL_METRICS", "backbone_node", "compose", "instantiate_datamodule"]
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 #: Written into every run directory at the end of training ({"iterations": n, "metrics": {name: value}}),
@@ -71,3 +71,16 @@ def compose(overrides: list[str], output_dir: str | Path, config_name: str = "tr
     with open_dict(cfg):
         del cfg.hydra
     return cfg
+
+
+def backbone_node(name: str) -> DictConfig:
+    """``conf/backbone/<name>.yaml`` with its ``defaults`` applied (the node ``backbone=<name>`` puts in a run)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not (Path(CONFIG_DIR) / "backbone" / f"{name}.yaml").is_file():
+        raise FileNotFoundError(f"conf/backbone/{name}.yaml: no such backbone")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra_compose(config_name=f"backbone/{name}").backbone

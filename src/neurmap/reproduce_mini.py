@@ -612,7 +612,7 @@ def fit_iterations(plan: Plan, timed: int = 5, warmup: int = 3) -> None:
     own overrides, then set ``--iterations`` and ``--motion-iterations`` to what fits in the budget."""
     from statistics import median
 
-    from neurmap.bench import time_iterations
+    from neurmap.benchmarks.iteration import time_iterations
 
     opts = plan.opts
     probes = {"neurmap": train_overrides(plan, "mini_neurmap", "neurmap", plan.start_weights)}

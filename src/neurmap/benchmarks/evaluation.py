@@ -1,7 +1,7 @@
 """Benchmark: evaluation throughput per metric, and deblur time and peak memory on large photos.
 
-``python -m neurmap.bench_eval [--metric-size 384 512] [--photo-sizes 720 1280 3000 4000] [--backbone dmphn_1_2_4]
-[--ckpt PATH] [--tile 512]``
+``python -m neurmap.benchmarks.evaluation [--metric-size 384 512] [--photo-sizes 720 1280 3000 4000]
+[--backbone dmphn_1_2_4] [--ckpt PATH] [--tile 512]``
 
 * Metrics: images per second of each metric of ``python -m neurmap.evaluate`` on ``--metric-images``
   procedural pairs of ``--metric-size`` (after one warm-up call).
@@ -15,7 +15,6 @@ Figures are printed as Markdown tables with the machine they ran on.
 from __future__ import annotations
 
 import argparse
-import platform
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from tempfile import TemporaryDirectory
 import numpy as np
 import torch
 
+from neurmap.benchmarks.common import machine
 from neurmap.data.io import write_image
 from neurmap.data.procedural import dead_leaves
 
@@ -101,11 +101,10 @@ def time_deblur(photo: Path, out: Path, ckpt: str, backbone: str | None, tile: i
 def _random_weights(backbone: str, folder: Path) -> Path:
     """A state-dict file of ``backbone`` with seeded random weights (for timing without a checkpoint)."""
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    from neurmap.config import CONFIG_DIR
+    from neurmap.config import backbone_node
 
-    cfg = OmegaConf.load(Path(CONFIG_DIR) / "backbone" / f"{backbone}.yaml")
+    cfg = backbone_node(backbone)
     torch.manual_seed(0)
     path = folder / f"{backbone}_random.pth"
     torch.save(instantiate(cfg.net).state_dict(), path)
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if len(args.photo_sizes) % 2:
         parser.error("--photo-sizes takes H W pairs")
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(machine())
     h, w = args.metric_size
     print(f"\nmetrics on {args.metric_images} pairs of {w}x{h}\n| metric | images/s |\n|---|---|")
     for name, rate in time_metrics(args.metric_images, (h, w)).items():

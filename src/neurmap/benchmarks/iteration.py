@@ -1,6 +1,6 @@
 """Benchmark: time per training iteration of NeurMAP against supervised-only training, and R alone.
 
-``python -m neurmap.bench [--iterations 20] [--warmup 3] [hydra overrides ...]``
+``python -m neurmap.benchmarks.iteration [--iterations 20] [--warmup 3] [hydra overrides ...]``
 
 Both runs use the same composed config (backbone, data, batch sizes, crop) and differ only in
 ``variant``: ``neurmap`` (M, N and D steps) against ``baseline`` (the D step on paired data). The
@@ -12,7 +12,6 @@ Figures are printed as a Markdown table, with the machine they ran on.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from neurmap.benchmarks.common import machine, timing_row
 from neurmap.config import compose, instantiate_datamodule
 from neurmap.nets.reblur import Reblur
 
@@ -90,10 +90,6 @@ def time_reblur(batch: int, size: int, n_samples: int, alpha: float, repeats: in
     return times[1:]
 
 
-def _row(name: str, times: list[float], note: str) -> str:
-    return f"| {name} | {1000 * statistics.median(times):.1f} | {1000 * min(times):.1f} | {note} |"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iterations", type=int, default=20, help="timed iterations per run")
@@ -113,17 +109,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     reblur_times = time_reblur(batch, crop, int(cfg.model.reblur.n_samples), float(cfg.model.reblur.alpha))
 
-    print(
-        f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"{platform.processor() or platform.platform()}"
-    )
+    print(machine())
     print(f"config: backbone={cfg.backbone.name} crop={crop} overrides={args.overrides or '-'}\n")
     print("| step | median ms | min ms | what |")
     print("|---|---|---|---|")
-    print(_row("NeurMAP iteration", neurmap, f"D fwd once + M, N, D steps; {batch} blurry images"))
-    print(_row("supervised iteration", baseline, f"D step only, {paired} paired images (same data config)"))
-    print(_row("supervised iteration", same, f"D step only, {batch} paired images (same image count)"))
-    print(_row("R forward+backward", reblur_times, f"{batch}x3x{crop}x{crop}, {cfg.model.reblur.n_samples} samples"))
+    print(timing_row("NeurMAP iteration", neurmap, f"D fwd once + M, N, D steps; {batch} blurry images"))
+    print(timing_row("supervised iteration", baseline, f"D step only, {paired} paired images (same data config)"))
+    print(timing_row("supervised iteration", same, f"D step only, {batch} paired images (same image count)"))
+    print(
+        timing_row("R forward+backward", reblur_times, f"{batch}x3x{crop}x{crop}, {cfg.model.reblur.n_samples} samples")
+    )
     ratio = statistics.median(neurmap) / statistics.median(baseline)
     print(f"\nNeurMAP / supervised time per iteration: {ratio:.2f}x")
 

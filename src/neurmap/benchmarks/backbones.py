@@ -1,6 +1,6 @@
 """Benchmark every backbone in ``conf/backbone``: parameters, MACs, CPU inference time and peak memory.
 
-``python -m neurmap.bench_backbones [--sizes 256x256 1280x720] [--repeats 3] [names ...]``
+``python -m neurmap.benchmarks.backbones [--sizes 256x256 1280x720] [--repeats 3] [names ...]``
 
 Each (backbone, size) is measured in a fresh Python process, so the peak resident memory
 (``ru_maxrss``) of one forward pass is not polluted by earlier ones; it is reported as the growth
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -23,24 +21,17 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from neurmap.config import CONFIG_DIR
+from neurmap.benchmarks.common import machine, peak_rss_mb
+from neurmap.config import CONFIG_DIR, backbone_node
 from neurmap.nets.backbones import DeblurNet
 
 __all__ = ["main", "measure"]
 
 
 def _build(name: str) -> DeblurNet:
-    node = OmegaConf.load(Path(CONFIG_DIR) / "backbone" / f"{name}.yaml")
-    if "defaults" in node:  # a variant of another backbone file in the group
-        base = OmegaConf.load(Path(CONFIG_DIR) / "backbone" / f"{node.defaults[0]}.yaml")
-        node = OmegaConf.merge(base, {k: v for k, v in node.items() if k != "defaults"})
+    node = backbone_node(name)
     return DeblurNet(instantiate(node.net), pad_multiple=int(node.pad_multiple)).eval()
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def measure(name: str, height: int, width: int, repeats: int, macs: bool) -> dict:
@@ -49,7 +40,7 @@ def measure(name: str, height: int, width: int, repeats: int, macs: bool) -> dic
     net = _build(name)
     x = torch.rand(1, 3, height, width)
     result = {"name": name, "size": f"{width}x{height}", "params_m": sum(p.numel() for p in net.parameters()) / 1e6}
-    base = _rss_mb()
+    base = peak_rss_mb()
     times = []
     with torch.inference_mode():
         for _ in range(repeats + 1):
@@ -57,7 +48,7 @@ def measure(name: str, height: int, width: int, repeats: int, macs: bool) -> dic
             net(x)
             times.append(time.perf_counter() - start)
     result["seconds"] = statistics.median(times[1:])
-    result["peak_mb"] = max(0.0, _rss_mb() - base)
+    result["peak_mb"] = max(0.0, peak_rss_mb() - base)
     if macs:  # after the timing, so its extra bookkeeping does not count towards the peak
         from torch.utils.flop_counter import FlopCounterMode
 
@@ -86,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             cmd = [
                 sys.executable,
                 "-m",
-                "neurmap.bench_backbones",
+                "neurmap.benchmarks.backbones",
                 "--repeats",
                 str(args.repeats),
                 "--one",
@@ -103,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             row.update({k: v for k, v in r.items() if k == "gmacs"})
             row[size] = (r["seconds"], r["peak_mb"])
             print(f"  measured {name} at {size}: {r['seconds']:.2f} s", file=sys.stderr, flush=True)
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(machine())
     head = " | ".join(f"{s} s | {s} peak MB" for s in args.sizes)
     print(f"| backbone | params (M) | GMACs @{args.sizes[0]} | {head} |")
     print("|---" * (3 + 2 * len(args.sizes)) + "|")

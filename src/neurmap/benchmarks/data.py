@@ -1,6 +1,6 @@
 """Benchmark: on-disk loader throughput and the blur generator's speed.
 
-``python -m neurmap.bench_data [--images 16] [--workers 0 1 2] [--batches 24] [--crop 256] ...``
+``python -m neurmap.benchmarks.data [--images 16] [--workers 0 1 2] [--batches 24] [--crop 256] ...``
 
 * Loader: writes ``--images`` procedural 1280x720 PNG pairs in the GoPro layout to a temporary folder,
   then times the paired training pipeline (:func:`neurmap.data.layouts.gopro` records ->
@@ -16,15 +16,14 @@ Figures are printed as Markdown tables with the machine they ran on.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from neurmap.benchmarks.common import machine
 from neurmap.data.folders import PairedImages
 from neurmap.data.io import write_image
 from neurmap.data.layouts import gopro
@@ -83,10 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if len(args.gen_size) % 2:
         parser.error("--gen-size takes H W pairs")
-    print(
-        f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, {_cpus()} CPUs, "
-        f"torch {torch.__version__}"
-    )
+    print(machine())
     with TemporaryDirectory() as tmp:
         root = write_gopro_tree(Path(tmp), args.images, tuple(args.size))
         print(f"\nloader: {args.crop}^2 paired crops from {args.size[1]}x{args.size[0]} PNGs, batch {args.batch_size}")
@@ -107,12 +103,6 @@ def main(argv: list[str] | None = None) -> None:
             for workers in args.gen_workers:
                 rate, _ = time_generator(src, Path(tmp) / f"dst_{h}x{w}_{workers}", workers, [])
                 print(f"| {w}x{h} | {workers} | {rate:.2f} |", flush=True)
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 if __name__ == "__main__":
