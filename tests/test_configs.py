@@ -67,8 +67,8 @@ def test_trainer_options_compose(tiny_cfg, option):
     instantiate(cfg.trainer, accelerator="cpu", devices=1, precision="32-true", logger=False)
 
 
-def test_paper_constants_are_the_defaults(tiny_cfg):
-    cfg = tiny_cfg("backbone=dmphn")
+def test_paper_literal_preset_holds_the_papers_constants(tiny_cfg):
+    cfg = tiny_cfg("backbone=dmphn", "loss=paper_literal")
     loss = cfg.loss
     assert (loss.lam, loss.beta, cfg.model.reblur.alpha) == (100.0, 0.1, 40.0)  # §4.1
     assert loss.reblur_motion == loss.reblur_deblur == loss.content == 100.0
@@ -77,6 +77,17 @@ def test_paper_constants_are_the_defaults(tiny_cfg):
     assert cfg.model.reblur.alpha == 40.0 and cfg.model.reblur.n_samples == 15
     assert [cfg.optim[n].optimizer.lr for n in ("deblur", "motion", "disc")] == [5e-5, 1e-4, 1e-4]
     assert list(cfg.optim.deblur.optimizer.betas) == [0.9, 0.999]
+
+
+def test_default_recipe_is_the_sweeps_choice(tiny_cfg):
+    """README, Faithfulness: lambda = 100 on M's reblur and on the content loss; D's MAP terms at 1/100."""
+    loss = tiny_cfg().loss
+    assert loss.name == "content_led"
+    assert (loss.lam, loss.reblur_motion, loss.content, loss.reblur_deblur) == (100.0, 100.0, 100.0, 1.0)
+    assert (loss.beta, loss.natural) == (0.01, 0.01)
+    priors = ("kernel_blurry", "kernel_sharp", "kernel_deblurred", "motion_tv", "sharp_prior", "deblurred_motion_tv")
+    assert [loss[k] for k in priors] == [0.01] * 6
+    assert (loss.content_norm, loss.map_on_paired) == ("l2", False)  # the paper's, not the authors' code
 
 
 def test_beta_override_reaches_the_natural_weight(tiny_cfg):

@@ -32,7 +32,7 @@ if not OmegaConf.has_resolver("neurmap_sweep"):
 
 def _store_schemas() -> None:
     """Hydra's structured-config schemas of conf/loss and conf/variant (``defaults: [schema, _self_]`` in
-    loss/paper.yaml and variant/neurmap.yaml): a typo'd or missing key fails when the config is composed."""
+    loss/paper_literal.yaml and variant/neurmap.yaml): a typo'd or missing key fails when the config is composed."""
     from hydra.core.config_store import ConfigStore
 
     from neurmap.losses.objectives import LossWeights, Variant

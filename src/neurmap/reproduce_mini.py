@@ -1089,12 +1089,19 @@ def discussion(plan: Plan) -> list[str]:
         f"{_setting(plan, 'mini_neurmap', 'data.batch_size_unpaired')} against 256 px and 4+4, "
         f"{counts.get('unpaired', '?')} unpaired crops of {len(plan.opts.train_photos)} photographs against "
         f"thousands of images, and {counts.get('test', '?')} test images (standard errors of a few tenths of a dB). "
-        "NeurMAP's advantage comes through M and R, which must first be learned from scratch, so it is the method "
-        "that needs the long schedule most, while supervised fine-tuning improves from the first step. The blur "
+        "NeurMAP's advantage comes through M and R, which must first learn the target blur"
+        + (
+            " (here M starts from the motion pretraining, on the paired blur only)"
+            if plan.motion_ckpt
+            else " from scratch"
+        )
+        + ", so it is the method that needs the long schedule most, while supervised fine-tuning improves from the "
+        "first step. The blur "
         "families are synthetic, and the paired family here (uniform linear blur on the same photographs) is closer "
         "to the test blur than GoPro is to Gong's flows, which favours the supervised fine-tune. A faithful check "
         "of the claim needs the paper's schedule on a GPU (README, Reproduce the paper's tables).",
     ]
+    paras += ["", "**Levers tried.** " + " ".join(_levers(plan))]
     if not plan.released:
         paras += [
             "",
@@ -1103,6 +1110,26 @@ def discussion(plan: Plan) -> list[str]:
             "paper's claim.",
         ]
     return paras
+
+
+def _levers(plan: Plan) -> list[str]:
+    """What this run did to give NeurMAP its chance, from the numbers: motion pretraining, the loss preset."""
+    out = []
+    curve = [e for i, e in plan.motion_curves.get("motion_pretrain", []) if i >= 0]
+    zero = [e for i, e in plan.motion_curves.get("motion_pretrain", []) if i < 0]
+    if plan.motion_ckpt and curve:
+        out.append(
+            f"M was pretrained on the paired set before the fine-tunes: its val EPE went {curve[0]:.2f} → "
+            f"{curve[-1]:.2f} px" + (f" (a zero map: {zero[0]:.2f} px)." if zero else ".")
+        )
+    elif not plan.motion_ckpt:
+        out.append("M started from scratch (--no-motion-pretrain).")
+    loss = _setting(plan, "mini_neurmap", "loss.name")
+    out.append(
+        f"The loss preset is loss={loss}; README's Faithfulness section tabulates the loss-scale sweep on mini_val "
+        "(training photographs only, never the test set) that chose the default preset."
+    )
+    return out
 
 
 def _why(plan: Plan, iterations: int) -> list[str]:

@@ -56,8 +56,8 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from neurmap.cli import SettingsError, load_settings
 from neurmap.config import CONFIG_DIR
 from neurmap.data.flows import camera_flow
 from neurmap.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image, write_mfmap
@@ -71,8 +71,8 @@ _PROG = "neurmap.synthesize"
 _SHOW_FAILED = 5  # failed sources named in the final report
 
 
-class ConfigError(ValueError):
-    """A bad setting, override or path argument; the message names the key or path and what was expected."""
+#: Bad settings, overrides or paths: the one error type of the commands (:class:`neurmap.cli.SettingsError`).
+ConfigError = SettingsError
 
 
 class SynthesisError(RuntimeError):
@@ -81,27 +81,6 @@ class SynthesisError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------- config
-
-
-def _known_keys(node: DictConfig, prefix: str = "") -> list[str]:
-    keys = []
-    for key, value in node.items():
-        full = f"{prefix}{key}"
-        keys.extend(_known_keys(value, f"{full}.") if isinstance(value, DictConfig) else [full])
-    return keys
-
-
-def _merge(base: DictConfig, layer: DictConfig, origin: str) -> DictConfig:
-    try:
-        return OmegaConf.merge(base, layer)
-    except ConfigKeyError as err:
-        key = err.full_key or str(err.key)
-        parent = key.rpartition(".")[0]
-        node = OmegaConf.select(base, parent) if parent else base
-        known = _known_keys(node, f"{parent}.") if parent and isinstance(node, DictConfig) else _known_keys(base)
-        raise ConfigError(f"unknown setting '{key}' in {origin} (known: {', '.join(known)})") from None
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"bad setting in {origin}: {str(err).splitlines()[0]}") from None
 
 
 def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], expected: str) -> None:
@@ -147,32 +126,8 @@ def load_config(overrides: Sequence[str] = (), cfg: Mapping | DictConfig | None 
     Raises:
         ConfigError: an unknown key, a malformed override, an unknown preset or a bad value.
     """
-    base = OmegaConf.load(PRESET_DIR / "default.yaml")
-    OmegaConf.set_struct(base, True)
-    for item in overrides:
-        if "=" not in item or not item.split("=", 1)[0].strip():
-            raise ConfigError(f"override {item!r} is not key=value (e.g. seed=1 or kernel.blurs_per_image=50)")
-    try:
-        cli = OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"cannot parse the overrides: {str(err).splitlines()[0]}") from None
-    layers = []
-    if cfg is not None:
-        container = OmegaConf.to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
-        layers.append((OmegaConf.create(container), "the given config"))
-    layers.append((cli, "the overrides"))
-    merged = base
-    for layer, origin in layers:
-        merged = _merge(merged, layer, origin)
-    preset = merged.preset
-    if preset is not None:
-        path = PRESET_DIR / f"{preset}.yaml"
-        if not isinstance(preset, str) or preset == "default" or not path.is_file():
-            names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml") if p.stem != "default")
-            raise ConfigError(f"preset must be null or one of {names} (files in {PRESET_DIR}), got {preset!r}")
-        merged = _merge(base, OmegaConf.load(path), str(path))
-        for layer, origin in layers:
-            merged = _merge(merged, layer, origin)
+    layers = [] if cfg is None else [(cfg, "the given config")]
+    merged = load_settings("synthesize/default", overrides, layers=layers, preset_key="preset")
     _validate(merged)
     return merged
 

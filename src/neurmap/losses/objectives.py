@@ -10,7 +10,7 @@
   whose weight is 0 is not computed and not logged: zero weights mean "off" everywhere.
 
 To change one loss term: its function in :mod:`neurmap.losses.terms`, its weight here and in
-``conf/loss/paper.yaml``, and the line below that adds it.
+``conf/loss/paper_literal.yaml``, and the line below that adds it.
 """
 
 from __future__ import annotations
