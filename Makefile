@@ -70,7 +70,7 @@ sweep-ratio: $(STAMP)  ## Table 4 (sharp : natural prior = 1:0.5, 2:0.1, 1:0.1) 
 	$(PY) -m neurmap.train -m ratio=s1_n05,s2_n01,s1_n01 $(ARGS)
 	$(PY) -m neurmap.collect --latest
 
-reproduce-mini: $(STAMP)  ## NeurMAP vs supervised fine-tuning at CPU scale (~14 min, 2 cores): reports/mini_reproduction.md
+reproduce-mini: $(STAMP)  ## NeurMAP vs supervised fine-tuning at CPU scale (<30 min, 2 cores): reports/mini_reproduction.md
 	$(PIP) install --quiet -e ".[repro]"
 	$(PY) -m neurmap.reproduce_mini $(ARGS)
 

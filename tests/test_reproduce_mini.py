@@ -68,6 +68,7 @@ def _number(cell: str) -> float:
     return float(re.sub(r"[^0-9eE.+-]", "", cell))
 
 
+@pytest.mark.slow  # the module fixture runs the whole pipeline
 def test_report_has_every_row_with_numeric_metrics(report):
     _, text = report
     rows = _table(text)
@@ -90,6 +91,7 @@ def test_report_has_every_row_with_numeric_metrics(report):
     assert _number(rows["blurry input"][0]) != _number(rows[start][0])
 
 
+@pytest.mark.slow  # the module fixture runs the whole pipeline
 def test_report_states_the_fallback_commands_times_and_paper_comparison(report):
     tmp_path, text = report
     assert "The released weights were not found" in text

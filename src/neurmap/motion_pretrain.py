@@ -26,6 +26,7 @@ val set with ground-truth motion, and the checkpoint keeps the best EPE. NeurMAP
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,14 +35,13 @@ from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from neurmap.losses import terms
+from neurmap.losses.objectives import MotionPretrainWeights, from_mapping
 from neurmap.metrics.motion import motion_epe
 from neurmap.nets.init import xavier_init_
 from neurmap.nets.reblur import canonicalize_motion
 from neurmap.systems_base import ManualSystem
 
 __all__ = ["MotionPretrainSystem"]
-
-_WEIGHT_KEYS = ("reblur", "sharp", "tv", "flow", "flow_norm")
 
 
 class MotionPretrainSystem(ManualSystem):
@@ -69,14 +69,12 @@ class MotionPretrainSystem(ManualSystem):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        missing = [k for k in _WEIGHT_KEYS if k not in weights]
-        if missing:
-            raise ValueError(f"model.weights is missing {missing}; expected all of {list(_WEIGHT_KEYS)}")
+        w = from_mapping(MotionPretrainWeights, weights, "model.weights")
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
         self.automatic_optimization = False
-        self.weights = dict(weights)
-        if not any(float(self.weights[k]) for k in ("reblur", "sharp", "tv", "flow")):
+        self.weights = w
+        if not (w.reblur or w.sharp or w.tv or w.flow):
             raise ValueError("model.weights: every weight is 0, nothing would train M")
         self.iterations = int(iterations)
         self.check_finite = bool(check_finite)
@@ -85,7 +83,7 @@ class MotionPretrainSystem(ManualSystem):
         self.opt_names = ["motion"]
         self._check_optim(optim)
         self.save_hyperparameters(
-            {"weights": self.weights, "iterations": self.iterations, "variant": {"name": "motion_pretrain"}}
+            {"weights": dataclasses.asdict(w), "iterations": self.iterations, "variant": {"name": "motion_pretrain"}}
         )
 
     def networks(self) -> dict[str, nn.Module]:
@@ -117,13 +115,13 @@ class MotionPretrainSystem(ManualSystem):
         motion = self.motion(torch.cat([blur, sharp]))  # no normalisation in M: one pass for both
         m_blur, m_sharp = motion[: blur.shape[0]], motion[blur.shape[0] :]
         parts: dict[str, torch.Tensor] = {}
-        if w["reblur"]:
-            parts["reblur"] = w["reblur"] * terms.reblur_loss(self.reblur(sharp, m_blur), blur)
-        if w["sharp"]:
-            parts["kernel_sharp"] = w["sharp"] * terms.kernel_sharp(m_sharp)
-        if w["tv"]:
-            parts["tv"] = w["tv"] * terms.total_variation(m_blur)
-        if w["flow"]:
+        if w.reblur:
+            parts["reblur"] = w.reblur * terms.reblur_loss(self.reblur(sharp, m_blur), blur)
+        if w.sharp:
+            parts["kernel_sharp"] = w.sharp * terms.kernel_sharp(m_sharp)
+        if w.tv:
+            parts["tv"] = w.tv * terms.total_variation(m_blur)
+        if w.flow:
             if "motion" not in paired:
                 raise KeyError(
                     "model.weights.flow > 0 needs ground-truth motion in the paired batches, but they have none "
@@ -131,7 +129,7 @@ class MotionPretrainSystem(ManualSystem):
                     "with_motion: true) or set model.weights.flow=0"
                 )
             target = paired["motion"].to(m_blur) / self.reblur.alpha
-            parts["flow"] = w["flow"] * terms.flow_supervision(m_blur, target, w["flow_norm"])
+            parts["flow"] = w.flow * terms.flow_supervision(m_blur, target, w.flow_norm)
         return parts
 
     def _eval_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> dict[str, torch.Tensor]:

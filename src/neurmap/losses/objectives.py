@@ -31,6 +31,7 @@ __all__ = [
     "BatchSplit",
     "LossWeights",
     "MotionFns",
+    "MotionPretrainWeights",
     "Variant",
     "content_loss",
     "deblur_objective",
@@ -80,6 +81,17 @@ class Variant:
     disc_fake_blurry: bool = MISSING  # blurry images count as fake too (Net1)
     paired: bool = MISSING  # content loss on the paired loader
     unpaired: bool = MISSING  # MAP terms on the unpaired loaders
+
+
+@dataclass
+class MotionPretrainWeights:
+    """The weights of ``conf/model/motion_pretrain.yaml`` (``model.weights``): M alone on paired data."""
+
+    reblur: float = MISSING  # ||B - R(S, M(B))||^2
+    sharp: float = MISSING  # |M(S)| -> 0
+    tv: float = MISSING  # TV of M(B)
+    flow: float = MISSING  # direct supervision by the ground-truth motion (0 = off)
+    flow_norm: str = MISSING  # epe | mse
 
 
 _DISCRIMINATORS = ("natural", "sharp", "none")
