@@ -140,7 +140,7 @@ def test_grad_norms_of_every_d_term_and_val_motion_epe_are_logged(warm_run):
 
 
 def test_grad_norms_equal_the_norm_of_each_terms_gradient():
-    from neurmap.system import grad_norms
+    from neurmap.systems.neurmap import grad_norms
 
     w = torch.tensor([1.0, -2.0], requires_grad=True)
     parts = {"a": (w**2).sum(), "b": 3 * w.sum()}

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from neurmap import reproduce_mini as rm
+from neurmap.experiments import reproduce_mini as rm
 
 # Tiny networks and crops for every training run (shown in the report's commands like any --set).
 TINY_SET = [

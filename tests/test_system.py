@@ -155,7 +155,7 @@ def test_invalid_variant_values_are_rejected(tiny_cfg):
 
 
 def test_lr_factor_function():
-    from neurmap.system import linear_decay
+    from neurmap.systems.neurmap import linear_decay
 
     assert [linear_decay(i, 4) for i in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
     assert not math.isnan(linear_decay(0, 1))

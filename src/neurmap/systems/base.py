@@ -3,7 +3,8 @@ optimizer and linear LR decay, a NaN guard that stops every DDP rank together, p
 clipping after AMP unscaling, the run configuration and provenance in the hyper-parameters, and the RNG
 state in checkpoints (exact resume).
 
-Subclasses (:class:`neurmap.system.NeurMAPSystem`, :class:`neurmap.motion_pretrain.MotionPretrainSystem`)
+Subclasses (:class:`neurmap.systems.neurmap.NeurMAPSystem`,
+:class:`neurmap.systems.motion_pretrain.MotionPretrainSystem`)
 set ``opt_names`` and ``_optim`` and implement :meth:`networks`; one iteration calls :meth:`_step` once per
 network and :meth:`_step_schedulers` at the end.
 """

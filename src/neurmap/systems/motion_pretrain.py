@@ -39,7 +39,7 @@ from neurmap.losses.objectives import MotionPretrainWeights, from_mapping
 from neurmap.metrics.motion import motion_epe
 from neurmap.nets.init import xavier_init_
 from neurmap.nets.reblur import canonicalize_motion
-from neurmap.systems_base import ManualSystem
+from neurmap.systems.base import ManualSystem
 
 __all__ = ["MotionPretrainSystem"]
 

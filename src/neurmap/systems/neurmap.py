@@ -13,7 +13,7 @@ network changes only through its own optimizer. The paper's ablations (Table 3) 
 through ``variant``; every weight comes from ``conf/loss``.
 
 Beyond the paper: M can start from a motion-pretraining run (``motion_pretrained``, see
-:mod:`neurmap.motion_pretrain`), D can be kept on the content loss alone for the first
+:mod:`neurmap.systems.motion_pretrain`), D can be kept on the content loss alone for the first
 ``warmup_iterations`` while M and N train, and on the logging steps the share of each D term in D's
 gradient norm is logged (``train/deblur/grad_norm/<term>``, ``train/deblur/grad_share/<term>``).
 
@@ -47,7 +47,7 @@ from neurmap.metrics.motion import motion_epe
 from neurmap.nets.init import xavier_init_
 from neurmap.nets.motion import load_motion_pretrained
 from neurmap.nets.reblur import canonicalize_motion
-from neurmap.systems_base import ManualSystem, linear_decay
+from neurmap.systems.base import ManualSystem, linear_decay
 
 __all__ = ["NeurMAPSystem", "linear_decay"]
 
