@@ -219,3 +219,26 @@ def test_minutes_per_method_sizes_every_run_and_names_the_report(tmp_path):
     fine_tunes = [line for line in train_lines if "experiment=mini_neurmap" in line]
     assert fine_tunes and all(f"iterations={sized['neurmap']}" in line for line in fine_tunes), fine_tunes
     assert any(f"iterations={sized['motion_pretrain']}" in line for line in train_lines if "mini_motion" in line)
+
+
+def test_paired_difference_matches_only_shared_images():
+    a = [{"name": "x", "psnr": "30"}, {"name": "y", "psnr": "28"}, {"name": "z", "psnr": "27"}]
+    b = [{"name": "x", "psnr": "29"}, {"name": "y", "psnr": "27.5"}, {"name": "w", "psnr": "20"}]
+    mean, se, n = rm.paired_difference(a, b, "psnr")
+    # differences 1.0 and 0.5 (z and w are unmatched): mean 0.75, sd 0.3536, se = sd / sqrt(2) = 0.25
+    assert n == 2 and mean == pytest.approx(0.75) and se == pytest.approx(0.25)
+    assert rm.paired_difference(a, [{"name": "q", "psnr": "1"}], "psnr")[2] == 0
+
+
+@pytest.mark.parametrize(
+    ("mean", "se", "n", "lower", "ahead"),
+    [
+        (0.6, 0.16, 16, False, True),  # PSNR up by 3.75 s.e.
+        (0.01, 0.01, 16, False, False),  # within 2 s.e.
+        (-0.0012, 0.0005, 16, True, True),  # LPIPS down by 2.4 s.e.
+        (0.0012, 0.0005, 16, True, False),  # LPIPS up: the wrong way
+        (1.0, float("nan"), 1, False, False),  # one image: no standard error, no verdict
+    ],
+)
+def test_ahead_by_two_standard_errors(mean, se, n, lower, ahead):
+    assert rm.ahead_by_two_se(mean, se, n, lower) is ahead

@@ -28,6 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from neurmap.cli import SettingsError
 from neurmap.config import CONFIG_DIR, FINAL_METRICS, instantiate_datamodule
 from neurmap.nets.backbones import load_pretrained
 
@@ -36,8 +37,8 @@ log = logging.getLogger("neurmap.train")
 __all__ = ["ConfigError", "main", "train"]
 
 
-class ConfigError(ValueError):
-    """A configuration value the run cannot use; reported as one line."""
+#: A configuration value the run cannot use, reported as one line: the commands' one error type.
+ConfigError = SettingsError
 
 
 def _resolved(cfg: DictConfig) -> dict[str, Any]:

@@ -60,7 +60,7 @@ import statistics
 import sys
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -708,12 +708,15 @@ def _input_row(summary: dict[str, Any]) -> dict[str, Any]:
     return {k[len("input_") :]: v for k, v in summary.items() if k.startswith("input_")}
 
 
-def _per_image_diff(plan: Plan, a: str, b: str, key: str) -> tuple[float, float, int]:
-    """Mean and standard error of the per-image difference ``a - b`` of metric ``key``, and the image count."""
-    rows_a = {r["name"]: r for r in plan.per_image.get(a, [])}
+def paired_difference(
+    rows_a: Sequence[Mapping[str, str]], rows_b: Sequence[Mapping[str, str]], key: str
+) -> tuple[float, float, int]:
+    """Mean and standard error of the per-image difference ``a - b`` of metric ``key`` over the images (``name``)
+    both have a finite value for, and their count (a pure function of two per-image tables)."""
+    by_name = {r["name"]: r for r in rows_a}
     diffs = []
-    for r in plan.per_image.get(b, []):
-        other = rows_a.get(r["name"])
+    for r in rows_b:
+        other = by_name.get(r["name"])
         if other is None or not other.get(key) or not r.get(key):
             continue
         x, y = float(other[key]), float(r[key])
@@ -723,6 +726,16 @@ def _per_image_diff(plan: Plan, a: str, b: str, key: str) -> tuple[float, float,
         return math.nan, math.nan, 0
     sem = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
     return statistics.fmean(diffs), sem, len(diffs)
+
+
+def ahead_by_two_se(mean: float, se: float, n: int, lower_is_better: bool) -> bool:
+    """The target's test: the difference points the good way by more than twice its standard error."""
+    ahead = -mean if lower_is_better else mean
+    return n > 1 and not math.isnan(se) and ahead > 2 * se
+
+
+def _per_image_diff(plan: Plan, a: str, b: str, key: str) -> tuple[float, float, int]:
+    return paired_difference(plan.per_image.get(a, []), plan.per_image.get(b, []), key)
 
 
 def _loadavg() -> float:
@@ -934,8 +947,7 @@ def target_verdicts(plan: Plan) -> list[dict[str, Any]]:
     for ref in ("start", "baseline"):
         for key, lower_better in (("psnr", False), ("lpips", True)):
             mean, se, n = _per_image_diff(plan, "neurmap", ref, key)
-            ahead = -mean if lower_better else mean
-            met = n > 1 and not math.isnan(se) and ahead > 2 * se
+            met = ahead_by_two_se(mean, se, n, lower_better)
             out.append({"reference": ref, "metric": key, "mean": mean, "se": se, "n": n, "met": met})
     return out
 
