@@ -54,6 +54,7 @@ def _multirun(tmp_path, *args: str) -> list:
     return sorted(run_multirun(tmp_path, *overrides).glob("*/*/final_metrics.json"))
 
 
+@pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_processes(tmp_path):
     finals = _multirun(tmp_path, "cluster=joblib", "variant=baseline,net2")
     assert [p.parent.name for p in finals] == ["0_baseline-unet", "1_net2-unet"]

@@ -120,6 +120,7 @@ def _run_train(*args: str, tmp_path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # one `python -m neurmap.train` process per case
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -115,6 +115,7 @@ def test_ddp_two_cpu_processes_end_with_equal_weights(tmp_path):
     assert any(k.startswith("motion_net") for k in report["keys"])
 
 
+@pytest.mark.slow
 @pytest.mark.ddp
 def test_nan_on_one_ddp_rank_stops_every_rank(tmp_path):
     """A NaN on rank 1 only must stop rank 0 too (it would otherwise wait forever in the all-reduce)."""
