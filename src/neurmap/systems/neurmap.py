@@ -31,6 +31,7 @@ from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from neurmap.losses.objectives import (
+    BatchSplit,
     LossWeights,
     MotionFns,
     Variant,
@@ -139,8 +140,6 @@ class NeurMAPSystem(ManualSystem):
         self.log_grad_norms = bool(log_grad_norms)
         self.weights = weights
         self.variant = variant
-        self.use_motion = variant.motion
-        self.disc_mode = variant.discriminator
         self.iterations = int(iterations)
         self.relative_motion = bool(relative_motion)
         self.check_finite = bool(check_finite)
@@ -179,6 +178,16 @@ class NeurMAPSystem(ManualSystem):
         if self.disc_mode != "none":
             self.opt_names.append("disc")
         self._check_optim(optim)
+
+    @property
+    def use_motion(self) -> bool:
+        """The variant has M and R."""
+        return self.variant.motion
+
+    @property
+    def disc_mode(self) -> str:
+        """The variant's image discriminator: natural, sharp or none."""
+        return self.variant.discriminator
 
     def networks(self) -> dict[str, nn.Module]:
         return {"deblur": self.deblur_net, "motion": self.motion_net, "disc": self.discriminator}
@@ -248,7 +257,7 @@ class NeurMAPSystem(ManualSystem):
         self.log("train/deblur/total", shown, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
 
-    def _motion_step(self, split, deblurred: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _motion_step(self, split: BatchSplit, deblurred: torch.Tensor) -> dict[str, torch.Tensor]:
         """M's objective (eq. 10), feeding the E[|M(S)|] pool with this batch's sharp images."""
         parts, m_sharp = motion_objective(self.weights, split, deblurred, self._motion_fns())
         self._push_sharp_motion(m_sharp)
