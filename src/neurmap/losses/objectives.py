@@ -16,6 +16,7 @@ To change one loss term: its function in :mod:`neurmap.losses.terms`, its weight
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -102,7 +103,7 @@ def from_mapping(schema: type, values: Mapping[str, Any], where: str) -> Any:
     """``schema(**values)`` for a plain mapping or a DictConfig, with one-line errors naming the key."""
     if dataclasses.is_dataclass(values):
         values = dataclasses.asdict(values)
-    fields = {f.name: f.type for f in dataclasses.fields(schema)}
+    fields = typing.get_type_hints(schema)  # real types, not the postponed annotation strings
     given = dict(values)
     unknown = sorted(set(given) - set(fields))
     missing = sorted(set(fields) - set(given))
@@ -110,12 +111,10 @@ def from_mapping(schema: type, values: Mapping[str, Any], where: str) -> Any:
         raise ValueError(f"{where}: unknown keys {unknown}, missing keys {missing}; expected {sorted(fields)}")
     for key, kind in fields.items():
         value = given[key]
-        if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             given[key] = float(value)
-        elif kind == "bool" and isinstance(value, bool) or kind == "str" and isinstance(value, str):
-            pass
-        else:
-            raise ValueError(f"{where}.{key} must be a {kind}, got {value!r}")
+        elif not (kind in (bool, str) and isinstance(value, kind)):
+            raise ValueError(f"{where}.{key} must be a {kind.__name__}, got {value!r}")
     return schema(**given)
 
 
