@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -33,8 +34,10 @@ def _rows(path):
 
 
 def test_motion_error_is_zero_for_the_ground_truth_and_sign_invariant():
-    gt = torch.randn(2, 2, 8, 9) * 5
-    gt[:, 1] = gt[:, 1].abs()  # canonical, as read_mfmap returns it
+    gt = torch.randn(2, 2, 8, 9, generator=torch.Generator().manual_seed(0)) * 5
+    # canonical (horizontal >= 0, as read_mfmap returns it) and at least 2 px horizontally, so that gt + 1 is
+    # nearer to gt than to -gt at every pixel (the sign-invariant errors then pick the + branch)
+    gt[:, 1] = gt[:, 1].abs() + 2.0
     assert motion_mse(gt, gt).abs().max() < 1e-12 and motion_epe(gt, gt).abs().max() < 1e-12
     assert torch.allclose(motion_mse(-gt, gt), motion_mse(gt, gt)) and motion_epe(-gt, gt).abs().max() < 1e-12
     pred = gt + 1.0
@@ -61,6 +64,12 @@ def test_evaluate_kernel_synth_writes_tables_with_motion_error(ckpt, tmp_path, f
     table = (out / "summary.md").read_text()
     assert "| kernel_synth | plain | 3 | 0 |" in table and "motion_epe" in table
     assert _rows(out / "summary.csv")[0]["set"] == "kernel_synth"
+    # the run folder's record, read by neurmap.collect for evaluation sweeps: the same means, by split/set/metric
+    record = json.loads((tmp_path / "hydra" / "final_metrics.json").read_text())
+    assert record["output_dir"] == str(out) and record["ckpt"] == str(ckpt)
+    assert record["metrics"]["test/kernel_synth/psnr"] == summaries[0]["psnr"]
+    assert record["metrics"]["test/kernel_synth/motion_epe"] == summaries[0]["motion_epe"]
+    assert "test/kernel_synth/images" not in record["metrics"]  # counts are not metrics
 
 
 def test_realblur_sets_use_the_aligned_protocol(ckpt, tmp_path, fake_data_root, monkeypatch):

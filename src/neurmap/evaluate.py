@@ -17,7 +17,10 @@ input itself:
 
 Outputs go next to the checkpoint, ``<run>/eval/<data>-<split>/`` (``output_dir=...`` to change):
 ``<set>_per_image.csv``, ``summary.csv`` and ``summary.md`` (means per set), optionally the deblurred images.
-Unreadable images are reported and skipped; the rest completes.
+Unreadable images are reported and skipped; the rest completes. The Hydra run folder (one per job of a
+multirun, ``python -m neurmap.evaluate -m ckpt=a.ckpt,b.ckpt``) gets ``final_metrics.json``: the means as
+``<split>/<set>/<metric>``, the checkpoint and the output folder, so ``python -m neurmap.collect`` tabulates an
+evaluation sweep as it does a training sweep.
 """
 
 from __future__ import annotations
@@ -40,15 +43,16 @@ from omegaconf.errors import MissingMandatoryValue
 from tqdm import tqdm
 
 from neurmap.cli import UsageError, fail, resolve_device
-from neurmap.config import CONFIG_DIR
+from neurmap.config import CONFIG_DIR, FINAL_METRICS
 from neurmap.data.io import ImageReadError, write_image
 from neurmap.inference import CheckpointError, Networks, load_networks, tiled
 from neurmap.metrics import LPIPS, MetricUnavailable, align_realblur, load_niqe_params, niqe_score, psnr, ssim
 from neurmap.metrics.fidelity import psnr_masked, ssim_masked
 from neurmap.metrics.motion import motion_errors
+from neurmap.utils.files import write_json
 from neurmap.utils.tables import to_markdown, write_csv
 
-__all__ = ["evaluate", "main"]
+__all__ = ["evaluate", "final_metrics", "main"]
 
 _PROG = "neurmap.evaluate"
 Row = dict[str, Any]
@@ -217,8 +221,22 @@ def evaluate(cfg: DictConfig) -> list[Row]:
     table = f"{header}\n\n{to_markdown(summaries)}"
     (out / "summary.md").write_text(table)
     print(table)
+    if HydraConfig.initialized():
+        record = Path(HydraConfig.get().runtime.output_dir) / FINAL_METRICS
+        write_json(record, final_metrics(summaries, cfg.split, str(ckpt), out))
     print(f"{_PROG}: wrote {out} ({time.perf_counter() - start:.1f} s, {device})")
     return summaries
+
+
+def final_metrics(summaries: list[Row], split: str, ckpt: str, out: Path) -> dict[str, Any]:
+    """The run's machine-readable record (what ``neurmap.collect`` reads): ``<split>/<set>/<metric>`` means."""
+    metrics = {
+        f"{split}/{row['set']}/{key}": value
+        for row in summaries
+        for key, value in row.items()
+        if isinstance(value, float) and key not in ("set", "protocol")
+    }
+    return {"ckpt": ckpt, "output_dir": str(out), "metrics": metrics}
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="evaluate", version_base="1.3")

@@ -31,6 +31,7 @@ from omegaconf.errors import MissingMandatoryValue
 from neurmap.cli import SettingsError
 from neurmap.config import CONFIG_DIR, FINAL_METRICS, instantiate_datamodule
 from neurmap.nets.backbones import load_pretrained
+from neurmap.utils.files import write_json
 
 log = logging.getLogger("neurmap.train")
 
@@ -241,22 +242,9 @@ def _report(trainer: L.Trainer, output_dir: Path, metrics: dict[str, float]) -> 
     lines += [f"  {k} = {v:.4f}" for k, v in shown.items()]
     # one machine-readable file per run, read by `python -m neurmap.collect` to tabulate sweeps
     final = {"iterations": trainer.global_step // max(1, len(trainer.optimizers)), "metrics": shown}
-    _write_json(output_dir / FINAL_METRICS, final)
+    write_json(output_dir / FINAL_METRICS, final)
     lines.append(f"final metrics: {output_dir / FINAL_METRICS}")
     print("\n".join(lines), flush=True)
-
-
-def _write_json(path: Path, content: dict[str, Any]) -> None:
-    """Write ``content`` as JSON atomically (a temporary file renamed into place)."""
-    import json
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(content, handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -18,13 +18,14 @@ Files are read through ``np.fromfile`` + ``cv2.imdecode`` so that any path (non-
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+
+from neurmap.utils.files import atomic_write
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -89,18 +90,6 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray, bits: int = 8, quality: int = 95) -> None:
     """Write a float RGB image in [0, 1] ((3, H, W) tensor or (H, W, 3) array) atomically.
 
@@ -130,7 +119,7 @@ def write_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray, bits:
     ok, encoded = cv2.imencode(suffix, np.ascontiguousarray(pixels[..., ::-1]), params)
     if not ok:
         raise ValueError(f"{path}: OpenCV cannot encode a {bits}-bit image as {suffix}")
-    _atomic_write(path, encoded.tobytes())
+    atomic_write(path, encoded.tobytes())
 
 
 def read_mfmap(path: str | os.PathLike) -> torch.Tensor:
@@ -178,7 +167,7 @@ def write_mfmap(path: str | os.PathLike, motion: torch.Tensor | np.ndarray) -> N
     mfmap = np.ascontiguousarray(np.stack([motion[1], motion[0]], axis=2))
     buffer = io.BytesIO()
     savemat(buffer, {"mfmap": mfmap}, do_compression=True)
-    _atomic_write(Path(path), buffer.getvalue())
+    atomic_write(Path(path), buffer.getvalue())
 
 
 def require_dir(path: str | os.PathLike, expected: str) -> Path:
