@@ -1,12 +1,14 @@
-"""neurmap.reproduce_mini: the mini reproduction pipeline end to end on a tiny setting, its data and its errors.
+"""neurmap.reproduce_mini: the mini reproduction end to end on a tiny setting (its stages are subprocess Hydra
+runs and multiruns, then the collector and the report's template), its data, its verdicts and its errors.
 
 The pipeline test uses the from-scratch fallback (no released weights), the small U-Net and 2 iterations
-per run, so it takes well under a minute on 2 CPU cores. scikit-image provides the photographs; without it
+per run, so it takes about a minute on 2 CPU cores. scikit-image provides the photographs; without it
 the tests that need them skip.
 """
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 import sys
@@ -14,7 +16,10 @@ import sys
 import numpy as np
 import pytest
 
-from neurmap.experiments import reproduce_mini as rm
+from neurmap import reproduce_mini as entry
+from neurmap.experiments.mini import data, options, verdicts
+from neurmap.experiments.mini import report as mini_report
+from neurmap.experiments.mini.common import ReproError
 
 # Tiny networks and crops for every training run (shown in the report's commands like any --set).
 TINY_SET = [
@@ -43,6 +48,7 @@ TINY_DATA = [
 def _tiny_args(tmp_path, *extra: str) -> list[str]:
     args = ["--work", str(tmp_path / "work"), "--out", str(tmp_path / "reports"), "--backbone", "unet"]
     args += ["--weights", str(tmp_path / "absent"), "--iterations", "2", "--scratch-iterations", "2", *TINY_DATA]
+    args += ["--jobs", "2"]
     args += ["--motion-iterations", "2", "--motion-set", "model.motion_net.width=8", "--motion-set", "logger=none"]
     for item in TINY_SET:
         args += ["--set", item]
@@ -51,10 +57,15 @@ def _tiny_args(tmp_path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    """One tiny run of the whole pipeline, sized by --minutes-per-method (the GPU recipe's mechanism) and
+    written under another --report-name."""
     pytest.importorskip("skimage")
     tmp_path = tmp_path_factory.mktemp("mini")
-    assert rm.main(_tiny_args(tmp_path)) == 0
-    return tmp_path, (tmp_path / "reports" / "mini_reproduction.md").read_text()
+    args = _tiny_args(tmp_path, "--minutes-per-method", "0.01", "--report-name", "tiny_reproduction")
+    assert entry.main(args) == 0
+    assert not (tmp_path / "reports" / "mini_reproduction.md").exists()
+    assert (tmp_path / "reports" / "tiny_reproduction.png").is_file()
+    return tmp_path, (tmp_path / "reports" / "tiny_reproduction.md").read_text()
 
 
 def _table(text: str) -> dict[str, list[str]]:
@@ -92,35 +103,66 @@ def test_report_has_every_row_with_numeric_metrics(report):
 
 
 @pytest.mark.slow  # the module fixture runs the whole pipeline
-def test_report_states_the_fallback_commands_times_and_paper_comparison(report):
+def test_report_states_the_stages_as_commands_sweeps_and_times(report):
     tmp_path, text = report
+    work = tmp_path / "work"
     assert "The released weights were not found" in text
-    assert "python -m neurmap.train experiment=mini_scratch" in text
-    assert text.count("python -m neurmap.train experiment=mini_neurmap") == 5  # supervised, neurmap, net1-3
-    assert text.count("python -m neurmap.train experiment=mini_motion") == 1
-    motion_ckpt = "model.motion_pretrained=" + str(tmp_path / "work" / "runs" / "motion_pretrain" / "checkpoints")
-    commands = [
-        line for line in text.splitlines() if line.startswith("python -m neurmap.train experiment=mini_neurmap")
+    commands = text.split("The same stages by hand", 1)[1].split("```bash", 1)[1].split("```", 1)[0].split("\n")
+    commands = [c for c in commands if c]
+    assert commands[0].startswith("python -m neurmap.reproduce_mini --work ") and "--data-only" in commands[0]
+    assert commands[1].startswith("OMP_NUM_THREADS=1 python -m neurmap.train experiment=mini_scratch")
+    assert commands[2].startswith("# time neurmap: 5 timed iterations after 3 untimed ones, in process: ")
+    assert commands[3].startswith("# time motion_pretrain: 5 timed iterations")  # in-process steps are comments
+    assert commands[4].startswith("OMP_NUM_THREADS=1 python -m neurmap.train experiment=mini_motion")
+    # the fine-tunes: two joblib multiruns, the variants with M starting M from the motion pretraining
+    sweeps = [c for c in commands if "neurmap.train -m cluster=joblib hydra.launcher.n_jobs=2" in c]
+    motion_ckpt = "model.motion_pretrained=" + str(work / "runs" / "motion_pretrain" / "checkpoints" / "last.ckpt")
+    assert len(sweeps) == 2 and "variant=neurmap,net3,net2 " in sweeps[0] and motion_ckpt in sweeps[0], sweeps
+    assert "variant=net1,baseline " in sweeps[1] and "motion_pretrained" not in sweeps[1], sweeps
+    assert all("experiment=mini_neurmap" in c and "seed=0" in c for c in sweeps)
+    evaluation = next(c for c in commands if "neurmap.evaluate -m hydra/launcher=joblib" in c)
+    ckpts = re.search(r"ckpt=(\S+)", evaluation).group(1).split(",")
+    assert len(ckpts) == 6 and "data=kernel_synth" in evaluation  # the start and the five fine-tunes
+    assert commands[-1] == f"python -m neurmap.collect {work / 'sweeps' / 'evaluate'}"
+    assert "+0.93 dB" in text and "0.236 → 0.124" in text and "total wall time" in text
+    stages = re.findall(r"^\| ([a-zA-Z_ -]+?) \| ([0-9.]+ s|\d+ min [0-9.]+ s) \|", text, re.M)
+    assert [name for name, _ in stages] == [
+        "build data",
+        "train scratch start",
+        "time neurmap",
+        "time motion_pretrain",
+        "pretrain M",
+        "fine-tunes with motion",
+        "fine-tunes without motion",
+        "evaluate",
+        "collect",
     ]
-    with_m = {line.split("variant=")[1].split()[0] for line in commands if motion_ckpt in line}
-    assert with_m == {"neurmap", "net2", "net3"}, commands  # the variants with M start from the pretrained one
-    assert re.search(r"^\| pretrain M \| ", text, re.M)
-    assert "python -m neurmap.evaluate ckpt=" in text and "data=kernel_synth" in text
-    assert "+0.93 dB" in text and "0.236 → 0.124" in text
-    times = re.findall(r"^\| (?:train|evaluate|build) .*? \| ([0-9.]+ s|\d+ min [0-9.]+ s) \|", text, re.M)
-    assert len(times) == 1 + 6 + 6  # data, 6 trainings (scratch + 5 fine-tunes), 6 evaluations (start + 5)
-    assert "seed=0" in text and "total wall time" in text
-    for name in ("scratch_baseline", "baseline", "neurmap", "net1", "net2", "net3"):
-        assert (tmp_path / "work" / "runs" / name / "checkpoints" / "last.ckpt").is_file(), name
+    for variant, sweep in [("neurmap", "with_motion"), ("net2", "with_motion"), ("baseline", "without_motion")]:
+        (run,) = (work / "sweeps" / sweep).glob(f"*_{variant}-unet")
+        assert (run / "checkpoints" / "last.ckpt").is_file(), variant
+
+
+@pytest.mark.slow  # the module fixture runs the whole pipeline
+def test_report_numbers_are_the_collectors_table(report):
+    """The results table is read from neurmap.collect's sweep_summary.csv of the evaluation sweep."""
+    tmp_path, text = report
+    with open(tmp_path / "work" / "sweeps" / "evaluate" / "sweep_summary.csv") as handle:
+        rows = {r["ckpt"]: r for r in csv.DictReader(handle)}
+    assert len(rows) == 6 and all(r["status"] == "done" for r in rows.values())
+    (neurmap_ckpt,) = [c for c in rows if "_neurmap-unet" in c]
+    table = _table(text)
+    label = next(k for k in table if k.startswith("NeurMAP"))
+    assert table[label][0] == f"{float(rows[neurmap_ckpt]['test/kernel_synth/psnr']):.2f}"
+    assert table[label][2] == f"{float(rows[neurmap_ckpt]['test/kernel_synth/lpips']):.4f}"
 
 
 def test_data_is_deterministic_cached_and_split_by_photograph(tmp_path):
     pytest.importorskip("skimage")
-    opts = rm.parse_args(_tiny_args(tmp_path))
-    first = rm.build_data(opts, tmp_path / "a")
-    again = rm.build_data(opts, tmp_path / "a")
+    opts = options.parse_args(_tiny_args(tmp_path))
+    first = data.build_data(opts, tmp_path / "a")
+    again = data.build_data(opts, tmp_path / "a")
     assert again == first and first["counts"] == {"paired": 4, "unpaired": 4, "val": 2, "test": 1}
-    rm.build_data(opts, tmp_path / "b")
+    data.build_data(opts, tmp_path / "b")
     for rel in ("paired/train/coins_1_blurryimg.png", "kernel_synth/test/camera_0_000_blurryimg.png"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     names = {p.name.split("_")[0] for p in (tmp_path / "a" / "kernel_synth" / "test").iterdir()}
@@ -136,8 +178,8 @@ def test_data_is_deterministic_cached_and_split_by_photograph(tmp_path):
         motion = read_mfmap(path)
         assert (motion == motion[:, :1, :1]).all() and motion[1, 0, 0] >= 0
         assert 3.0 <= float(motion[:, 0, 0].norm()) <= 19.0
-    changed = rm.parse_args([*_tiny_args(tmp_path), "--seed", "1"])
-    rm.build_data(changed, tmp_path / "a")  # other settings: rebuilt in place
+    changed = options.parse_args([*_tiny_args(tmp_path), "--seed", "1"])
+    data.build_data(changed, tmp_path / "a")  # other settings: rebuilt in place
     assert (tmp_path / "a" / "paired/train/coins_1_blurryimg.png").read_bytes() != (
         tmp_path / "b" / "paired/train/coins_1_blurryimg.png"
     ).read_bytes()
@@ -146,17 +188,17 @@ def test_data_is_deterministic_cached_and_split_by_photograph(tmp_path):
 def test_photos_are_rgb_in_unit_range():
     pytest.importorskip("skimage")
     for name in ("camera", "motorcycle_right"):
-        photo = rm.load_photo(name)
+        photo = data.load_photo(name)
         assert photo.ndim == 3 and photo.shape[2] == 3 and photo.dtype == np.float32
         assert photo.min() >= 0.0 and photo.max() <= 1.0
-    with pytest.raises(rm.ReproError, match="no image 'nope'"):
-        rm.load_photo("nope")
+    with pytest.raises(ReproError, match="no image 'nope'"):
+        data.load_photo("nope")
 
 
 def test_test_crops_are_a_deterministic_grid():
-    boxes = rm._crop_boxes((400, 600), 288, 4, None)
+    boxes = data._crop_boxes((400, 600), 288, 4, None)
     assert boxes == [(0, 0, 288, 288), (0, 312, 288, 288), (112, 0, 288, 288), (112, 312, 288, 288)]
-    assert rm._crop_boxes((100, 80), 288, 1, None) == [(0, 0, 100, 80)]
+    assert data._crop_boxes((100, 80), 288, 1, None) == [(0, 0, 100, 80)]
 
 
 @pytest.mark.parametrize(
@@ -173,7 +215,7 @@ def test_test_crops_are_a_deterministic_grid():
 def test_bad_options_end_with_one_line(tmp_path, capsys, args, message):
     if "--synth" in args:
         pytest.importorskip("skimage")
-    assert rm.main(["--work", str(tmp_path / "w"), "--data-only", *args]) == 2
+    assert entry.main(["--work", str(tmp_path / "w"), "--data-only", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("neurmap.reproduce_mini: error:") and message in err[0], err
 
@@ -181,53 +223,46 @@ def test_bad_options_end_with_one_line(tmp_path, capsys, args, message):
 def test_missing_scikit_image_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "skimage", None)
     monkeypatch.setitem(sys.modules, "skimage.data", None)
-    assert rm.main(["--work", str(tmp_path / "w"), "--data-only"]) == 2
+    assert entry.main(["--work", str(tmp_path / "w"), "--data-only"]) == 2
     err = capsys.readouterr().err.strip()
     assert "scikit-image is not installed" in err and "pip install" in err
 
 
 def test_bad_training_override_stops_before_any_training(tmp_path, capsys):
     pytest.importorskip("skimage")
-    assert rm.main(_tiny_args(tmp_path, "--set", "nope.key=1")) == 2
+    assert entry.main(_tiny_args(tmp_path, "--set", "nope.key=1")) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("neurmap.reproduce_mini: error: neurmap.train overrides of scratch_baseline")
+    assert err[-1].startswith("neurmap.reproduce_mini: error: neurmap.train overrides of train scratch start")
     assert "nope.key" in err[-1] and not (tmp_path / "work" / "runs").exists()
 
 
 def test_iterations_in_a_time_budget():
-    assert rm.iterations_in(2.0, 0.5) == 240
-    assert rm.iterations_in(1.0, 7.0) == 8  # whole iterations only: 60 // 7
-    assert rm.iterations_in(0.001, 10.0) == 1  # never zero
-    with pytest.raises(rm.ReproError, match="cannot size the runs"):
-        rm.iterations_in(1.0, 0.0)
+    assert verdicts.iterations_in(2.0, 0.5) == 240
+    assert verdicts.iterations_in(1.0, 7.0) == 8  # whole iterations only: 60 // 7
+    assert verdicts.iterations_in(0.001, 10.0) == 1  # never zero
+    with pytest.raises(ReproError, match="cannot size the runs"):
+        verdicts.iterations_in(1.0, 0.0)
 
 
-@pytest.mark.slow
-def test_minutes_per_method_sizes_every_run_and_names_the_report(tmp_path):
-    """The GPU recipe's mechanism (make reproduce-gpu), on CPU with tiny settings: iterations come from timing,
-    the fine-tunes get the NeurMAP count, and the report and figure carry --report-name."""
-    pytest.importorskip("skimage")
-    args = _tiny_args(tmp_path, "--variants", "neurmap", "--minutes-per-method", "0.01")
-    args += ["--report-name", "gpu_reproduction"]
-    assert rm.main(args) == 0
-    text = (tmp_path / "reports" / "gpu_reproduction.md").read_text()
-    assert (tmp_path / "reports" / "gpu_reproduction.png").is_file()
-    assert not (tmp_path / "reports" / "mini_reproduction.md").exists()
+@pytest.mark.slow  # the module fixture runs the whole pipeline
+def test_minutes_per_method_sizes_every_run(report):
+    """Iterations come from timing; every fine-tune gets the NeurMAP count, so D iterations stay equal."""
+    _, text = report
     sized = dict(re.findall(r"time (neurmap|motion_pretrain)\b.*?-> (\d+) iterations in 0.01 min", text))
     assert set(sized) == {"neurmap", "motion_pretrain"}, text
     train_lines = [line for line in text.splitlines() if "python -m neurmap.train" in line]
     fine_tunes = [line for line in train_lines if "experiment=mini_neurmap" in line]
-    assert fine_tunes and all(f"iterations={sized['neurmap']}" in line for line in fine_tunes), fine_tunes
-    assert any(f"iterations={sized['motion_pretrain']}" in line for line in train_lines if "mini_motion" in line)
+    assert len(fine_tunes) == 2 and all(f"iterations={sized['neurmap']} " in line for line in fine_tunes), fine_tunes
+    assert any(f"iterations={sized['motion_pretrain']} " in line for line in train_lines if "mini_motion" in line)
 
 
 def test_paired_difference_matches_only_shared_images():
     a = [{"name": "x", "psnr": "30"}, {"name": "y", "psnr": "28"}, {"name": "z", "psnr": "27"}]
     b = [{"name": "x", "psnr": "29"}, {"name": "y", "psnr": "27.5"}, {"name": "w", "psnr": "20"}]
-    mean, se, n = rm.paired_difference(a, b, "psnr")
+    mean, se, n = verdicts.paired_difference(a, b, "psnr")
     # differences 1.0 and 0.5 (z and w are unmatched): mean 0.75, sd 0.3536, se = sd / sqrt(2) = 0.25
     assert n == 2 and mean == pytest.approx(0.75) and se == pytest.approx(0.25)
-    assert rm.paired_difference(a, [{"name": "q", "psnr": "1"}], "psnr")[2] == 0
+    assert verdicts.paired_difference(a, [{"name": "q", "psnr": "1"}], "psnr")[2] == 0
 
 
 @pytest.mark.parametrize(
@@ -241,4 +276,56 @@ def test_paired_difference_matches_only_shared_images():
     ],
 )
 def test_ahead_by_two_standard_errors(mean, se, n, lower, ahead):
-    assert rm.ahead_by_two_se(mean, se, n, lower) is ahead
+    assert verdicts.ahead_by_two_se(mean, se, n, lower) is ahead
+
+
+def _rows(**psnr: float) -> list[dict[str, str]]:
+    return [{"name": name, "psnr": str(value), "lpips": str(1 - value / 100)} for name, value in psnr.items()]
+
+
+def test_target_verdicts_compare_neurmap_with_both_references_per_image():
+    per_image = {
+        "neurmap": _rows(a=30.0, b=31.0, c=29.0),
+        "start": _rows(a=28.0, b=29.2, c=26.8),  # NeurMAP +2.0, +1.8, +2.2 dB: far beyond 2 s.e.
+        "baseline": _rows(a=30.1, b=30.8, c=29.1),  # -0.1, +0.2, -0.1: within noise
+    }
+    found = {(v["reference"], v["metric"]): v for v in verdicts.target_verdicts(per_image)}
+    assert set(found) == {("start", "psnr"), ("start", "lpips"), ("baseline", "psnr"), ("baseline", "lpips")}
+    assert found["start", "psnr"]["met"] and found["start", "psnr"]["mean"] == pytest.approx(2.0)
+    assert found["start", "lpips"]["met"]  # lower LPIPS (it is 1 - PSNR/100 here) is ahead
+    assert not found["baseline", "psnr"]["met"] and found["baseline", "psnr"]["n"] == 3
+    assert not verdicts.target_verdicts({"neurmap": per_image["neurmap"]})[0]["met"]  # no reference rows
+
+
+@pytest.mark.parametrize(
+    ("epe", "zero", "reading"),
+    [(5.0, 10.0, "learned"), (9.0, 10.0, "partial"), (9.8, 10.0, "none"), (float("nan"), 10.0, None)],
+)
+def test_motion_learning_against_the_zero_map(epe, zero, reading):
+    assert verdicts.motion_learning(epe, zero) == reading
+
+
+@pytest.mark.parametrize(
+    ("net1", "gaps", "reading"),
+    [
+        (0.05, [-0.5, -0.3], "loss_with_m"),
+        (-0.1, [0.4, 0.3], "gain_with_m"),
+        (0.05, [0.4, -0.3], None),  # mixed
+        (0.5, [-0.5, -0.3], None),  # the discriminator alone moves it too
+        (float("nan"), [-0.5], None),  # no Net1 run
+    ],
+)
+def test_ablation_reading(net1, gaps, reading):
+    assert verdicts.ablation_reading(net1, gaps) == reading
+
+
+def test_share_of_the_papers_gain():
+    assert verdicts.share_of_paper(0.465, 0.93) == pytest.approx(50.0)
+    assert verdicts.share_of_paper(-0.093, 0.93) == pytest.approx(-10.0)
+    assert math.isnan(verdicts.share_of_paper(float("nan"), 0.93))
+
+
+def test_template_refuses_a_missing_value():
+    jinja2 = pytest.importorskip("jinja2")
+    with pytest.raises(jinja2.UndefinedError):
+        mini_report.render({"prog": "neurmap.reproduce_mini"})

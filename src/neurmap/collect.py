@@ -5,6 +5,9 @@ overrides in ``.hydra/overrides.yaml`` and, once finished, its final metrics in 
 (written by ``neurmap.train``). The table has one row per job: the job, its status (``done`` or
 ``unfinished``), the overrides that differ between jobs, then the final metrics (``test/`` by default, or
 ``--prefix val/``). It is printed as Markdown and written to ``<sweep>/sweep_summary.{md,csv}``.
+
+Evaluation sweeps (``python -m neurmap.evaluate -m ckpt=a.ckpt,b.ckpt ...``, job folders ``<num>/``) are
+collected the same way: their ``final_metrics.json`` holds ``test/<set>/<metric>`` means.
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ def collect(sweep: Path, prefix: str = "test/") -> list[dict[str, Any]]:
         row["status"] = "done" if content else "unfinished"
         row |= {k: overrides[job].get(k, "") for k in varying}
         if content:
-            row["iterations"] = content.get("iterations", "")
+            if "iterations" in content:  # a training's record (an evaluation's has none)
+                row["iterations"] = content["iterations"]
             row |= {k: v for k, v in sorted(content["metrics"].items()) if k.startswith(prefix)}
         rows.append(row)
     return rows

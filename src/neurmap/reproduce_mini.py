@@ -1,9 +1,30 @@
-"""Entry point of the mini reproduction: ``python -m neurmap.reproduce_mini`` (the experiment lives in
-:mod:`neurmap.experiments.reproduce_mini`)."""
+"""The mini reproduction, NeurMAP against supervised fine-tuning at CPU scale: ``python -m neurmap.reproduce_mini``
+(``make reproduce-mini``; ``--help`` lists the options). The experiment lives in :mod:`neurmap.experiments.mini`."""
+
+from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
-from neurmap.experiments.reproduce_mini import main
+from neurmap.experiments.mini.common import PROG, ReproError
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line; errors end with one line and exit status 2."""
+    from hydra.errors import HydraException
+
+    from neurmap.experiments.mini.options import parse_args
+    from neurmap.experiments.mini.pipeline import run
+
+    try:
+        run(parse_args(argv))
+    except (ReproError, FileNotFoundError, HydraException, ValueError) as err:
+        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
