@@ -110,10 +110,10 @@ def test_report_states_the_stages_as_commands_sweeps_and_times(report):
     commands = text.split("The same stages by hand", 1)[1].split("```bash", 1)[1].split("```", 1)[0].split("\n")
     commands = [c for c in commands if c]
     assert commands[0].startswith("python -m neurmap.reproduce_mini --work ") and "--data-only" in commands[0]
-    assert commands[1].startswith("OMP_NUM_THREADS=1 python -m neurmap.train experiment=mini_scratch")
+    assert commands[1].startswith("python -m neurmap.train experiment=mini_scratch")  # alone: every core
     assert commands[2].startswith("# time neurmap: 5 timed iterations after 3 untimed ones, in process: ")
     assert commands[3].startswith("# time motion_pretrain: 5 timed iterations")  # in-process steps are comments
-    assert commands[4].startswith("OMP_NUM_THREADS=1 python -m neurmap.train experiment=mini_motion")
+    assert commands[4].startswith("python -m neurmap.train experiment=mini_motion")
     # the fine-tunes: two joblib multiruns, the variants with M starting M from the motion pretraining
     sweeps = [c for c in commands if "neurmap.train -m cluster=joblib hydra.launcher.n_jobs=2" in c]
     motion_ckpt = "model.motion_pretrained=" + str(work / "runs" / "motion_pretrain" / "checkpoints" / "last.ckpt")

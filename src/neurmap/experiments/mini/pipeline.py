@@ -147,13 +147,14 @@ def _joblib(opts: argparse.Namespace, group: str) -> list[str]:
 
 
 def _thread_env(opts: argparse.Namespace) -> dict[str, str]:
+    """Torch threads of each job of a multirun (``--threads``)."""
     return {"OMP_NUM_THREADS": str(opts.threads)}
 
 
 def training_stage(plan: Plan, name: str, experiment: str, run_name: str) -> Stage:
-    """One training run of ``experiment`` into ``<work>/runs/<run_name>``."""
+    """One training run of ``experiment`` into ``<work>/runs/<run_name>``, alone on the machine (every core)."""
     argv = ["-m", "neurmap.train", *train_overrides(plan, experiment), f"hydra.run.dir={plan.path('runs', run_name)}"]
-    return Stage(name, argv, _thread_env(plan.opts), plan.work / "runs" / run_name)
+    return Stage(name, argv, out=plan.work / "runs" / run_name)
 
 
 def sweep_stage(plan: Plan, name: str, variants: Sequence[str], motion: bool) -> Stage:
