@@ -7,11 +7,11 @@ import torch
 from hydra.utils import instantiate
 
 from neurmap.config import backbone_node
-from neurmap.export import Exportable, check_export, export
 from neurmap.export import main as export_main
+from neurmap.exporting import Exportable, check_export, export
 from neurmap.inference import load_networks
 from neurmap.nets.backbones import DeblurNet
-from neurmap.train import train
+from neurmap.training import train
 from tests.conftest import SHARED, compose, tiny_overrides
 
 onnxruntime = pytest.importorskip("onnxruntime")

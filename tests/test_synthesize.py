@@ -16,7 +16,8 @@ import torch
 from neurmap.data.flows import camera_flow, canonicalize_flow
 from neurmap.data.io import read_image, read_mfmap, write_image
 from neurmap.data.line_blur import line_blur
-from neurmap.synthesize import ConfigError, load_config, main, synthesize
+from neurmap.data.synthesis import ConfigError, load_config, synthesize
+from neurmap.synthesize import main
 from tests.conftest import REPO
 
 #: Flow ranges that suit 24 x 32 test images (Gong's defaults would crop them away).

@@ -59,7 +59,7 @@ def time_loader(root: Path, workers: int, batches: int, batch_size: int, crop: i
 
 def time_generator(src: Path, dst: Path, workers: int, overrides: list[str]) -> tuple[float, int]:
     """Images per second of ``neurmap.synthesize`` (kernel mode) from ``src`` into a fresh ``dst``."""
-    from neurmap.synthesize import load_config, synthesize
+    from neurmap.data.synthesis import load_config, synthesize
 
     cfg = load_config([f"workers={workers}", *overrides])
     start = time.perf_counter()

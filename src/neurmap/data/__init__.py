@@ -1,1 +1,2 @@
-"""Data: procedural images and motion flows, datasets, training augmentations and the DataModule."""
+"""Data: procedural images and motion flows, datasets, training augmentations, the DataModule and the blur
+generator (:mod:`neurmap.data.synthesis`)."""

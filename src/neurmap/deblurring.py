@@ -1,0 +1,141 @@
+"""Deblurring of photos and folders: :func:`deblur` runs what ``python -m neurmap.deblur`` does.
+
+:func:`plan` pairs every source image with its output path (a folder's tree is mirrored under OUTPUT;
+outputs that exist are skipped unless ``overwrite=true``). :func:`deblur_image` runs D, and, with
+``motion=true``, M, tile by tile (:func:`neurmap.inference.tiled`, tile origins aligned to D's padding
+multiple) under autocast in ``precision`` on a GPU (fp32 on a CPU). The motion map is M's canonicalized
+output in px (``alpha`` x M), relative (M(B) - M(S_hat)) where the checkpoint was trained so; it is saved in
+flow colours (``<name>_motion.png``) and, with ``compare=true``, next to the blurry and deblurred images
+(``<name>_compare.jpg``). Settings: ``conf/deblur/default.yaml``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from neurmap.cli import UsageError, backbone_config, resolve_device
+from neurmap.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
+from neurmap.inference import Networks, load_networks, n_tiles, tiled
+from neurmap.nets.reblur import canonicalize_motion
+from neurmap.utils.flow_vis import flow_to_color, make_grid
+
+__all__ = ["PROG", "deblur", "deblur_image", "plan"]
+
+#: The command's name, the prefix of its messages.
+PROG = "neurmap.deblur"
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise UsageError(f"precision must be one of {sorted(dtypes)}, got {precision!r}")
+    if dtypes[precision] is None or device.type == "cpu":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtypes[precision])
+
+
+def plan(input_path: Path, output_path: Path, suffix: str, recursive: bool) -> list[tuple[Path, Path]]:
+    """(source, destination) pairs; destinations mirror the input tree under OUTPUT.
+
+    Raises:
+        UsageError: OUTPUT inside an INPUT folder, or a bad output name for a single image.
+        FileNotFoundError: INPUT missing, or a folder without images.
+    """
+    input_path, output_path = input_path.expanduser().resolve(), output_path.expanduser().resolve()
+    if not input_path.exists():
+        raise FileNotFoundError(f"INPUT {input_path} does not exist")
+    if input_path.is_file():
+        if output_path.suffix.lower() in IMAGE_EXTENSIONS:
+            return [(input_path, output_path)]
+        return [(input_path, output_path / f"{input_path.stem}{suffix}")]
+    if output_path == input_path or input_path in output_path.parents:
+        raise UsageError(f"OUTPUT {output_path} is inside INPUT {input_path}; choose a folder outside it")
+    files = list_images(input_path, "images to deblur", recursive=recursive)
+    return [(f, output_path / f.relative_to(input_path).with_suffix(suffix)) for f in files]
+
+
+@torch.no_grad()
+def deblur_image(
+    nets: Networks, image: torch.Tensor, cfg: DictConfig, device: torch.device, show_tiles: bool = False
+) -> dict[str, torch.Tensor]:
+    """Deblur one (3, H, W) image in [0, 1]; returns ``deblurred`` and, if asked, ``motion`` (px, (2, H, W)).
+
+    ``show_tiles`` draws a progress bar over D's tiles (useful for one large photo on a CPU).
+    """
+    batch = image[None].to(device)
+    align = nets.pad_multiple
+    steps = n_tiles(*image.shape[-2:], cfg.tile, cfg.overlap, align)
+    with (
+        tqdm(total=steps, unit="tile", desc="tiles", leave=False, disable=not show_tiles or steps < 2) as bar,
+        _autocast(device, cfg.precision),
+    ):
+        deblurred = tiled(nets.deblur, batch, cfg.tile, cfg.overlap, align, progress=lambda _: bar.update(1))
+        out = {"deblurred": deblurred.clamp(0, 1)}
+        if cfg.motion and nets.motion is not None:
+
+            def motion(x: torch.Tensor) -> torch.Tensor:
+                return canonicalize_motion(nets.motion(x).float())
+
+            m_blur = tiled(motion, batch, cfg.tile, cfg.overlap, align, out_channels=2)
+            if nets.relative_motion:
+                m_blur = m_blur - tiled(motion, out["deblurred"], cfg.tile, cfg.overlap, align, out_channels=2)
+            out["motion"] = m_blur * nets.alpha
+    return {k: v[0].float().cpu() for k, v in out.items()}
+
+
+def _save(result: dict[str, torch.Tensor], blurry: torch.Tensor, dst: Path, cfg: DictConfig) -> None:
+    write_image(dst, result["deblurred"], bits=cfg.bits, quality=cfg.jpeg_quality)
+    colours = None
+    if "motion" in result:
+        colours = flow_to_color(result["motion"][None])[0]
+        write_image(dst.with_name(f"{dst.stem}_motion.png"), colours)
+    if cfg.compare:
+        panels = [blurry, result["deblurred"]] + ([colours] if colours is not None else [])
+        write_image(dst.with_name(f"{dst.stem}_compare.jpg"), make_grid(panels, nrow=len(panels), padding=8))
+
+
+def deblur(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> dict[str, object]:
+    """Deblur INPUT into OUTPUT with settings ``cfg`` (conf/deblur/default.yaml); returns a summary dict."""
+    start = time.perf_counter()
+    device = resolve_device(str(cfg.device))
+    backbone = backbone_config(cfg.backbone)
+    if cfg.tile is not None and not 0 <= cfg.overlap < cfg.tile:
+        raise UsageError(f"overlap={cfg.overlap} must be >= 0 and smaller than tile={cfg.tile}")
+    if cfg.bits not in (8, 16):
+        raise UsageError(f"bits must be 8 or 16, got {cfg.bits}")
+    jobs = plan(Path(input_path), Path(output_path), str(cfg.suffix), bool(cfg.recursive))
+    nets = load_networks(cfg.ckpt, backbone, motion=bool(cfg.motion))
+    if cfg.motion and nets.motion is None:
+        print(f"{PROG}: warning: {cfg.ckpt} has no motion network; motion=true is ignored", file=sys.stderr)
+    nets.deblur.to(device)
+    if nets.motion is not None:
+        nets.motion.to(device)
+    todo = [(s, d) for s, d in jobs if cfg.overwrite or not d.exists()]
+    failed: list[str] = []
+    with tqdm(total=len(todo), unit="img", desc="deblur", disable=len(todo) < 2, file=sys.stderr) as bar:
+        for src, dst in todo:
+            try:
+                image = read_image(src)
+            except ImageReadError as err:
+                failed.append(str(err))
+                tqdm.write(f"{PROG}: skipped {err}", file=sys.stderr)
+                bar.update(1)
+                continue
+            result = deblur_image(nets, image, cfg, device, show_tiles=True)
+            _save(result, image, dst, cfg)
+            bar.update(1)
+    return {
+        "written": len(todo) - len(failed),
+        "existing": len(jobs) - len(todo),
+        "failed": failed,
+        "seconds": time.perf_counter() - start,
+        "device": str(device),
+        "backbone": nets.backbone,
+    }

@@ -1,0 +1,234 @@
+"""Evaluation with the paper's metrics: :func:`evaluate` runs what ``python -m neurmap.evaluate`` does.
+
+The settings are ``conf/evaluate.yaml`` composed by Hydra (:mod:`neurmap.evaluate`). D (and M) come from
+:func:`neurmap.inference.load_networks`; every image of the chosen ``test`` (or ``val``) sets runs whole, one
+at a time (``tile=N`` runs very large ones in tiles, :func:`neurmap.inference.tiled`). Per image (columns of
+``<set>_per_image.csv``), for the deblurred output and, as ``input_*``, for the blurry input itself:
+
+* ``psnr`` and ``ssim_<convention>`` (:mod:`neurmap.metrics.fidelity`; ``metrics.ssim`` picks the
+  convention). On sets whose protocol is ``realblur`` (``protocol=auto``: sets named ``realblur*``), both are
+  taken RealBlur's way: intensity matching, ECC homography alignment to the ground truth and a validity mask
+  (an ECC failure compares unaligned, with one warning);
+* ``lpips`` (AlexNet, v0.1, real weights) and ``niqe`` (no reference; MATLAB pristine parameters). When their
+  files are missing, one line says how to get them and the other metrics still run;
+* on sets with ground-truth motion (kernel-synthesized ``mfmap``) and checkpoints with M:
+  ``motion_mse_authors`` (the authors' x20 protocol), ``motion_mse_full`` (x alpha, consistent with Gong's
+  full-length flows) and ``motion_epe`` (px); see :mod:`neurmap.metrics.motion`.
+
+:func:`output_dir` places the outputs; ``summary.csv`` / ``summary.md`` hold the means per set (NaNs left
+out), and the Hydra run folder gets :func:`final_metrics` as ``final_metrics.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+from tqdm import tqdm
+
+from neurmap.cli import UsageError, resolve_device
+from neurmap.config import FINAL_METRICS
+from neurmap.data.io import ImageReadError, write_image
+from neurmap.inference import Networks, load_networks, tiled
+from neurmap.metrics import LPIPS, MetricUnavailable, align_realblur, load_niqe_params, niqe_score, psnr, ssim
+from neurmap.metrics.fidelity import psnr_masked, ssim_masked
+from neurmap.metrics.motion import motion_errors
+from neurmap.utils.files import write_json
+from neurmap.utils.tables import to_markdown, write_csv
+
+__all__ = ["PROG", "Row", "evaluate", "final_metrics", "output_dir"]
+
+#: The command's name, the prefix of its messages.
+PROG = "neurmap.evaluate"
+Row = dict[str, Any]
+
+
+def output_dir(cfg: DictConfig, data_name: str) -> Path:
+    """``cfg.output_dir``, else ``<run>/eval/<data>-<split>`` for ``<run>/checkpoints/x.ckpt``, else
+    ``<ckpt dir>/<ckpt stem>_eval/<data>-<split>`` (a release folder: ``<log_dir>/evaluate/<name>/...``)."""
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
+    ckpt = Path(cfg.ckpt).expanduser().resolve()
+    leaf = f"{data_name}-{cfg.split}"
+    if ckpt.is_dir():
+        return Path(cfg.paths.log_dir) / "evaluate" / ckpt.name / leaf
+    if ckpt.parent.name == "checkpoints":
+        return ckpt.parent.parent / "eval" / (leaf if ckpt.stem == "last" else f"{leaf}-{ckpt.stem}")
+    return ckpt.parent / f"{ckpt.stem}_eval" / leaf
+
+
+class _Metrics:
+    """The configured metrics, with the ones whose files are missing dropped (one line each)."""
+
+    def __init__(self, cfg: DictConfig, device: torch.device) -> None:
+        self.cfg = cfg
+        self.ssim_name = f"ssim_{cfg.ssim}"
+        self.lpips = self.niqe = None
+        self.notes: list[str] = []
+        if cfg.lpips:
+            try:
+                self.lpips = LPIPS.from_pretrained(cfg.lpips_weights).to(device)
+            except MetricUnavailable as err:
+                self.notes.append(f"LPIPS skipped: {err}")
+        if cfg.niqe:
+            try:
+                self.niqe = load_niqe_params(cfg.niqe_params)
+            except MetricUnavailable as err:
+                self.notes.append(f"NIQE skipped: {err}")
+        self._warned: set[str] = set()
+
+    def _safe(self, name: str, fn: Callable[[], float], image: str) -> float:
+        try:
+            return float(fn())
+        except (ValueError, RuntimeError) as err:  # e.g. NIQE on an image smaller than its 96 px blocks
+            if name not in self._warned:
+                tqdm.write(
+                    f"{PROG}: warning: {name} is nan for {image} (and silently for later failures): {err}",
+                    file=sys.stderr,
+                )
+                self._warned.add(name)
+            return math.nan
+
+    def image(self, output: torch.Tensor, sharp: torch.Tensor | None, protocol: str, name: str, prefix: str) -> Row:
+        """Metrics of one (1, 3, H, W) image in [0, 1] (``prefix`` = "" for the output, "input_" for B)."""
+        row: Row = {}
+        if sharp is not None:
+            if protocol == "realblur":
+                aligned = self._safe_align(output, sharp, name)
+                pred, target, mask = aligned
+                row["psnr"] = psnr_masked(pred, target, mask)
+                row[self.ssim_name] = ssim_masked(pred, target, mask)
+                pair = (_tensor(pred, output.device), _tensor(target, output.device))
+            else:
+                row["psnr"] = float(psnr(output, sharp))
+                row[self.ssim_name] = float(ssim(output, sharp, self.cfg.ssim))
+                pair = (output, sharp)
+            if self.lpips is not None:
+                row["lpips"] = float(self.lpips(*pair))
+        if self.niqe is not None:
+            row["niqe"] = self._safe(
+                "niqe", lambda: niqe_score(output[0].cpu(), self.niqe, self.cfg.niqe_channel), name
+            )
+        return {f"{prefix}{k}": v for k, v in row.items()}
+
+    def _safe_align(self, output: torch.Tensor, sharp: torch.Tensor, name: str) -> tuple:
+        try:
+            return align_realblur(output[0].cpu(), sharp[0].cpu())
+        except RuntimeError as err:  # ECC did not converge: compare unaligned, and say so
+            if "ecc" not in self._warned:
+                tqdm.write(
+                    f"{PROG}: warning: ECC alignment failed on {name}, compared unaligned: {err}", file=sys.stderr
+                )
+                self._warned.add("ecc")
+            hwc = sharp[0].permute(1, 2, 0).cpu().numpy()
+            return output[0].permute(1, 2, 0).cpu().numpy(), hwc, np.ones_like(hwc)
+
+
+def _tensor(hwc: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(hwc).permute(2, 0, 1)[None].float().to(device)
+
+
+@torch.no_grad()
+def _evaluate_set(
+    name: str, dataset, nets: Networks, metrics: _Metrics, cfg: DictConfig, device: torch.device, images: Path | None
+) -> tuple[list[Row], list[str]]:
+    protocol = cfg.protocol if cfg.protocol != "auto" else ("realblur" if name.startswith("realblur") else "plain")
+    rows: list[Row] = []
+    failed: list[str] = []
+    for index in tqdm(range(len(dataset)), desc=name, unit="img", file=sys.stderr, disable=not cfg.progress):
+        try:
+            sample = dataset[index]
+        except ImageReadError as err:
+            failed.append(str(err))
+            tqdm.write(f"{PROG}: skipped {err}", file=sys.stderr)
+            continue
+        blur = sample["blur"][None].to(device)
+        sharp = sample["sharp"][None].to(device) if "sharp" in sample else None
+        deblurred = tiled(nets.deblur, blur, cfg.tile, cfg.overlap, nets.pad_multiple).clamp(0, 1)
+        row: Row = {"name": sample["name"], "protocol": protocol}
+        row |= metrics.image(deblurred, sharp, protocol, sample["name"], "")
+        if cfg.metrics.input:
+            row |= metrics.image(blur, sharp, protocol, sample["name"], "input_")
+        if "motion" in sample and nets.motion is not None and cfg.metrics.motion:
+            raw = nets.motion(blur) - nets.motion(deblurred)  # raw M outputs, as the authors' protocol
+            errors = motion_errors(raw, sample["motion"][None].to(device), nets.alpha, cfg.metrics.authors_scale)
+            row |= {k: float(v) for k, v in errors.items()}
+        rows.append(row)
+        if images is not None:
+            write_image(images / name / f"{sample['name']}.png", deblurred[0])
+    return rows, failed
+
+
+def _summary(name: str, rows: list[Row], failed: int) -> Row:
+    summary: Row = {"set": name, "protocol": rows[0]["protocol"] if rows else "", "images": len(rows), "failed": failed}
+    for key in rows[0] if rows else []:
+        values = [r[key] for r in rows if isinstance(r.get(key), float) and not math.isnan(r[key])]
+        if values and key not in ("name", "protocol"):
+            summary[key] = sum(values) / len(values)
+    return summary
+
+
+def evaluate(cfg: DictConfig) -> list[Row]:
+    """Run the evaluation described by ``cfg`` (conf/evaluate.yaml); returns one summary row per set."""
+    start = time.perf_counter()
+    try:
+        ckpt = cfg.ckpt
+    except MissingMandatoryValue:
+        raise UsageError("ckpt=PATH is required (a neurmap .ckpt, or release weights with backbone=<name>)") from None
+    if cfg.split not in ("val", "test"):
+        raise UsageError(f"split must be val or test, got {cfg.split!r}")
+    device = resolve_device(str(cfg.device))
+    nets = load_networks(ckpt, cfg.get("backbone"), motion=bool(cfg.metrics.motion))
+    nets.deblur.to(device)
+    if nets.motion is not None:
+        nets.motion.to(device)
+    sets = cfg.data.get(cfg.split) or {}
+    names = list(cfg.sets) if cfg.sets else list(sets)
+    unknown = [n for n in names if n not in sets]
+    if unknown or not names:
+        raise UsageError(f"sets {unknown or names} not in data.{cfg.split}; it has {list(sets)}")
+    metrics = _Metrics(cfg.metrics, device)
+    for note in metrics.notes:
+        print(f"{PROG}: {note}", file=sys.stderr)
+    data_name = HydraConfig.get().runtime.choices.get("data", "data") if HydraConfig.initialized() else "data"
+    out = output_dir(cfg, data_name)
+    summaries = []
+    for name in names:
+        node = sets[name]
+        extra = {"on_error": "raise"} if "on_error" in node else {}  # we skip unreadable files ourselves
+        dataset = instantiate(node, **extra)()
+        images = out / "images" if cfg.save_images else None
+        rows, failed = _evaluate_set(name, dataset, nets, metrics, cfg, device, images)
+        write_csv(out / f"{name}_per_image.csv", rows)
+        summaries.append(_summary(name, rows, len(failed)))
+    write_csv(out / "summary.csv", summaries)
+    header = f"# {nets.backbone} on data={data_name} ({cfg.split}), checkpoint {ckpt}"
+    table = f"{header}\n\n{to_markdown(summaries)}"
+    (out / "summary.md").write_text(table)
+    print(table)
+    if HydraConfig.initialized():
+        record = Path(HydraConfig.get().runtime.output_dir) / FINAL_METRICS
+        write_json(record, final_metrics(summaries, cfg.split, str(ckpt), out))
+    print(f"{PROG}: wrote {out} ({time.perf_counter() - start:.1f} s, {device})")
+    return summaries
+
+
+def final_metrics(summaries: list[Row], split: str, ckpt: str, out: Path) -> dict[str, Any]:
+    """The run's machine-readable record (what ``neurmap.collect`` reads): ``<split>/<set>/<metric>`` means."""
+    metrics = {
+        f"{split}/{row['set']}/{key}": value
+        for row in summaries
+        for key, value in row.items()
+        if isinstance(value, float) and key not in ("set", "protocol")
+    }
+    return {"ckpt": ckpt, "output_dir": str(out), "metrics": metrics}

@@ -1,0 +1,128 @@
+"""Export of the deblurring network: :func:`export_checkpoint` runs what ``python -m neurmap.export`` does.
+
+:class:`Exportable` wraps D so that padding to the backbone's multiple and cropping back are part of the
+graph (always ``(-H) mod m``, zero when aligned), keeping only the final output of multi-scale backbones.
+:func:`export` writes it atomically, with dynamic H and W: ONNX through ``torch.onnx.export(dynamo=True)``
+with symbolic H and W, TorchScript through ``torch.jit.trace`` of the same module. :func:`check_export` runs
+the written file (onnxruntime for ONNX) on the ``check_sizes`` and returns its largest difference from
+PyTorch; :func:`export_checkpoint` raises a RuntimeError when it is above ``tolerance``, so a file that was
+written and checked is known to work. Settings: ``conf/export/default.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from neurmap.cli import UsageError, backbone_config
+from neurmap.inference import load_networks
+from neurmap.nets.backbones import DeblurNet
+
+__all__ = ["FORMATS", "Exportable", "check_export", "export", "export_checkpoint"]
+
+#: The export formats and their file suffixes.
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+class Exportable(nn.Module):
+    """D with shape-generic padding: always pads by ``(-H) mod m`` (zero when aligned), runs the backbone,
+    keeps the final output and crops it back. Equal to :class:`DeblurNet` for images of at least ``m`` px."""
+
+    def __init__(self, deblur: DeblurNet) -> None:
+        super().__init__()
+        self.net = deblur.net
+        self.multiple = int(deblur.pad_multiple)
+        self.mode = "replicate" if deblur.pad_mode == "reflect" and self.multiple == 1 else deblur.pad_mode
+
+    def forward(self, blurry: torch.Tensor) -> torch.Tensor:
+        h, w = blurry.shape[-2], blurry.shape[-1]
+        padded = F.pad(blurry, (0, (-w) % self.multiple, 0, (-h) % self.multiple), mode=self.mode)
+        out = self.net(padded)
+        if isinstance(out, (list, tuple)):
+            out = out[-1]
+        return out[..., :h, :w]
+
+
+def _example(height: int, width: int) -> torch.Tensor:
+    return torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+
+
+def export(module: nn.Module, fmt: str, path: Path, example_size: Sequence[int]) -> Path:
+    """Write ``module`` as ``fmt`` (onnx | torchscript) to ``path`` atomically; H and W stay dynamic."""
+    if fmt not in FORMATS:
+        raise UsageError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    module = module.eval()
+    example = _example(*example_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with torch.no_grad():
+            if fmt == "onnx":
+                dims = {2: torch.export.Dim("height", min=2, max=16384), 3: torch.export.Dim("width", min=2, max=16384)}
+                program = torch.onnx.export(
+                    module,
+                    (example,),
+                    dynamo=True,
+                    input_names=["blurry"],
+                    output_names=["deblurred"],
+                    dynamic_shapes=(dims,),
+                    external_data=False,
+                    verbose=False,
+                )
+                program.save(tmp)
+            else:
+                traced = torch.jit.trace(module, (example,), check_trace=False)
+                torch.jit.save(traced, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def _run_exported(fmt: str, path: Path, image: torch.Tensor) -> torch.Tensor:
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return torch.from_numpy(session.run(None, {"blurry": image.numpy()})[0])
+    return torch.jit.load(str(path), map_location="cpu")(image)
+
+
+def check_export(reference: nn.Module, fmt: str, path: Path, sizes: Sequence[Sequence[int]]) -> float:
+    """Largest |exported - PyTorch| over images of ``sizes`` (CPU)."""
+    worst = 0.0
+    for height, width in sizes:
+        image = _example(height, width)
+        with torch.no_grad():
+            expected = reference(image)
+        got = _run_exported(fmt, path, image)
+        if got.shape != expected.shape:
+            raise RuntimeError(f"{path}: output {tuple(got.shape)} for input {tuple(image.shape)}, expected same")
+        worst = max(worst, float((got - expected).abs().max()))
+    return worst
+
+
+def export_checkpoint(cfg: DictConfig) -> dict[str, object]:
+    """Export with settings ``cfg`` (conf/export/default.yaml); returns the path and the checked error."""
+    fmt = str(cfg.format)
+    if fmt not in FORMATS:
+        raise UsageError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    nets = load_networks(cfg.ckpt, backbone_config(cfg.backbone), motion=False)
+    ckpt = Path(cfg.ckpt)
+    output = Path(cfg.output) if cfg.output else ckpt.with_name(f"{ckpt.stem}_deblur{FORMATS[fmt]}")
+    module = Exportable(nets.deblur).eval()
+    export(module, fmt, output, cfg.example_size)
+    error = None
+    if cfg.check:
+        error = check_export(nets.deblur, fmt, output, cfg.check_sizes)
+        if error > cfg.tolerance:
+            raise RuntimeError(f"{output}: exported model differs from PyTorch by {error:.2e} > {cfg.tolerance}")
+    return {"output": output, "error": error, "backbone": nets.backbone, "format": fmt}

@@ -1,0 +1,244 @@
+"""Training: build data, system, callbacks, loggers and trainer from a composed config, fit, test, report.
+
+:func:`train` is what ``python -m neurmap.train`` (:mod:`neurmap.train`) runs on the config Hydra composes
+from ``conf/train.yaml``. Before anything is built, the config is checked: a ``???`` value, ``iterations``
+below 1 and the trainer settings in :data:`NO_EFFECT` (which this module owns or manual optimization
+ignores) raise a one-line :class:`ConfigError`. The run length is ``iterations`` (``max_steps`` = iterations
+x the variant's optimizers); ``ckpt_path=auto|last|PATH`` resumes; ``dry_run=true`` builds every dataset,
+times a few iterations and estimates the run instead of training. Every checkpoint carries the resolved
+config and its :func:`provenance`; rank 0 ends by printing where the run's files are and writing
+``final_metrics.json`` (read by ``python -m neurmap.collect``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from neurmap.cli import SettingsError
+from neurmap.config import CONFIG_DIR, FINAL_METRICS, instantiate_datamodule
+from neurmap.nets.backbones import load_pretrained
+from neurmap.utils.files import write_json
+
+log = logging.getLogger("neurmap.train")
+
+__all__ = ["NO_EFFECT", "ConfigError", "provenance", "train"]
+
+
+#: A configuration value the run cannot use, reported as one line: the commands' one error type.
+ConfigError = SettingsError
+
+
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The whole run configuration as plain containers (without Hydra's own node); a missing value
+    (``???``) becomes a one-line ConfigError naming the key."""
+    try:
+        return {
+            k: OmegaConf.to_container(v, resolve=True, throw_on_missing=True) if OmegaConf.is_config(v) else v
+            for k, v in ((k, cfg[k]) for k in cfg if k != "hydra")
+        }
+    except MissingMandatoryValue as err:
+        key = str(err).splitlines()[0].rsplit(":", 1)[-1].strip()
+        raise ConfigError(f"missing value for {key}: set it on the command line, e.g. {key}=...") from None
+
+
+#: Trainer settings this script owns or that manual optimization ignores: setting one would change nothing.
+NO_EFFECT = {
+    "trainer.max_steps": "the run length is `iterations` (max_steps = iterations x the variant's optimizers); "
+    "set iterations=N instead",
+    "trainer.gradient_clip_val": "NeurMAP clips each network itself; set backbone.grad_clip or "
+    "optim.<motion|disc>.grad_clip instead",
+    "trainer.accumulate_grad_batches": "every batch steps every optimizer; raise data.batch_size_paired / "
+    "data.batch_size_unpaired instead",
+}
+
+
+def _check_config(cfg: DictConfig) -> dict[str, Any]:
+    """Validate what Hydra cannot and return the resolved run configuration."""
+    for key, instead in NO_EFFECT.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value != -1:  # -1: trainer/default.yaml's "unset" max_steps
+            raise ConfigError(f"{key}={value} has no effect here: {instead}")
+    resolved = _resolved(cfg)
+    if int(cfg.iterations) < 1:
+        raise ConfigError(f"iterations must be a positive integer, got {cfg.iterations}")
+    return resolved
+
+
+def provenance() -> dict[str, Any]:
+    """Where a run came from: git revision (and whether the tree had local changes), the command line,
+    the Hydra choices and sweep, the host. Stored with the config in every checkpoint and logged as
+    hyper-parameters (W&B config, TensorBoard hparams, CSV hparams.yaml)."""
+    import platform
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(CONFIG_DIR))
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    info: dict[str, Any] = {
+        "git_revision": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "command": " ".join(sys.argv),
+        "host": platform.node(),
+        "torch": str(torch.__version__),
+    }
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        info["choices"] = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
+        info["overrides"] = list(hydra_cfg.overrides.task)
+        info["sweep"] = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
+    return info
+
+
+def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
+    if cfg.ckpt_path in (None, ""):
+        return None
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if cfg.ckpt_path == "auto":  # a requeued cluster job resumes; a new one starts fresh
+        if last.is_file():
+            log.info("ckpt_path=auto: resuming from %s", last)
+        return str(last) if last.is_file() else None
+    path = last if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if not path.is_file():
+        hint = " (ckpt_path=last looks in <hydra.run.dir>/checkpoints: pass hydra.run.dir=<the old run dir>)"
+        raise ConfigError(f"ckpt_path: no checkpoint at {path}{hint if cfg.ckpt_path == 'last' else ''}")
+    return str(path)
+
+
+def _instantiate_dict(node: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict config that has a ``_target_`` (null entries are skipped)."""
+    if not node:
+        return []
+    return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Build data, system, callbacks, loggers and trainer from ``cfg``; fit (and test). Returns the
+    metric named by ``optimized_metric`` (for sweepers)."""
+    run_config = _check_config(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(int(cfg.seed), workers=True)
+
+    datamodule = instantiate_datamodule(cfg)
+    system = instantiate(cfg.model, _convert_="all")
+    system.remember_config(run_config, provenance())
+    deblur_net = getattr(system, "deblur_net", None)  # variant=motion_pretrain builds M only
+    if cfg.backbone.get("pretrained") and deblur_net is not None:
+        load_pretrained(deblur_net, cfg.backbone.pretrained, key=cfg.backbone.get("pretrained_key"))
+        log.info("deblurring network initialised from %s", cfg.backbone.pretrained)
+    if cfg.model.get("motion_pretrained"):
+        log.info("motion network initialised from %s", cfg.model.motion_pretrained)
+
+    val_names = list(cfg.data.get("val") or {})
+    monitor, mode = system.monitor(val_names[0]) if val_names else (None, "max")
+    callbacks_cfg = cfg.get("callbacks") or {}
+    if callbacks_cfg.get("model_checkpoint") and callbacks_cfg.model_checkpoint.get("monitor") == "auto":
+        callbacks_cfg.model_checkpoint.monitor = monitor
+        callbacks_cfg.model_checkpoint.mode = mode
+    callbacks = _instantiate_dict(callbacks_cfg)
+    loggers = _instantiate_dict(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        max_steps=int(cfg.iterations) * system.n_optimizers,
+    )
+    log.info(
+        "variant %s, backbone %s, data %s: %d iterations x %d optimizers",
+        cfg.variant.name,
+        cfg.backbone.name if deblur_net is not None else "none (M only)",
+        cfg.data.get("_target_", "?").rsplit(".", 1)[-1],
+        cfg.iterations,
+        system.n_optimizers,
+    )
+    if cfg.get("dry_run"):
+        _dry_run(cfg, datamodule, system)
+        return None
+    trainer.fit(system, datamodule=datamodule, ckpt_path=_resolve_ckpt_path(cfg, output_dir))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if cfg.get("test") and not trainer.fast_dev_run and getattr(datamodule, "test", None):
+        for result in trainer.test(system, datamodule=datamodule, verbose=False):
+            metrics.update({k: float(v) for k, v in result.items()})
+    if trainer.is_global_zero:
+        _report(trainer, output_dir, metrics)
+    name = cfg.get("optimized_metric") or monitor
+    return metrics.get(name) if name else None
+
+
+def _dry_run(cfg: DictConfig, datamodule: L.LightningDataModule, system: L.LightningModule) -> None:
+    """Build every dataset, print the counts, time a few iterations and estimate the whole run."""
+    import statistics
+    import time
+
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    lines = ["dry run: data"]
+    for split in ("train", "val", "test"):
+        for name, dataset in getattr(datamodule, f"{split}_sets", {}).items():
+            lines.append(f"  {split:5s} {name:24s} {len(dataset):7d} images")
+    steps = int(cfg.dry_run_iterations)
+    times: list[float] = []
+
+    class _Timer(L.Callback):
+        def on_train_batch_start(self, *args) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, *args) -> None:
+            times.append(time.perf_counter() - self.start)
+
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[_Timer()],
+        logger=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        max_steps=(steps + 1) * system.n_optimizers,
+    )
+    trainer.fit(system, datamodule=datamodule)
+    per_iteration = statistics.median(times[1:] or times)  # the first iteration warms up
+    total = per_iteration * int(cfg.iterations)
+    lines += [
+        f"dry run: {per_iteration:.3f} s per iteration (median of {len(times[1:] or times)} after a warm-up), "
+        f"{trainer.strategy.root_device}",
+        f"estimated training time for {cfg.iterations} iterations: {total / 3600:.2f} h ({total / 60:.1f} min), "
+        "plus validation",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _report(trainer: L.Trainer, output_dir: Path, metrics: dict[str, float]) -> None:
+    """Print where the checkpoints, metrics and images of this run are, and the final numbers."""
+    lines = [f"run directory: {output_dir}"]
+    ckpt = trainer.checkpoint_callback
+    if ckpt is not None and getattr(ckpt, "last_model_path", ""):
+        lines.append(f"checkpoints:   {ckpt.last_model_path} (last), {ckpt.best_model_path or '-'} (best)")
+    for logger in trainer.loggers:
+        log_dir = Path(getattr(logger, "log_dir", None) or logger.save_dir or output_dir)
+        lines.append(f"{type(logger).__name__}: {log_dir}")
+        if (log_dir / "metrics.csv").exists():
+            lines.append(f"metrics:       {log_dir / 'metrics.csv'}")
+        if (log_dir / "images").is_dir():
+            lines.append(f"image panels:  {log_dir / 'images'}")
+    shown = {k: v for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/"))}
+    lines += [f"  {k} = {v:.4f}" for k, v in shown.items()]
+    # one machine-readable file per run, read by `python -m neurmap.collect` to tabulate sweeps
+    final = {"iterations": trainer.global_step // max(1, len(trainer.optimizers)), "metrics": shown}
+    write_json(output_dir / FINAL_METRICS, final)
+    lines.append(f"final metrics: {output_dir / FINAL_METRICS}")
+    print("\n".join(lines), flush=True)
