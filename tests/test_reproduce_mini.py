@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -329,3 +331,46 @@ def test_template_refuses_a_missing_value():
     jinja2 = pytest.importorskip("jinja2")
     with pytest.raises(jinja2.UndefinedError):
         mini_report.render({"prog": "neurmap.reproduce_mini"})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            state = next(line for line in handle if line.startswith("State:"))
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return "Z" not in state.split()[1]  # a zombie waiting for its reaper is dead
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_interrupted_stage_takes_its_whole_process_group_down(tmp_path):
+    """A multirun's launcher workers are grandchildren: Ctrl-C (here a KeyboardInterrupt raised by SIGALRM)
+    must stop them too, not leave them training."""
+    import signal
+
+    from neurmap.experiments.mini.pipeline import _run_group
+
+    pid_file = tmp_path / "grandchild.pid"
+    child = (
+        "import subprocess, sys, time; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(120)"
+    )
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.alarm(3)
+        with open(tmp_path / "out.log", "w") as out, pytest.raises(KeyboardInterrupt):
+            _run_group([sys.executable, "-c", child], out, dict(os.environ))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):  # SIGTERM/SIGKILL delivery is asynchronous
+        if not _alive(grandchild):
+            break
+        time.sleep(0.1)
+    assert not _alive(grandchild)

@@ -18,10 +18,12 @@ so a bad ``--set`` stops the run before any training.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -205,6 +207,26 @@ def check_configs(plan: Plan, stages: Sequence[Stage]) -> None:
                 raise ReproError(f"{module} overrides of {stage.name}: {message}") from None
 
 
+def _run_group(argv: list[str], output: Any, env: dict[str, str]) -> int:
+    """Run ``argv`` in a process group of its own and wait; if this process is interrupted or fails, the
+    whole group goes down with it (a multirun's launcher workers included, not only the direct child)."""
+    proc = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        return proc.wait()
+    except BaseException:
+        _kill_group(proc.pid, signal.SIGTERM)  # let the launcher and its workers stop cleanly first
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10.0)
+        _kill_group(proc.pid, signal.SIGKILL)  # whatever is left of the group
+        proc.wait()
+        raise
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
 def execute(plan: Plan, stage: Stage) -> None:
     """Run ``stage`` as a subprocess (output to ``<work>/logs/<stage>.log``) in an emptied output folder (a
     stale last.ckpt would be versioned, not replaced); record its wall time."""
@@ -216,9 +238,7 @@ def execute(plan: Plan, stage: Stage) -> None:
     env = {**os.environ, **stage.env, "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
     with open(log_path, "w") as handle:
-        code = subprocess.run(
-            [sys.executable, *stage.argv], stdout=handle, stderr=subprocess.STDOUT, env=env
-        ).returncode
+        code = _run_group([sys.executable, *stage.argv], handle, env)
     stage.seconds = time.perf_counter() - start
     plan.stages.append(stage)
     if code != 0:
