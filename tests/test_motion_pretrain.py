@@ -55,7 +55,7 @@ def test_motion_pretraining_builds_m_only_and_beats_a_zero_map(pretrained):
     epe, zero = _column(rows, "val/builtin_camera/motion_epe"), _column(rows, "val/builtin_camera/motion_epe_zero")
     assert len(epe) == 2 and len(set(zero)) == 1
     assert epe[-1] < zero[-1], (epe, zero)  # M explains the blur better than "no motion" does
-    assert _column(rows, "train/motion/flow") and _column(rows, "train/motion/reblur")
+    assert _column(rows, "train/motion/weighted/flow") and _column(rows, "train/motion/weighted/reblur")
     assert _column(rows, "test/builtin_camera/motion_epe")
     best = list((pretrained / "checkpoints").glob("best-*.ckpt"))
     assert best, "the best checkpoint is kept by motion EPE (mode min)"
@@ -121,9 +121,9 @@ def test_warmup_keeps_d_on_the_content_loss_for_exactly_k_iterations(warm_run):
     assert iterations == list(range(6)) and on == [0, 0, 0, 0, 1, 1]
     for row, active in zip(rows, on):
         for term in ("reblur", "sharp_prior", "natural", "motion_tv"):
-            assert (row.get(f"train/deblur/{term}") not in (None, "")) == bool(active), (row["step"], term)
-        assert row.get("train/deblur/content") not in (None, "")
-        assert row.get("train/motion/reblur") not in (None, "")  # M trains throughout
+            assert (row.get(f"train/deblur/weighted/{term}") not in (None, "")) == bool(active), (row["step"], term)
+        assert row.get("train/deblur/weighted/content") not in (None, "")
+        assert row.get("train/motion/weighted/reblur") not in (None, "")  # M trains throughout
 
 
 def test_grad_norms_of_every_d_term_and_val_motion_epe_are_logged(warm_run):

@@ -20,7 +20,7 @@ def test_notebook_is_stripped(path):
 #: What each notebook must print: the reblur check's value, one NeurMAP iteration's losses; the sweep's table
 #: rows and the image panels it found.
 EXPECTED = {
-    "01_quickstart": ["mean |R(S, m_gt) - B| = 0.0", "'train/deblur/total'", "'train/motion/reblur'"],
+    "01_quickstart": ["mean |R(S, m_gt) - B| = 0.0", "'train/deblur/total'", "'train/motion/weighted/reblur'"],
     "02_compare_runs": ["| 0_baseline-unet | done | baseline |", "| 1_neurmap-unet | done | neurmap |", "val_iter"],
 }
 

@@ -37,7 +37,7 @@ def test_tiny_run_writes_checkpoints_metrics_and_panels(tmp_path, capsys):
     train(compose(tiny_overrides("logger=csv"), run))
     assert (run / "checkpoints" / "last.ckpt").is_file()
     rows = _metrics(run)
-    assert _column(rows, "train/motion/reblur") and _column(rows, "train/deblur/content")
+    assert _column(rows, "train/motion/weighted/reblur") and _column(rows, "train/deblur/weighted/content")
     assert _column(rows, "val/builtin_camera/psnr") and _column(rows, "val/builtin_camera/reblur_psnr")
     assert _column(rows, "test/builtin_camera/psnr")
     assert list((run / "csv" / "version_0" / "images").glob("val_iter*.png"))
@@ -85,7 +85,7 @@ def test_short_default_run_learns(tmp_path):
     assert psnr[-1] > blurry[-1], (psnr, blurry)
     gain = _column(rows, "val/builtin_camera/reblur_gain")
     assert gain[-1] > 0, gain
-    reblur = _column(rows, "train/motion/reblur")
+    reblur = _column(rows, "train/motion/weighted/reblur")
     windows = [sum(reblur[i : i + 5]) / 5 for i in range(len(reblur) - 4)]
     assert windows[-1] < max(windows), windows
 

@@ -6,8 +6,8 @@
 * :class:`BatchSplit` names the paired and unpaired rows of a combined batch once, so no step slices by
   position.
 * :func:`motion_objective`, :func:`disc_objective` and :func:`deblur_objective` return the **weighted** terms
-  of one step as a dict (their sum is the step's loss; ``train/<net>/<term>`` logs them as they are). A term
-  whose weight is 0 is not computed and not logged: zero weights mean "off" everywhere.
+  of one step as a dict (their sum is the step's loss; they are logged as ``train/<net>/weighted/<term>``). A
+  term whose weight is 0 is not computed and not logged: zero weights mean "off" everywhere.
 
 To change one loss term: its function in :mod:`neurmap.losses.terms`, its weight here and in
 ``conf/loss/paper_literal.yaml``, and the line below that adds it.

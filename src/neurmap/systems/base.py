@@ -142,7 +142,7 @@ class ManualSystem(L.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(total)
             optimizer.step()
-        logs = {f"train/{name}/{k}": v.detach() for k, v in parts.items()}
+        logs = {f"train/{name}/weighted/{k}": v.detach() for k, v in parts.items()}  # weight x term
         logs[f"train/{name}/total"] = total.detach()
         return logs | extra
 

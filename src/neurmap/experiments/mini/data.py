@@ -157,7 +157,7 @@ def build_data(opts: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         ReproError: a photograph is in both splits or cannot be loaded, or ``data_dir`` holds files that
             were not made by this command.
     """
-    from neurmap.synthesize import ConfigError, load_config, synthesize
+    from neurmap.data.synthesis import ConfigError, load_config, synthesize
 
     settings = data_settings(opts)
     manifest_path = data_dir / "manifest.json"
