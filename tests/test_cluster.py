@@ -12,7 +12,7 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from neurmap.config import CONFIG_DIR
-from neurmap.training import train
+from neurmap.tasks.training import train
 from tests.conftest import compose, tiny_overrides
 from tests.helpers import run_multirun
 

@@ -9,8 +9,8 @@ from torch import nn
 
 from neurmap.data.io import read_image, write_image
 from neurmap.deblur import main as deblur_main
-from neurmap.inference import CheckpointError, _starts, load_networks, n_tiles, tiled
-from neurmap.training import train
+from neurmap.tasks.inference import CheckpointError, _starts, load_networks, n_tiles, tiled
+from neurmap.tasks.training import train
 from tests import fake_data
 from tests.conftest import SHARED, compose, tiny_overrides
 

@@ -11,9 +11,9 @@ import sys
 import pytest
 import torch
 
-from neurmap.evaluation import evaluate, output_dir
 from neurmap.metrics.motion import motion_epe, motion_errors, motion_mse
-from neurmap.training import train
+from neurmap.tasks.evaluation import evaluate, output_dir
+from neurmap.tasks.training import train
 from tests.conftest import REPO, compose, tiny_overrides
 
 

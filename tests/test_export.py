@@ -8,10 +8,10 @@ from hydra.utils import instantiate
 
 from neurmap.config import backbone_node
 from neurmap.export import main as export_main
-from neurmap.exporting import Exportable, check_export, export
-from neurmap.inference import load_networks
 from neurmap.nets.backbones import DeblurNet
-from neurmap.training import train
+from neurmap.tasks.exporting import Exportable, check_export, export
+from neurmap.tasks.inference import load_networks
+from neurmap.tasks.training import train
 from tests.conftest import SHARED, compose, tiny_overrides
 
 onnxruntime = pytest.importorskip("onnxruntime")

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 
 from neurmap.losses.terms import flow_supervision
 from neurmap.nets.motion import MotionNet, load_motion_pretrained
-from neurmap.training import train
+from neurmap.tasks.training import train
 from tests.conftest import compose, tiny_overrides
 
 # M alone on the built-in pairs, long enough to learn something (a few seconds on CPU)

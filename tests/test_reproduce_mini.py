@@ -281,6 +281,21 @@ def test_ahead_by_two_standard_errors(mean, se, n, lower, ahead):
     assert verdicts.ahead_by_two_se(mean, se, n, lower) is ahead
 
 
+@pytest.mark.parametrize(
+    ("mean", "se", "n", "lower", "word"),
+    [
+        (0.6, 0.16, 16, False, "ahead"),
+        (-0.6, 0.16, 16, False, "behind"),  # PSNR down by 3.75 s.e.
+        (0.01, 0.01, 16, False, "level"),  # ahead on the mean, but within 2 s.e.
+        (-0.0004, 0.0002, 16, True, "level"),  # exactly 2 s.e. is not "more than twice"
+        (0.0012, 0.0005, 16, True, "behind"),  # LPIPS up by 2.4 s.e.
+        (1.0, float("nan"), 1, False, "unknown"),
+    ],
+)
+def test_standing_words_a_difference_against_its_noise(mean, se, n, lower, word):
+    assert verdicts.standing(mean, se, n, lower) == word
+
+
 def _rows(**psnr: float) -> list[dict[str, str]]:
     return [{"name": name, "psnr": str(value), "lpips": str(1 - value / 100)} for name, value in psnr.items()]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurmap.training import train
+from neurmap.tasks.training import train
 from tests.conftest import REPO, compose, tiny_overrides
 from tests.helpers import run_multirun
 
@@ -48,8 +48,8 @@ def test_tiny_run_writes_checkpoints_metrics_and_panels(tmp_path, capsys):
 
 
 def test_baseline_checkpoint_starts_a_neurmap_run(tmp_path):
-    """neurmap.training loads backbone.pretrained into D: with D's learning rate at 0, the fine-tune's last.ckpt holds
-    exactly the baseline's D weights (and a neurmap run's other networks)."""
+    """neurmap.tasks.training loads backbone.pretrained into D: with D's learning rate at 0, the fine-tune's
+    last.ckpt holds exactly the baseline's D weights (and a neurmap run's other networks)."""
     base = tmp_path / "baseline"
     train(compose(tiny_overrides("variant=baseline", "test=false"), base))
     ckpt = base / "checkpoints" / "last.ckpt"

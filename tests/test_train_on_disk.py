@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from neurmap.config import instantiate_datamodule
-from neurmap.training import train
+from neurmap.tasks.training import train
 from tests import fake_data
 from tests.conftest import REPO, compose, tiny_overrides
 

@@ -20,8 +20,8 @@ import sys
 from collections.abc import Sequence
 
 from neurmap.cli import UsageError, fail, load_settings, parser
-from neurmap.deblurring import PROG, deblur
-from neurmap.inference import CheckpointError
+from neurmap.tasks.deblurring import PROG, deblur
+from neurmap.tasks.inference import CheckpointError
 
 __all__ = ["main"]
 

@@ -3,7 +3,7 @@
 Also ``neurmap-evaluate``. Settings: ``conf/evaluate.yaml``; the data choice is the same group as training,
 and its ``test`` sets (or ``split=val``) are evaluated on whole images, one at a time: PSNR, SSIM, LPIPS and
 NIQE of the output and of the blurry input, RealBlur's alignment on ``realblur*`` sets, and the motion-map
-errors where a set has ground-truth motion (the metrics in detail: :mod:`neurmap.evaluation`).
+errors where a set has ground-truth motion (the metrics in detail: :mod:`neurmap.tasks.evaluation`).
 
 Outputs go next to the checkpoint, ``<run>/eval/<data>-<split>/`` (``output_dir=...`` to change):
 ``<set>_per_image.csv``, ``summary.csv`` and ``summary.md`` (means per set), optionally the deblurred images.
@@ -22,8 +22,8 @@ from omegaconf import DictConfig
 
 from neurmap.cli import UsageError, fail
 from neurmap.config import CONFIG_DIR
-from neurmap.evaluation import PROG, evaluate
-from neurmap.inference import CheckpointError
+from neurmap.tasks.evaluation import PROG, evaluate
+from neurmap.tasks.inference import CheckpointError
 
 __all__ = ["main"]
 

@@ -7,7 +7,7 @@ The exported graph takes ``blurry`` (N, 3, H, W) float32 in [0, 1], any H and W,
 of the same shape (not clamped, as in training); padding to the backbone's multiple and cropping back are
 part of the graph. ``check=true`` (default) runs the exported file on two image sizes, one of them not a
 multiple of the padding, and compares it with PyTorch (onnxruntime for ONNX); a difference above ``tolerance``
-is an error (exit status 1), so a file that was written is known to work. Details: :mod:`neurmap.exporting`.
+is an error (exit status 1), so a file that was written is known to work. Details: :mod:`neurmap.tasks.exporting`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 
 from neurmap.cli import UsageError, fail, load_settings, parser
-from neurmap.exporting import export_checkpoint
-from neurmap.inference import CheckpointError
+from neurmap.tasks.exporting import export_checkpoint
+from neurmap.tasks.inference import CheckpointError
 
 __all__ = ["main"]
 

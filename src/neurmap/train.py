@@ -9,7 +9,7 @@ Examples::
     python -m neurmap.train backbone.pretrained=logs/train/runs/<run>/checkpoints/last.ckpt
 
 Everything is composed from ``conf/train.yaml``; README lists every group. The training itself:
-:mod:`neurmap.training`.
+:mod:`neurmap.tasks.training`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from neurmap.cli import fail
 from neurmap.config import CONFIG_DIR
-from neurmap.training import ConfigError, train
+from neurmap.tasks.training import ConfigError, train
 
 __all__ = ["main"]
 

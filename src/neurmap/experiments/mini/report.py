@@ -26,6 +26,7 @@ from neurmap.experiments.mini.verdicts import (
     motion_learning,
     paired_difference,
     share_of_paper,
+    standing,
     target_verdicts,
 )
 
@@ -227,8 +228,8 @@ def render_figure(plan: Plan, path: Path) -> dict[str, str]:
     from neurmap.data.folders import EvalImages
     from neurmap.data.io import write_image
     from neurmap.data.layouts import kernel_synth
-    from neurmap.inference import load_networks
     from neurmap.nets.reblur import canonicalize_motion
+    from neurmap.tasks.inference import load_networks
     from neurmap.utils.flow_vis import flow_to_color, make_grid
 
     sample = EvalImages(kernel_synth(plan.data_dir / "kernel_synth" / "test"))[0]
@@ -336,8 +337,11 @@ def context(plan: Plan, results: Results, figure: dict[str, str], total: float) 
         "epe_table": epe_table(results.motion_curves),
         "figure": figure,
         "complete": all(k in s for k in ("start", "baseline", "neurmap")),
-        "diff": {m: {"mean": d[0], "se": d[1], "n": d[2], "beyond": abs(d[0]) > 2 * d[1]} for m, d in diff.items()},
-        "ahead": {"psnr": round(diff["psnr"][0], 2) > 0, "lpips": round(diff["lpips"][0], 4) < 0},
+        "diff": {m: {"mean": d[0], "se": d[1], "n": d[2]} for m, d in diff.items()},
+        "standing": {
+            "psnr": standing(*diff["psnr"], lower_is_better=False),
+            "lpips": standing(*diff["lpips"], lower_is_better=True),
+        },
         "start": start,
         "blurry": {k[len("input_") :]: v for k, v in start.items() if k.startswith("input_")},
         "gain": gain,

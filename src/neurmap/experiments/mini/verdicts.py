@@ -19,6 +19,7 @@ __all__ = [
     "motion_learning",
     "paired_difference",
     "share_of_paper",
+    "standing",
     "target_verdicts",
 ]
 
@@ -58,6 +59,16 @@ def ahead_by_two_se(mean: float, se: float, n: int, lower_is_better: bool) -> bo
     """The target's test: the difference points the good way by more than twice its standard error."""
     ahead = -mean if lower_is_better else mean
     return n > 1 and not math.isnan(se) and ahead > 2 * se
+
+
+def standing(mean: float, se: float, n: int, lower_is_better: bool) -> str:
+    """``ahead`` or ``behind`` when the difference points that way by more than twice its standard error,
+    ``level`` when it is within that (noise), ``unknown`` without a standard error."""
+    if n < 2 or math.isnan(mean) or math.isnan(se):
+        return "unknown"
+    if ahead_by_two_se(mean, se, n, lower_is_better):
+        return "ahead"
+    return "behind" if ahead_by_two_se(-mean, se, n, lower_is_better) else "level"
 
 
 def target_verdicts(per_image: Mapping[str, PerImage], method: str = "neurmap") -> list[dict[str, Any]]:

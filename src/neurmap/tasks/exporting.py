@@ -22,8 +22,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from neurmap.cli import UsageError, backbone_config
-from neurmap.inference import load_networks
 from neurmap.nets.backbones import DeblurNet
+from neurmap.tasks.inference import load_networks
 
 __all__ = ["FORMATS", "Exportable", "check_export", "export", "export_checkpoint"]
 

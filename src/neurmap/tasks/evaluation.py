@@ -1,8 +1,8 @@
 """Evaluation with the paper's metrics: :func:`evaluate` runs what ``python -m neurmap.evaluate`` does.
 
 The settings are ``conf/evaluate.yaml`` composed by Hydra (:mod:`neurmap.evaluate`). D (and M) come from
-:func:`neurmap.inference.load_networks`; every image of the chosen ``test`` (or ``val``) sets runs whole, one
-at a time (``tile=N`` runs very large ones in tiles, :func:`neurmap.inference.tiled`). Per image (columns of
+:func:`neurmap.tasks.inference.load_networks`; every image of the chosen ``test`` (or ``val``) sets runs whole, one
+at a time (``tile=N`` runs very large ones in tiles, :func:`neurmap.tasks.inference.tiled`). Per image (columns of
 ``<set>_per_image.csv``), for the deblurred output and, as ``input_*``, for the blurry input itself:
 
 * ``psnr`` and ``ssim_<convention>`` (:mod:`neurmap.metrics.fidelity`; ``metrics.ssim`` picks the
@@ -39,10 +39,10 @@ from tqdm import tqdm
 from neurmap.cli import UsageError, resolve_device
 from neurmap.config import FINAL_METRICS
 from neurmap.data.io import ImageReadError, write_image
-from neurmap.inference import Networks, load_networks, tiled
 from neurmap.metrics import LPIPS, MetricUnavailable, align_realblur, load_niqe_params, niqe_score, psnr, ssim
 from neurmap.metrics.fidelity import psnr_masked, ssim_masked
 from neurmap.metrics.motion import motion_errors
+from neurmap.tasks.inference import Networks, load_networks, tiled
 from neurmap.utils.files import write_json
 from neurmap.utils.tables import to_markdown, write_csv
 

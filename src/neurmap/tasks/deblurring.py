@@ -2,7 +2,7 @@
 
 :func:`plan` pairs every source image with its output path (a folder's tree is mirrored under OUTPUT;
 outputs that exist are skipped unless ``overwrite=true``). :func:`deblur_image` runs D, and, with
-``motion=true``, M, tile by tile (:func:`neurmap.inference.tiled`, tile origins aligned to D's padding
+``motion=true``, M, tile by tile (:func:`neurmap.tasks.inference.tiled`, tile origins aligned to D's padding
 multiple) under autocast in ``precision`` on a GPU (fp32 on a CPU). The motion map is M's canonicalized
 output in px (``alpha`` x M), relative (M(B) - M(S_hat)) where the checkpoint was trained so; it is saved in
 flow colours (``<name>_motion.png``) and, with ``compare=true``, next to the blurry and deblurred images
@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from neurmap.cli import UsageError, backbone_config, resolve_device
 from neurmap.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
-from neurmap.inference import Networks, load_networks, n_tiles, tiled
 from neurmap.nets.reblur import canonicalize_motion
+from neurmap.tasks.inference import Networks, load_networks, n_tiles, tiled
 from neurmap.utils.flow_vis import flow_to_color, make_grid
 
 __all__ = ["PROG", "deblur", "deblur_image", "plan"]
