@@ -111,7 +111,7 @@ def lsgan(logits: list[torch.Tensor] | torch.Tensor, target: float) -> torch.Ten
     return sum(F.mse_loss(x, torch.full_like(x, target)) for x in logits)
 
 
-_FLOW_NORMS = ("epe", "mse")
+_FLOW_NORMS = ("epe", "mse", "polar")
 
 
 def flow_supervision(motion: torch.Tensor, target: torch.Tensor, norm: str = "epe", eps: float = 1e-6) -> torch.Tensor:
@@ -121,13 +121,21 @@ def flow_supervision(motion: torch.Tensor, target: torch.Tensor, norm: str = "ep
     Args:
         motion: (B, 2, H, W) M's motion in normalised units.
         target: (B, 2, H, W) ground truth in the same units (full blur in px / alpha).
-        norm: ``epe`` (mean end-point error, sqrt(|e|^2 + eps)) or ``mse`` (mean squared error over the
-            two components).
+        norm: ``epe`` (mean end-point error, sqrt(|e|^2 + eps)), ``mse`` (mean squared error over the
+            two components) or ``polar``: the length error ``| |m| - |g| |`` plus the distance of ``g`` from
+            the line of ``m`` (``|m x g| / |m|``, i.e. |g| |sin| of the angle between the lines). Under an
+            ambiguous direction ``epe`` and ``mse`` are lowest for a *shorter* vector (the mean of +-g is 0),
+            which makes R's reblur term pull D back towards blur; ``polar`` scores the length on its own, so
+            an unsure direction does not shrink it.
     """
     if norm not in _FLOW_NORMS:
         raise ValueError(f"flow norm must be one of {_FLOW_NORMS}, got {norm!r}")
     if motion.shape != target.shape:
         raise ValueError(f"motion {tuple(motion.shape)} and its target {tuple(target.shape)} differ in shape")
+    if norm == "polar":
+        length = motion.pow(2).sum(dim=1).add(eps).sqrt()
+        cross = motion[:, 0] * target[:, 1] - motion[:, 1] * target[:, 0]
+        return (length - target.pow(2).sum(dim=1).add(eps).sqrt()).abs().mean() + (cross.abs() / length).mean()
     plus = (motion - target).pow(2).sum(dim=1)
     minus = (motion + target).pow(2).sum(dim=1)
     error = torch.minimum(plus, minus)
