@@ -134,7 +134,9 @@ class UnpairedImages(_FileDataset):
     ) -> None:
         if key not in ("blur", "sharp"):
             raise ValueError(f"UnpairedImages key must be 'blur' or 'sharp', got {key!r}")
-        super().__init__(records, (key,), transform=transform, on_error=on_error)
+        # the blurry side carries its ground-truth motion where the records have it (the oracle-motion ablation)
+        optional = ("motion",) if key == "blur" else ()
+        super().__init__(records, (key,), optional=optional, transform=transform, on_error=on_error)
         self.key = key
 
     def _name(self, record: dict[str, Any]) -> str:

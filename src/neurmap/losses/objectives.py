@@ -150,6 +150,7 @@ class BatchSplit:
     sharp: Tensor
     n_paired: int
     map_on_paired: bool  # the MAP terms see every row (authors' code) or the unpaired rows only (paper)
+    unpaired_motion: Tensor | None = None  # ground-truth motion (px) of the unpaired blurry rows, where the data has it
 
     def paired(self, x: Tensor) -> Tensor:
         return x[: self.n_paired]
@@ -182,7 +183,8 @@ def split_batch(batch: Mapping[str, Any], variant: Variant, map_on_paired: bool)
     if not blurs:
         raise KeyError(f"training batch has no 'paired' loader, needed by variant {variant.name!r}")
     n_paired = 0 if paired is None else paired["blur"].shape[0]
-    return BatchSplit(torch.cat(blurs), torch.cat(sharps), n_paired, bool(map_on_paired))
+    motion = batch["blur"].get("motion") if variant.unpaired else None
+    return BatchSplit(torch.cat(blurs), torch.cat(sharps), n_paired, bool(map_on_paired), motion)
 
 
 # ----------------------------------------------------------------------------------------- objectives
@@ -267,10 +269,14 @@ def deblur_objective(
     sharp_expectation: Callable[[], Tensor] | None,
     discriminator: nn.Module | None,
     map_terms: bool = True,
+    reblur_motion: Tensor | None = None,
 ) -> Parts:
     """Eq. 11: content on the paired rows; on the unpaired rows the reblur term, the sharp-image prior, the
     TV of M(S_hat) and the natural-image prior (none of them when ``map_terms`` is false: the warm-up).
-    M and N must have their parameters frozen (toggled off): gradients reach D only."""
+    M and N must have their parameters frozen (toggled off): gradients reach D only.
+
+    ``reblur_motion`` (units of R, the unpaired rows) replaces M's relative motion in the reblur term: the
+    oracle-motion ablation feeds the data's ground truth there."""
     deblurred = stages[-1]
     parts: Parts = {}
     if split.n_paired:
@@ -284,9 +290,10 @@ def deblur_objective(
         m_rows = m.motion(split.map_rows(deblurred))
         m_fake = split.unpaired(m_rows) if split.map_on_paired else m_rows  # the unpaired rows' M(S_hat)
         if w.reblur_deblur:
-            with torch.no_grad():
-                m_blur = m.motion(blur_u)
-            reblurred = m.reblur(deblurred_u, m.relative(m_blur, m_fake).detach())
+            if reblur_motion is None:
+                with torch.no_grad():
+                    reblur_motion = m.relative(m.motion(blur_u), m_fake).detach()
+            reblurred = m.reblur(deblurred_u, reblur_motion.detach())
             parts["reblur"] = w.reblur_deblur * terms.reblur_loss(reblurred, blur_u, w.reblur_msssim_ratio)
         norm = w.sharp_prior_norm
         _add(parts, "sharp_prior", w.sharp_prior, lambda: terms.sharp_prior(m_rows, sharp_expectation(), norm))

@@ -43,14 +43,18 @@ from neurmap.losses.objectives import (
     motion_objective,
     split_batch,
 )
+from neurmap.losses import terms
 from neurmap.losses.pool import MotionPool
 from neurmap.metrics.motion import motion_epe
+from neurmap.metrics.signal import gradient_cosines
 from neurmap.nets.init import xavier_init_
 from neurmap.nets.motion import load_motion_pretrained
 from neurmap.nets.reblur import canonicalize_motion
 from neurmap.systems.base import ManualSystem, linear_decay
 
 __all__ = ["NeurMAPSystem", "linear_decay"]
+
+_MOTION_SOURCES = ("network", "ground_truth")
 
 
 def grad_norms(parts: Mapping[str, torch.Tensor], params: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -98,6 +102,14 @@ class NeurMAPSystem(ManualSystem):
         warmup_iterations: for the first K iterations D trains on the content loss only (its MAP terms are
             off) while M and N train as usual; 0 = off (the paper).
         log_grad_norms: on logging steps, log each D term's gradient norm and its share of their sum.
+        motion_source: what R receives in D's reblur term: ``network`` (M's motion, the method) or
+            ``ground_truth`` (the unpaired images' true motion: the oracle-motion **ablation**, an upper bound
+            of what a better M could give; the data must carry the motion, or training stops with one line).
+        signal_batches: on the first K batches of every val set with sharp images, log the cosine between D's
+            gradient of each of its terms and of the supervised loss (``val/<set>/signal_cos/<term>``,
+            :meth:`signal`); 0 = off.
+        motion_scale: length calibration of the motion R receives: ``relative()`` returns
+            ``motion_scale * (M(B) - M(S_hat))``; 1 = none (the paper).
     """
 
     def __init__(
@@ -120,6 +132,9 @@ class NeurMAPSystem(ManualSystem):
         motion_pretrained: str | None = None,
         warmup_iterations: int = 0,
         log_grad_norms: bool = True,
+        motion_source: str = "network",
+        signal_batches: int = 4,
+        motion_scale: float = 1.0,
     ) -> None:
         super().__init__()
         weights = check_weights(from_mapping(LossWeights, loss, "loss"))
@@ -135,6 +150,17 @@ class NeurMAPSystem(ManualSystem):
             )
         if motion_pretrained and not variant.motion:
             raise ValueError(f"model.motion_pretrained is set, but variant {variant.name!r} has no motion network")
+        if motion_source not in _MOTION_SOURCES:
+            raise ValueError(f"model.motion_source must be one of {_MOTION_SOURCES}, got {motion_source!r}")
+        if motion_source == "ground_truth" and not variant.motion:
+            raise ValueError(f"model.motion_source=ground_truth feeds R, but variant {variant.name!r} has no R")
+        if signal_batches < 0:
+            raise ValueError(f"model.signal_batches must be >= 0, got {signal_batches}")
+        if not motion_scale > 0:
+            raise ValueError(f"model.motion_scale must be > 0, got {motion_scale}")
+        self.motion_source = motion_source
+        self.motion_scale = float(motion_scale)
+        self.signal_batches = int(signal_batches)
         self.automatic_optimization = False
         self.warmup_iterations = int(warmup_iterations)
         self.log_grad_norms = bool(log_grad_norms)
@@ -154,6 +180,7 @@ class NeurMAPSystem(ManualSystem):
                 "variant": dataclasses.asdict(variant),
                 "iterations": self.iterations,
                 "relative_motion": self.relative_motion,
+                "motion_source": motion_source,
                 "pool_size": pool_size,
                 "config": None,  # the whole resolved run config, set by remember_config()
             }
@@ -213,8 +240,9 @@ class NeurMAPSystem(ManualSystem):
         return canonicalize_motion(self.motion_net(images))
 
     def relative(self, motion_blurry: torch.Tensor, motion_deblurred: torch.Tensor) -> torch.Tensor:
-        """The motion fed to R: M(B) - M(S_hat) (relative, default) or M(B) (absolute)."""
-        return motion_blurry - motion_deblurred if self.relative_motion else motion_blurry
+        """The motion fed to R: M(B) - M(S_hat) (relative, default) or M(B) (absolute), times ``motion_scale``."""
+        motion = motion_blurry - motion_deblurred if self.relative_motion else motion_blurry
+        return motion * self.motion_scale if self.motion_scale != 1.0 else motion
 
     # ----------------------------------------------------------------- training
     def _motion_fns(self) -> MotionFns:
@@ -248,6 +276,7 @@ class NeurMAPSystem(ManualSystem):
             self.pool.expectation if self.use_motion else None,
             self.discriminator,
             not warming_up,
+            self._oracle_motion(split),
             on_parts=on_parts,
         )
         logs["train/deblur/map_terms_on"] = torch.tensor(float(not warming_up))
@@ -256,6 +285,18 @@ class NeurMAPSystem(ManualSystem):
         n = split.blur.shape[0]
         self.log("train/deblur/total", shown, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
+
+    def _oracle_motion(self, split: BatchSplit) -> torch.Tensor | None:
+        """The ground-truth motion of the unpaired rows in R's units, under ``motion_source=ground_truth``."""
+        if self.motion_source != "ground_truth" or not split.has_unpaired:
+            return None
+        if split.unpaired_motion is None:
+            raise ValueError(
+                "model.motion_source=ground_truth (the oracle-motion ablation) needs the ground-truth motion of the "
+                "unpaired blurry images, but data.unpaired_blur gives none: use a layout with motion (kernel_synth) "
+                "and data.unpaired_blur.records.with_motion=true, or model.motion_source=network"
+            )
+        return split.unpaired_motion.to(split.blur) / self.reblur.alpha
 
     def _motion_step(self, split: BatchSplit, deblurred: torch.Tensor) -> dict[str, torch.Tensor]:
         """M's objective (eq. 10), feeding the E[|M(S)|] pool with this batch's sharp images."""
@@ -281,6 +322,52 @@ class NeurMAPSystem(ManualSystem):
         self.pool.push_means(means)
 
     # --------------------------------------------------------------- evaluation
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, "val", dataloader_idx)
+        if batch_idx < self.signal_batches and "sharp" in batch:
+            self._log_eval("val", dataloader_idx, self.signal(batch), batch["blur"].shape[0])
+
+    def signal(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Per image, the cosine between D's gradient of each of its MAP terms and of the supervised loss
+        ``||D(B) - S||^2`` (:func:`neurmap.metrics.signal.gradient_cosines`): positive = the term moves D
+        towards the sharp image. The images are treated as unpaired rows (the terms of ``train/deblur/weighted``);
+        with ground-truth motion, ``reblur_true_motion`` is the reblur term with R fed that motion.
+
+        Runs with gradients enabled, also under Lightning's inference mode, and writes no ``.grad``. The
+        sharp-image prior is left out while the E[|M(S)|] pool is empty (the sanity check).
+
+        Returns:
+            ``signal_cos/<term>`` -> (B,) cosines.
+        """
+        params = [p for p in self.deblur_net.parameters() if p.requires_grad]
+        weights = self.weights
+        if self.pool is None or int(self.pool.count) == 0:
+            weights = dataclasses.replace(weights, sharp_prior=0.0)
+        rows = []
+        with torch.inference_mode(False), torch.enable_grad():
+            images = {k: v.clone() for k, v in batch.items() if k in ("blur", "sharp", "motion")}
+            for i in range(images["blur"].shape[0]):
+                blur, sharp = images["blur"][i : i + 1], images["sharp"][i : i + 1]
+                true_motion = images["motion"][i : i + 1] / self.reblur.alpha if "motion" in images else None
+                stages = self.deblur_net.forward_stages(blur)
+                parts = deblur_objective(
+                    weights,
+                    self.variant,
+                    BatchSplit(blur, sharp, 0, False),
+                    stages,
+                    self.content_stage_weights,
+                    self._motion_fns() if self.use_motion else None,
+                    self.pool.expectation if self.use_motion else None,
+                    self.discriminator,
+                    reblur_motion=true_motion if self.motion_source == "ground_truth" else None,
+                )
+                if true_motion is not None:
+                    reblurred = self.reblur(stages[-1], true_motion)
+                    parts["reblur_true_motion"] = terms.reblur_loss(reblurred, blur, weights.reblur_msssim_ratio)
+                reference = terms.distance(stages[-1], sharp, "l2")
+                rows.append(gradient_cosines(reference, parts, params))
+        return {f"signal_cos/{k}": torch.stack([row[k] for row in rows]) for k in rows[0]}
+
     def _eval_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> dict[str, torch.Tensor]:
         blur = batch["blur"]
         deblurred = self.deblur_net(blur).clamp(0, 1)

@@ -1,0 +1,159 @@
+"""Where does NeurMAP's unpaired signal point before fine-tuning? ``python -m neurmap.experiments.signal``.
+
+For a start D (e.g. the released DMPHN) and one or more motion networks M (motion-pretraining checkpoints), on
+crops of images with ground truth (the mini reproduction's held-out test family by default), it measures per
+crop, with NeurMAP's own :meth:`~neurmap.systems.neurmap.NeurMAPSystem.signal`:
+
+* ``signal_cos/reblur``: the cosine between D's gradient of the reblur term, with R fed the motion it receives
+  in the method (relative M(B) - M(D(B)) by default, times ``model.motion_scale``), and D's gradient of the
+  supervised loss; ``signal_cos/reblur_true_motion``: the same with the true motion;
+* ``motion_epe`` / ``motion_epe_zero``: the end-point error of that motion and of a zero map (px);
+* ``length_ratio``: mean |motion R receives| / mean |true motion|.
+
+Means over crops, with the standard error, are printed as a Markdown table and written to ``--out`` (JSON).
+``--fit-scale`` also picks, per M, the scale of R's motion that best explains the *unpaired training* blurry
+images (``||B - R(D(B), s m)||^2``, no ground truth) and measures the signal with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["fit_reblur_scale", "load_system", "measure"]
+
+
+def load_system(overrides: Sequence[str]) -> Any:
+    """The NeurMAP system of ``python -m neurmap.train experiment=mini_neurmap <overrides>``, in eval mode."""
+    from hydra.utils import instantiate
+
+    from neurmap.config import compose
+
+    from neurmap.nets.backbones import load_pretrained
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose(["experiment=mini_neurmap", *overrides], tmp)
+        system = instantiate(cfg.model)
+    if cfg.backbone.get("pretrained"):
+        load_pretrained(system.deblur_net, cfg.backbone.pretrained, key=cfg.backbone.get("pretrained_key"))
+    return system.eval()
+
+
+def _crops(h: int, w: int, size: int, per_image: int) -> list[tuple[int, int]]:
+    """Up to ``per_image`` crop origins on an even grid (the centre crop when 1)."""
+    side = max(1, math.ceil(math.sqrt(per_image)))
+    ys = [round((h - size) * (i + 0.5) / side) for i in range(side)] if side > 1 else [(h - size) // 2]
+    xs = [round((w - size) * (j + 0.5) / side) for j in range(side)] if side > 1 else [(w - size) // 2]
+    return [(y, x) for y in ys for x in xs][:per_image]
+
+
+def _records(root: str | Path, with_motion: bool = True) -> list[dict[str, Any]]:
+    from neurmap.data.layouts import kernel_synth
+
+    return kernel_synth(root, with_motion=with_motion)
+
+
+def measure(system: Any, root: str | Path, crop: int, per_image: int) -> dict[str, list[float]]:
+    """Per-crop signal cosines, motion errors and length ratio on the ``kernel_synth`` layout at ``root``."""
+    from neurmap.data.io import read_image, read_mfmap
+    from neurmap.metrics.motion import motion_epe
+
+    rows: dict[str, list[float]] = {}
+    for record in _records(root):
+        blur, sharp, motion = read_image(record["blur"]), read_image(record["sharp"]), read_mfmap(record["motion"])
+        for y, x in _crops(*blur.shape[-2:], crop, per_image):
+            window = (slice(None), slice(y, y + crop), slice(x, x + crop))
+            batch = {"blur": blur[window][None], "sharp": sharp[window][None], "motion": motion[window][None]}
+            values = {k: float(v[0]) for k, v in system.signal(batch).items()}
+            with torch.no_grad():
+                b = batch["blur"]
+                moved = system.relative(system.motion(b), system.motion(system.deblur_net(b))) * system.reblur.alpha
+            truth = batch["motion"]
+            values["motion_epe"] = float(motion_epe(moved, truth)[0])
+            values["motion_epe_zero"] = float(motion_epe(torch.zeros_like(truth), truth)[0])
+            values["length_ratio"] = float(moved.norm(dim=1).mean() / truth.norm(dim=1).mean().clamp_min(1e-6))
+            for key, value in values.items():
+                rows.setdefault(key, []).append(value)
+    return rows
+
+
+@torch.no_grad()
+def fit_reblur_scale(system: Any, root: str | Path, crop: int, per_image: int, scales: Sequence[float]) -> float:
+    """The scale s of R's motion that minimises ``||B - R(D(B), s m)||^2`` summed over crops of the blurry
+    images at ``root`` (no ground truth is read: the unpaired training images qualify)."""
+    from neurmap.data.io import read_image
+
+    errors = dict.fromkeys(scales, 0.0)
+    for record in _records(root, with_motion=False):
+        blur = read_image(record["blur"])
+        for y, x in _crops(*blur.shape[-2:], crop, per_image):
+            b = blur[:, y : y + crop, x : x + crop][None]
+            deblurred = system.deblur_net(b)
+            motion = system.relative(system.motion(b), system.motion(deblurred)) / system.motion_scale
+            for s in scales:
+                errors[s] += float((system.reblur(deblurred, s * motion) - b).pow(2).mean())
+    return min(errors, key=errors.get)
+
+
+def _summary(rows: dict[str, list[float]]) -> dict[str, tuple[float, float, int]]:
+    out = {}
+    for key, values in rows.items():
+        t = torch.tensor(values, dtype=torch.float64)
+        se = float(t.std() / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+        out[key] = (float(t.mean()), se, len(values))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m neurmap.experiments.signal", description=__doc__.split("\n")[0])
+    parser.add_argument("--mini", default="logs/reproduce_mini/data", help="the mini reproduction's data folder")
+    parser.add_argument("--split", default="test", help="kernel_synth split measured: test (held out) or val")
+    parser.add_argument("--weights", required=True, help="start D: backbone.pretrained (released DMPHN folder)")
+    parser.add_argument("--motion", action="append", default=[], help="M checkpoint (repeatable; 'none' = Xavier)")
+    parser.add_argument("--scale", type=float, action="append", default=None, help="model.motion_scale (repeatable)")
+    parser.add_argument("--fit-scale", action="store_true", help="also the scale fitted on the unpaired training images")
+    parser.add_argument("--crop", type=int, default=96)
+    parser.add_argument("--crops-per-image", type=int, default=4)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
+    parser.add_argument("--out", default=None, help="JSON file for the per-crop values and means")
+    opts = parser.parse_args(argv)
+    torch.manual_seed(0)
+    mini = Path(opts.mini)
+    results = []
+    base = [f"paths.mini={mini}", f"backbone.pretrained={opts.weights}", "variant=net2", *opts.set]
+    for ckpt in opts.motion or ["none"]:
+        motion = [] if ckpt == "none" else [f"model.motion_pretrained={ckpt}"]
+        scales = list(opts.scale or [1.0])
+        if opts.fit_scale:
+            system = load_system([*base, *motion])
+            grid = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0]
+            fitted = fit_reblur_scale(system, mini / "kernel_synth" / "train", opts.crop, 1, grid)
+            print(f"{ckpt}: scale fitted on the unpaired training images = {fitted}", file=sys.stderr)
+            scales.append(fitted)
+        for scale in scales:
+            system = load_system([*base, *motion, f"model.motion_scale={scale}"])
+            rows = measure(system, mini / "kernel_synth" / opts.split, opts.crop, opts.crops_per_image)
+            results.append({"motion": ckpt, "scale": scale, "summary": _summary(rows), "rows": rows})
+            s = results[-1]["summary"]
+            print(
+                f"| {ckpt} | {scale:g} | "
+                + " | ".join(f"{k} {m:+.3f} ± {e:.3f}" for k, (m, e, _) in sorted(s.items()))
+                + " |",
+                flush=True,
+            )
+    if opts.out:
+        from neurmap.utils.files import write_json
+
+        write_json(opts.out, results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
