@@ -1,0 +1,187 @@
+"""The unpaired-signal diagnostic (gradient cosines), the oracle-motion ablation and the on-the-fly blur with
+its motion (M's pretraining data)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from neurmap.data.line_blur import line_blur
+from neurmap.data.random_blur import RandomBlur, smooth_field
+from neurmap.losses.objectives import BatchSplit, split_batch
+from neurmap.losses.terms import flow_supervision
+from neurmap.metrics.motion import motion_epe
+from neurmap.metrics.signal import gradient_cosines
+from neurmap.nets.motion import MotionNet
+from neurmap.nets.reblur import canonicalize_motion
+
+
+def test_gradient_cosine_of_linear_losses_is_the_angle_between_their_coefficients():
+    w = torch.zeros(3, requires_grad=True)
+    a, b, c = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([1.0, 1.0, 0.0]), torch.tensor([-2.0, 0.0, 0.0])
+    cos = gradient_cosines((w * a).sum(), {"half": (w * b).sum(), "opposite": (w * c).sum()}, [w])
+    assert cos["half"].item() == pytest.approx(1 / math.sqrt(2), abs=1e-6)  # 45 degrees
+    assert cos["opposite"].item() == pytest.approx(-1.0, abs=1e-6)
+    assert w.grad is None  # nothing accumulated
+
+
+class _ZeroMotion(torch.nn.Module):
+    """An M that sees no blur anywhere."""
+
+    def forward(self, x):
+        return torch.zeros(x.shape[0], 2, *x.shape[-2:])
+
+
+@pytest.fixture(scope="module")
+def blurry_batch():
+    """Camera-motion blur of procedural images with its true motion (built-in val images)."""
+    from neurmap.data.builtin import BuiltinTest
+
+    leaves = {"r_min": 2.0, "r_max": 30.0, "radius_exponent": 3.0, "coverage": 4.0}
+    camera = {"tx_max": 8.0, "ty_max": 8.0}
+    data = BuiltinTest(num_images=4, image_size=48, seed=3, split="val", camera=camera, leaves=leaves)
+    items = [data[i] for i in range(4)]
+    return {k: torch.stack([it[k] for it in items]) for k in ("blur", "sharp", "motion")}
+
+
+def _system(tiny_cfg, *extra):
+    torch.manual_seed(0)
+    return instantiate(tiny_cfg("variant=net2", "loss.sharp_prior=0", "loss.deblurred_motion_tv=0", *extra).model)
+
+
+def test_true_motion_points_d_to_the_sharp_image_and_zero_motion_no_better(tiny_cfg, blurry_batch):
+    system = _system(tiny_cfg)
+    system.motion_net = _ZeroMotion()
+    with torch.inference_mode():  # as in Lightning's validation: the diagnostic re-enables gradients itself
+        cos = system.signal(blurry_batch)
+    true, zero = cos["signal_cos/reblur_true_motion"], cos["signal_cos/reblur"]
+    assert true.shape == zero.shape == (4,)
+    assert true.mean() > 0, true
+    assert zero.mean() <= true.mean(), (zero, true)
+    assert all(p.grad is None for p in system.deblur_net.parameters())
+
+
+def test_oracle_motion_feeds_r_the_data_motion(tiny_cfg, blurry_batch):
+    system = _system(tiny_cfg, "model.motion_source=ground_truth")
+    system.motion_net = _ZeroMotion()  # M says "no blur"; the oracle ablation must not listen
+    with torch.inference_mode():
+        cos = system.signal(blurry_batch)
+    torch.testing.assert_close(cos["signal_cos/reblur"], cos["signal_cos/reblur_true_motion"])
+
+
+def test_oracle_motion_without_data_motion_stops_with_one_line(tiny_cfg, blurry_batch):
+    system = _system(tiny_cfg, "model.motion_source=ground_truth")
+    variant = system.variant
+    batch = {
+        "paired": {"blur": blurry_batch["blur"][:2], "sharp": blurry_batch["sharp"][:2]},
+        "blur": {"blur": blurry_batch["blur"][2:]},
+        "sharp": {"sharp": blurry_batch["sharp"][2:]},
+    }
+    split = split_batch(batch, variant, False)
+    with pytest.raises(ValueError, match=r"with_motion=true") as err:
+        system._oracle_motion(split)
+    assert "\n" not in str(err.value)
+    batch["blur"]["motion"] = blurry_batch["motion"][2:]
+    motion = system._oracle_motion(split_batch(batch, variant, False))
+    torch.testing.assert_close(motion, blurry_batch["motion"][2:] / system.reblur.alpha)
+
+
+def test_oracle_motion_needs_r(tiny_cfg):
+    with pytest.raises(Exception, match="has no R"):
+        instantiate(tiny_cfg("variant=baseline", "model.motion_source=ground_truth").model)
+
+
+def test_batch_split_carries_the_unpaired_motion_only_when_the_data_has_it():
+    split = BatchSplit(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4), 1, False)
+    assert split.unpaired_motion is None
+
+
+def test_polar_flow_loss_scores_length_and_direction_apart():
+    g = torch.tensor([0.0, 0.5]).view(1, 2, 1, 1)  # horizontal, 20 px at alpha 40
+    half = flow_supervision(0.5 * g, g, "polar", eps=0.0)
+    turned = flow_supervision(torch.tensor([0.5, 0.0]).view(1, 2, 1, 1), g, "polar", eps=0.0)
+    assert half.item() == pytest.approx(0.25)  # length error only
+    assert turned.item() == pytest.approx(0.5)  # right length, perpendicular: |g| away from the line
+    assert flow_supervision(-g, g, "polar", eps=0.0).item() == pytest.approx(0.0, abs=1e-7)
+    # direction unknown (uniform over the half circle): the EPE is lowest for a vector ~3/4 as long, the polar
+    # loss for the true length
+    theta = torch.arange(12) * math.pi / 12
+    targets = 0.5 * torch.stack([theta.sin(), theta.cos()], 1).view(12, 2, 1, 1)
+
+    def score(scale, norm):
+        return flow_supervision((scale * g).expand(12, -1, -1, -1), targets, norm, eps=0.0).item()
+
+    assert score(1.0, "polar") < score(0.75, "polar")
+    assert score(0.75, "epe") < score(1.0, "epe")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    from neurmap.data.io import write_image
+    from neurmap.data.procedural import dead_leaves
+
+    root = tmp_path_factory.mktemp("photos")
+    for i in range(2):
+        rng = __import__("numpy").random.default_rng(i)
+        write_image(root / f"p{i}.png", dead_leaves((80, 90), rng, r_min=2.0, r_max=20.0))
+    return root
+
+
+def _random_blur(root, **kw):
+    args = {"samples": 8, "crop_size": 32, "length": (2.0, 12.0), "families": {"linear": 1, "smooth": 1}}
+    return RandomBlur(root, **(args | kw))
+
+
+def test_random_blur_is_reproducible_and_blurs_along_its_motion(photos):
+    data = _random_blur(photos, deterministic=True, seed=5)
+    a, b = data[3], data[3]
+    assert all(torch.equal(a[k], b[k]) for k in ("blur", "sharp", "motion"))
+    assert not torch.equal(data[3]["motion"], data[4]["motion"])
+    assert a["blur"].shape == a["sharp"].shape == (3, 32, 32) and a["motion"].shape == (2, 32, 32)
+    assert (a["motion"][1] >= 0).all()  # canonical
+    lengths = a["motion"].norm(dim=0)
+    assert lengths.min() >= 2.0 - 1e-4 and lengths.max() <= 12.0 + 1e-4
+    # the blurry crop is the line blur of its sharp crop along its motion (away from the crop's border)
+    again = line_blur(a["sharp"], a["motion"])
+    torch.testing.assert_close(again[:, 8:-8, 8:-8], a["blur"][:, 8:-8, 8:-8], atol=1e-5, rtol=0)
+    zero = _random_blur(photos, deterministic=True, length=(0.0, 0.0))[0]
+    torch.testing.assert_close(zero["blur"], zero["sharp"])
+
+
+def test_random_blur_training_stream_follows_torch_seed(photos):
+    data = _random_blur(photos)
+    torch.manual_seed(7)
+    first = data[0]
+    torch.manual_seed(7)
+    assert torch.equal(first["blur"], data[0]["blur"])
+
+
+def test_smooth_field_varies_smoothly_within_its_length_range():
+    field = smooth_field((40, 50), __import__("numpy").random.default_rng(0), (5.0, 20.0), grid=(3, 3))
+    assert field.shape == (2, 40, 50)
+    step = torch.from_numpy(field).diff(dim=-1).abs().max()
+    assert step < 2.0  # px per px: no jumps
+    assert torch.from_numpy(field).norm(dim=0).std() > 0  # spatially varying
+
+
+def test_a_short_pretraining_on_random_blur_lowers_epe(photos):
+    torch.manual_seed(0)
+    data = _random_blur(photos, deterministic=True, samples=8, length=(4.0, 12.0), families={"linear": 1})
+    batch = {k: torch.stack([data[i][k] for i in range(8)]) for k in ("blur", "motion")}
+    net = MotionNet(width=8)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def epe():
+        with torch.no_grad():
+            return motion_epe(canonicalize_motion(net(batch["blur"])) * 40, batch["motion"]).mean().item()
+
+    before = epe()
+    for _ in range(60):
+        loss = flow_supervision(canonicalize_motion(net(batch["blur"])), batch["motion"] / 40, "polar")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert epe() < 0.85 * before, (before, epe())
