@@ -13,7 +13,11 @@ at a time (``tile=N`` runs very large ones in tiles, :func:`neurmap.tasks.infere
   files are missing, one line says how to get them and the other metrics still run;
 * on sets with ground-truth motion (kernel-synthesized ``mfmap``) and checkpoints with M:
   ``motion_mse_authors`` (the authors' x20 protocol), ``motion_mse_full`` (x alpha, consistent with Gong's
-  full-length flows) and ``motion_epe`` (px); see :mod:`neurmap.metrics.motion`.
+  full-length flows) and ``motion_epe`` (px), of the motion R receives in training (relative or absolute,
+  times ``model.motion_scale``); see :mod:`neurmap.metrics.motion`;
+* with ``metrics.signal=true``, on sets with sharp images and NeurMAP checkpoints: ``signal_cos/<term>``, the
+  cosine between D's gradient of each of its training terms and of the supervised loss, on the centre crop of
+  ``metrics.signal_crop`` px (:meth:`neurmap.systems.neurmap.NeurMAPSystem.signal`).
 
 :func:`output_dir` places the outputs; ``summary.csv`` / ``summary.md`` hold the means per set (NaNs left
 out), and the Hydra run folder gets :func:`final_metrics` as ``final_metrics.json``.
@@ -140,7 +144,14 @@ def _tensor(hwc: np.ndarray, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def _evaluate_set(
-    name: str, dataset, nets: Networks, metrics: _Metrics, cfg: DictConfig, device: torch.device, images: Path | None
+    name: str,
+    dataset,
+    nets: Networks,
+    metrics: _Metrics,
+    cfg: DictConfig,
+    device: torch.device,
+    images: Path | None,
+    system: Any = None,
 ) -> tuple[list[Row], list[str]]:
     protocol = cfg.protocol if cfg.protocol != "auto" else ("realblur" if name.startswith("realblur") else "plain")
     rows: list[Row] = []
@@ -160,13 +171,25 @@ def _evaluate_set(
         if cfg.metrics.input:
             row |= metrics.image(blur, sharp, protocol, sample["name"], "input_")
         if "motion" in sample and nets.motion is not None and cfg.metrics.motion:
-            raw = nets.motion(blur) - nets.motion(deblurred)  # raw M outputs, as the authors' protocol
+            raw = nets.motion_to_r(blur, deblurred)  # raw M outputs, as the authors' protocol
             errors = motion_errors(raw, sample["motion"][None].to(device), nets.alpha, cfg.metrics.authors_scale)
             row |= {k: float(v) for k, v in errors.items()}
+        if system is not None and sharp is not None:
+            row |= _signal(system, sample, int(cfg.metrics.signal_crop), device)
         rows.append(row)
         if images is not None:
             write_image(images / name / f"{sample['name']}.png", deblurred[0])
     return rows, failed
+
+
+def _signal(system: Any, sample: dict[str, Any], crop: int, device: torch.device) -> Row:
+    """Signal cosines of one image's centre crop (the whole image when it is smaller)."""
+    h, w = sample["blur"].shape[-2:]
+    ch, cw = min(crop, h), min(crop, w)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    keys = [k for k in ("blur", "sharp", "motion") if k in sample]
+    batch = {k: sample[k][None, :, y : y + ch, x : x + cw].to(device) for k in keys}
+    return {k: float(v[0]) for k, v in system.signal(batch).items()}
 
 
 def _summary(name: str, rows: list[Row], failed: int) -> Row:
@@ -197,6 +220,10 @@ def evaluate(cfg: DictConfig) -> list[Row]:
     unknown = [n for n in names if n not in sets]
     if unknown or not names:
         raise UsageError(f"sets {unknown or names} not in data.{cfg.split}; it has {list(sets)}")
+    system = None
+    target = str(nets.config.get("model", {}).get("_target_", "")) if nets.config is not None else ""
+    if cfg.metrics.signal and target.endswith("NeurMAPSystem"):
+        system = nets.system().to(device)
     metrics = _Metrics(cfg.metrics, device)
     for note in metrics.notes:
         print(f"{PROG}: {note}", file=sys.stderr)
@@ -208,7 +235,7 @@ def evaluate(cfg: DictConfig) -> list[Row]:
         extra = {"on_error": "raise"} if "on_error" in node else {}  # we skip unreadable files ourselves
         dataset = instantiate(node, **extra)()
         images = out / "images" if cfg.save_images else None
-        rows, failed = _evaluate_set(name, dataset, nets, metrics, cfg, device, images)
+        rows, failed = _evaluate_set(name, dataset, nets, metrics, cfg, device, images, system)
         write_csv(out / f"{name}_per_image.csv", rows)
         summaries.append(_summary(name, rows, len(failed)))
     write_csv(out / "summary.csv", summaries)

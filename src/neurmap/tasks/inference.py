@@ -46,6 +46,9 @@ class Networks:
         backbone: the backbone's name.
         pad_multiple: D's padding multiple (tile origins are aligned to it).
         relative_motion: the motion R used in training was M(B) - M(S_hat) (else M(B)).
+        motion_scale: R received ``motion_scale`` times that motion (``model.motion_scale``).
+        config: the run's composed config (neurmap checkpoints), None for release weights.
+        state: the checkpoint's state dict (neurmap checkpoints), None for release weights.
     """
 
     deblur: nn.Module
@@ -54,6 +57,26 @@ class Networks:
     backbone: str
     pad_multiple: int
     relative_motion: bool = True
+    motion_scale: float = 1.0
+    config: Any = None
+    state: Mapping[str, torch.Tensor] | None = None
+
+    def motion_to_r(self, blurry: torch.Tensor, deblurred: torch.Tensor) -> torch.Tensor:
+        """The motion R receives in training (units of R): ``scale * (M(B) - M(S_hat))`` or ``scale * M(B)``,
+        raw M outputs (not canonicalised)."""
+        motion = self.motion(blurry) - self.motion(deblurred) if self.relative_motion else self.motion(blurry)
+        return motion * self.motion_scale
+
+    def system(self) -> Any:
+        """The whole training system of a neurmap checkpoint (D, M, N, R with the run's settings), in eval mode,
+        for diagnostics that need the training objective (:meth:`~neurmap.systems.neurmap.NeurMAPSystem.signal`)."""
+        if self.config is None or self.state is None:
+            raise CheckpointError("release weights hold D only; the training system needs a neurmap checkpoint")
+        model = OmegaConf.to_container(self.config.model, resolve=True)
+        model["motion_pretrained"] = None  # the checkpoint holds M's weights
+        system = instantiate(model)
+        system.load_state_dict(self.state)
+        return system.eval()
 
 
 def _read(path: Path) -> Any:
@@ -117,7 +140,9 @@ def load_networks(ckpt: str | os.PathLike, backbone: DictConfig | None = None, m
     old_alpha = OmegaConf.select(config, "loss.alpha", default=float("nan"))
     alpha = float(OmegaConf.select(config, "model.reblur.alpha", default=old_alpha))
     relative = bool(config.get("model", {}).get("relative_motion", True))
-    return Networks(net.eval(), motion_net, alpha, trained, int(config.backbone.pad_multiple), relative)
+    scale = float(config.get("model", {}).get("motion_scale", 1.0))
+    pad = int(config.backbone.pad_multiple)
+    return Networks(net.eval(), motion_net, alpha, trained, pad, relative, scale, config, state)
 
 
 def _starts(size: int, tile: int, overlap: int, align: int) -> list[int]:
