@@ -47,9 +47,10 @@ def blurry_batch():
     return {k: torch.stack([it[k] for it in items]) for k in ("blur", "sharp", "motion")}
 
 
-def _system(tiny_cfg, *extra):
+def _system(tiny_cfg, variant="net2", *extra):
     torch.manual_seed(0)
-    return instantiate(tiny_cfg("variant=net2", "loss.sharp_prior=0", "loss.deblurred_motion_tv=0", *extra).model)
+    overrides = (f"variant={variant}", "loss.sharp_prior=0", "loss.deblurred_motion_tv=0", "loss.natural=0", *extra)
+    return instantiate(tiny_cfg(*overrides).model)
 
 
 def test_true_motion_points_d_to_the_sharp_image_and_zero_motion_no_better(tiny_cfg, blurry_batch):
@@ -65,7 +66,7 @@ def test_true_motion_points_d_to_the_sharp_image_and_zero_motion_no_better(tiny_
 
 
 def test_oracle_motion_feeds_r_the_data_motion(tiny_cfg, blurry_batch):
-    system = _system(tiny_cfg, "model.motion_source=ground_truth")
+    system = _system(tiny_cfg, "oracle_motion")
     system.motion_net = _ZeroMotion()  # M says "no blur"; the oracle ablation must not listen
     with torch.inference_mode():
         cos = system.signal(blurry_batch)
@@ -73,7 +74,7 @@ def test_oracle_motion_feeds_r_the_data_motion(tiny_cfg, blurry_batch):
 
 
 def test_oracle_motion_without_data_motion_stops_with_one_line(tiny_cfg, blurry_batch):
-    system = _system(tiny_cfg, "model.motion_source=ground_truth")
+    system = _system(tiny_cfg, "oracle_motion")
     variant = system.variant
     batch = {
         "paired": {"blur": blurry_batch["blur"][:2], "sharp": blurry_batch["sharp"][:2]},
@@ -81,7 +82,7 @@ def test_oracle_motion_without_data_motion_stops_with_one_line(tiny_cfg, blurry_
         "sharp": {"sharp": blurry_batch["sharp"][2:]},
     }
     split = split_batch(batch, variant, False)
-    with pytest.raises(ValueError, match=r"with_motion=true") as err:
+    with pytest.raises(ValueError, match=r"variant=oracle_motion .*with_motion=true") as err:
         system._oracle_motion(split)
     assert "\n" not in str(err.value)
     batch["blur"]["motion"] = blurry_batch["motion"][2:]
@@ -90,8 +91,8 @@ def test_oracle_motion_without_data_motion_stops_with_one_line(tiny_cfg, blurry_
 
 
 def test_oracle_motion_needs_r(tiny_cfg):
-    with pytest.raises(Exception, match="has no R"):
-        instantiate(tiny_cfg("variant=baseline", "model.motion_source=ground_truth").model)
+    with pytest.raises(Exception, match="oracle_motion feeds R"):
+        instantiate(tiny_cfg("variant=baseline", "variant.oracle_motion=true").model)
 
 
 def test_batch_split_carries_the_unpaired_motion_only_when_the_data_has_it():
@@ -185,3 +186,17 @@ def test_a_short_pretraining_on_random_blur_lowers_epe(photos):
         loss.backward()
         opt.step()
     assert epe() < 0.85 * before, (before, epe())
+
+
+def test_oracle_ablation_trains_on_data_with_motion_and_stops_without(fake_data_root, tiny_cfg, monkeypatch):
+    from neurmap.tasks.training import ConfigError, train
+
+    monkeypatch.setenv("NEURMAP_DATA", str(fake_data_root))
+    disk = ["data.num_workers=0", "data.paired.transform.crop_size=32", "data.batch_size_paired=2"]
+    disk += ["data.batch_size_unpaired=2", "++trainer.fast_dev_run=true"]
+    cfg = tiny_cfg("variant=oracle_motion", "data=kernel_synth", *disk)
+    assert cfg.data.unpaired_blur.records.with_motion is True  # the variant makes the layout read it
+    train(cfg)
+    with pytest.raises(ConfigError, match="needs the ground-truth motion") as err:
+        train(tiny_cfg("variant=oracle_motion"))  # built-in unpaired blur carries no motion
+    assert "\n" not in str(err.value)

@@ -54,7 +54,6 @@ from neurmap.systems.base import ManualSystem, linear_decay
 
 __all__ = ["NeurMAPSystem", "linear_decay"]
 
-_MOTION_SOURCES = ("network", "ground_truth")
 
 
 def grad_norms(parts: Mapping[str, torch.Tensor], params: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -102,9 +101,6 @@ class NeurMAPSystem(ManualSystem):
         warmup_iterations: for the first K iterations D trains on the content loss only (its MAP terms are
             off) while M and N train as usual; 0 = off (the paper).
         log_grad_norms: on logging steps, log each D term's gradient norm and its share of their sum.
-        motion_source: what R receives in D's reblur term: ``network`` (M's motion, the method) or
-            ``ground_truth`` (the unpaired images' true motion: the oracle-motion **ablation**, an upper bound
-            of what a better M could give; the data must carry the motion, or training stops with one line).
         signal_batches: on the first K batches of every val set with sharp images, log the cosine between D's
             gradient of each of its terms and of the supervised loss (``val/<set>/signal_cos/<term>``,
             :meth:`signal`); 0 = off.
@@ -132,7 +128,6 @@ class NeurMAPSystem(ManualSystem):
         motion_pretrained: str | None = None,
         warmup_iterations: int = 0,
         log_grad_norms: bool = True,
-        motion_source: str = "network",
         signal_batches: int = 4,
         motion_scale: float = 1.0,
     ) -> None:
@@ -150,15 +145,10 @@ class NeurMAPSystem(ManualSystem):
             )
         if motion_pretrained and not variant.motion:
             raise ValueError(f"model.motion_pretrained is set, but variant {variant.name!r} has no motion network")
-        if motion_source not in _MOTION_SOURCES:
-            raise ValueError(f"model.motion_source must be one of {_MOTION_SOURCES}, got {motion_source!r}")
-        if motion_source == "ground_truth" and not variant.motion:
-            raise ValueError(f"model.motion_source=ground_truth feeds R, but variant {variant.name!r} has no R")
         if signal_batches < 0:
             raise ValueError(f"model.signal_batches must be >= 0, got {signal_batches}")
         if not motion_scale > 0:
             raise ValueError(f"model.motion_scale must be > 0, got {motion_scale}")
-        self.motion_source = motion_source
         self.motion_scale = float(motion_scale)
         self.signal_batches = int(signal_batches)
         self.automatic_optimization = False
@@ -180,7 +170,6 @@ class NeurMAPSystem(ManualSystem):
                 "variant": dataclasses.asdict(variant),
                 "iterations": self.iterations,
                 "relative_motion": self.relative_motion,
-                "motion_source": motion_source,
                 "pool_size": pool_size,
                 "config": None,  # the whole resolved run config, set by remember_config()
             }
@@ -287,14 +276,14 @@ class NeurMAPSystem(ManualSystem):
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
 
     def _oracle_motion(self, split: BatchSplit) -> torch.Tensor | None:
-        """The ground-truth motion of the unpaired rows in R's units, under ``motion_source=ground_truth``."""
-        if self.motion_source != "ground_truth" or not split.has_unpaired:
+        """The ground-truth motion of the unpaired rows in R's units, for the oracle-motion ablation (else None)."""
+        if not self.variant.oracle_motion or not split.has_unpaired:
             return None
         if split.unpaired_motion is None:
             raise ValueError(
-                "model.motion_source=ground_truth (the oracle-motion ablation) needs the ground-truth motion of the "
-                "unpaired blurry images, but data.unpaired_blur gives none: use a layout with motion (kernel_synth) "
-                "and data.unpaired_blur.records.with_motion=true, or model.motion_source=network"
+                f"variant={self.variant.name} (the oracle-motion ablation) needs the ground-truth motion of the "
+                "unpaired blurry images, but data.unpaired_blur gives none: use a layout with motion (kernel_synth, "
+                "data.unpaired_blur.records.with_motion=true) or another variant"
             )
         return split.unpaired_motion.to(split.blur) / self.reblur.alpha
 
@@ -359,7 +348,7 @@ class NeurMAPSystem(ManualSystem):
                     self._motion_fns() if self.use_motion else None,
                     self.pool.expectation if self.use_motion else None,
                     self.discriminator,
-                    reblur_motion=true_motion if self.motion_source == "ground_truth" else None,
+                    reblur_motion=true_motion if self.variant.oracle_motion else None,
                 )
                 if true_motion is not None:
                     reblurred = self.reblur(stages[-1], true_motion)

@@ -75,6 +75,17 @@ def _check_config(cfg: DictConfig) -> dict[str, Any]:
     return resolved
 
 
+def _check_oracle_data(datamodule: Any, cfg: DictConfig) -> None:
+    """The oracle-motion ablation needs the unpaired blurry images' true motion: stop before training without it."""
+    datamodule.setup("fit")
+    if "motion" not in datamodule.train_sets["blur"][0]:
+        raise ConfigError(
+            f"variant={cfg.variant.name} (the oracle-motion ablation) needs the ground-truth motion of the unpaired "
+            "blurry images, but data.unpaired_blur gives none: use a layout with motion (kernel_synth, "
+            "data.unpaired_blur.records.with_motion=true) or another variant"
+        )
+
+
 def provenance() -> dict[str, Any]:
     """Where a run came from: git revision (and whether the tree had local changes), the command line,
     the Hydra choices and sweep, the host. Stored with the config in every checkpoint and logged as
@@ -134,6 +145,8 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(int(cfg.seed), workers=True)
 
     datamodule = instantiate_datamodule(cfg)
+    if cfg.variant.get("oracle_motion"):
+        _check_oracle_data(datamodule, cfg)
     system = instantiate(cfg.model, _convert_="all")
     system.remember_config(run_config, provenance())
     deblur_net = getattr(system, "deblur_net", None)  # variant=motion_pretrain builds M only
