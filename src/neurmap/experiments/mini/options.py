@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--variants",
         type=_csv_list,
-        default=["neurmap", "net1", "net2", "net3"],
-        help="fine-tunes besides the supervised one (comma-separated; neurmap is required)",
+        default=["neurmap", "net1", "net2", "net3", "oracle_motion"],
+        help="fine-tunes besides the supervised one (comma-separated; neurmap is required; oracle_motion is the "
+        "ablation whose R gets the true motion)",
     )
     parser.add_argument("--train-photos", type=_csv_list, default=list(DEFAULT_TRAIN_PHOTOS), help="skimage.data names")
     parser.add_argument("--test-photos", type=_csv_list, default=list(DEFAULT_TEST_PHOTOS), help="held out")
@@ -122,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="pretrain M on the paired set first (experiment=mini_motion); NeurMAP, Net2, Net3 start from it",
     )
     parser.add_argument(
+        "--motion-ckpt",
+        default=None,
+        help="an M pretrained before (make reproduce-mini-motion: experiment=mini_motion); default: pretrain here",
+    )
+    parser.add_argument(
+        "--ceiling",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also fine-tune on the target family's own pairs: the ceiling no unpaired method can pass",
+    )
+    parser.add_argument(
         "--motion-iterations", type=_positive, default=None, help="motion pretraining (default: mini_motion.yaml)"
     )
     parser.add_argument(
@@ -158,9 +170,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         opts.synth = list(DEFAULT_SYNTH)
     if "neurmap" not in opts.variants:
         raise ReproError(f"--variants must include neurmap, got {','.join(opts.variants)}")
-    unknown = [v for v in opts.variants if v not in METHODS or v == "baseline"]
+    unknown = [v for v in opts.variants if v not in METHODS or v in ("baseline", "ceiling")]
     if unknown:
-        raise ReproError(f"--variants: unknown {unknown}; choose from neurmap, net1, net2, net3")
+        raise ReproError(f"--variants: unknown {unknown}; choose from neurmap, net1, net2, net3, oracle_motion")
     low, high = opts.paired_length
     if not 0 <= low <= high:
         raise ReproError(f"--paired-length must be LOW HIGH with 0 <= LOW <= HIGH, got {low} {high}")

@@ -3,14 +3,17 @@
 1. build the data (in this process; cached);
 2. without the released weights, train a from-scratch start (``experiment=mini_scratch``);
 3. with ``--minutes-per-method``, time a few iterations and size the runs;
-4. pretrain M on the paired set (``experiment=mini_motion``);
+4. pretrain M on blur drawn on the fly over the training photographs (``experiment=mini_motion``), unless
+   ``--motion-ckpt`` gives an M pretrained before (``make reproduce-mini-motion``, which takes longer);
 5. the fine-tunes as Hydra multiruns of ``experiment=mini_neurmap`` over the variants, local parallel jobs
    through ``cluster=joblib``: one sweep for the variants with M (they start M from step 4) and one for those
-   without (``model.motion_pretrained`` would be an error there);
-6. one evaluation multirun over the start and every fine-tune (``neurmap.evaluate -m``, joblib launcher);
-7. ``neurmap.collect`` tabulates the evaluation sweep; the report (:mod:`.report`) reads that table.
+   without (``model.motion_pretrained`` would be an error there); the oracle-motion ablation runs in the first;
+6. the ceiling: a supervised fine-tune on the *target family's own pairs*, which no real user has;
+7. one evaluation multirun over the start and every fine-tune (``neurmap.evaluate -m``, joblib launcher), with
+   the signal cosines of the runs with M (``metrics.signal=true``);
+8. ``neurmap.collect`` tabulates the evaluation sweep; the report (:mod:`.report`) reads that table.
 
-Steps 2 and 4-7 are subprocesses (``sys.executable -m ...``) whose output goes to ``<work>/logs/<stage>.log``;
+Steps 2 and 4-8 are subprocesses (``sys.executable -m ...``) whose output goes to ``<work>/logs/<stage>.log``;
 a failing one stops the run with its name, exit status and log. Every override list is composed here first,
 so a bad ``--set`` stops the run before any training.
 """
@@ -39,10 +42,12 @@ from neurmap.experiments.mini.verdicts import iterations_in
 __all__ = ["MOTION_VARIANTS", "Plan", "Stage", "run", "train_overrides"]
 
 #: Variants with a motion network M: they start M from the motion-pretraining run.
-MOTION_VARIANTS = ("neurmap", "net2", "net3")
+MOTION_VARIANTS = ("neurmap", "net2", "net3", "oracle_motion")
 #: Relative cost of a fine-tune (NeurMAP-like iterations run D, M and N): sweeps list the longest first, so
 #: the joblib launcher starts them first.
-COST = {"neurmap": 4, "net3": 4, "net2": 3, "net1": 2, "baseline": 1}
+COST = {"neurmap": 4, "oracle_motion": 4, "net3": 4, "net2": 3, "net1": 2, "baseline": 1}
+#: The ceiling's paired data: the target family's own pairs (unavailable to a real user).
+CEILING = ["variant=baseline", "data.paired.records.root=${paths.mini}/kernel_synth/train"]
 EVAL_SET = "kernel_synth"  # the test set of data=kernel_synth
 
 
@@ -153,9 +158,10 @@ def _thread_env(opts: argparse.Namespace) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(opts.threads)}
 
 
-def training_stage(plan: Plan, name: str, experiment: str, run_name: str) -> Stage:
+def training_stage(plan: Plan, name: str, experiment: str, run_name: str, extra: Sequence[str] = ()) -> Stage:
     """One training run of ``experiment`` into ``<work>/runs/<run_name>``, alone on the machine (every core)."""
-    argv = ["-m", "neurmap.train", *train_overrides(plan, experiment), f"hydra.run.dir={plan.path('runs', run_name)}"]
+    overrides = [*train_overrides(plan, experiment), *extra]
+    argv = ["-m", "neurmap.train", *overrides, f"hydra.run.dir={plan.path('runs', run_name)}"]
     return Stage(name, argv, out=plan.work / "runs" / run_name)
 
 
@@ -174,7 +180,8 @@ def evaluation_stage(plan: Plan) -> Stage:
     argv = ["-m", "neurmap.evaluate", "-m", *_joblib(opts, "hydra/launcher=joblib")]
     argv += [f"ckpt={','.join(plan.ckpts.values())}", f"backbone={plan.backbone}", f"data={EVAL_SET}"]
     argv += [f"paths.kernel_synth={plan.path('data', 'kernel_synth')}", f"paths.log_dir={plan.path()}"]
-    argv += [f"seed={opts.seed}", "device=cpu", "progress=false", f"hydra.sweep.dir={plan.path('sweeps', 'evaluate')}"]
+    argv += [f"seed={opts.seed}", "device=cpu", "progress=false", "metrics.signal=true"]
+    argv.append(f"hydra.sweep.dir={plan.path('sweeps', 'evaluate')}")
     return Stage("evaluate", [*argv, *opts.eval_set], _thread_env(opts), plan.work / "sweeps" / "evaluate")
 
 
@@ -355,14 +362,20 @@ def run(opts: argparse.Namespace) -> Path:
     variants = ["baseline", *opts.variants]
     with_m = [v for v in variants if v in MOTION_VARIANTS] if opts.motion_pretrain else []
     without_m = [v for v in variants if v not in with_m]
-    motion = training_stage(plan, "pretrain M", "mini_motion", "motion_pretrain") if with_m else None
-    if motion is not None:
+    motion = None
+    if with_m and opts.motion_ckpt:
+        if not Path(opts.motion_ckpt).is_file():
+            raise ReproError(f"--motion-ckpt {opts.motion_ckpt}: no such file (make reproduce-mini-motion writes it)")
+        plan.motion_ckpt = rel(Path(opts.motion_ckpt))
+    elif with_m:
+        motion = training_stage(plan, "pretrain M", "mini_motion", "motion_pretrain")
         plan.motion_ckpt = rel(motion.out / "checkpoints" / "last.ckpt")
+    ceiling = training_stage(plan, "fine-tune ceiling", "mini_neurmap", "ceiling", CEILING) if opts.ceiling else None
     sweeps = [(sweep_stage(plan, "with_motion", with_m, True), with_m)] if with_m else []
     if without_m:
         sweeps.append((sweep_stage(plan, "without_motion" if with_m else "all", without_m, False), without_m))
     sweeps.sort(key=lambda item: -sum(COST.get(v, 0) for v in item[1]))  # the longer sweep first
-    check_configs(plan, [*([motion] if motion else []), *(stage for stage, _ in sweeps)])
+    check_configs(plan, [*([motion] if motion else []), *(stage for stage, _ in sweeps), *([ceiling] if ceiling else [])])
 
     if motion is not None:
         execute(plan, motion)
@@ -371,6 +384,9 @@ def run(opts: argparse.Namespace) -> Path:
     for stage, names in sweeps:
         execute(plan, stage)
         plan.ckpts |= {v: last_ckpt(d) for v, d in sweep_runs(stage.out, names).items()}
+    if ceiling is not None:
+        execute(plan, ceiling)
+        plan.ckpts["ceiling"] = last_ckpt(ceiling.out)
     evaluation = evaluation_stage(plan)
     check_configs(plan, [evaluation])
     execute(plan, evaluation)

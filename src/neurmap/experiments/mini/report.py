@@ -39,6 +39,8 @@ METHODS = {
     "net1": "Net1 (no M/R, sharp/blurry discriminator)",
     "net2": "Net2 (M + R, no discriminator)",
     "net3": "Net3 (M + R, sharp-image discriminator)",
+    "oracle_motion": "*ablation:* NeurMAP with oracle motion (R gets the true motion)",
+    "ceiling": "*ceiling:* supervised on the target family's own pairs (unavailable to a real user)",
 }
 #: Metric columns of the table: (summary key, header, format).
 COLUMNS = (
@@ -49,9 +51,21 @@ COLUMNS = (
     ("motion_mse_authors", "motion MSE (authors ×20) ↓", ".2f"),
     ("motion_mse_full", "motion MSE (full, px²) ↓", ".2f"),
     ("motion_epe", "motion EPE (px) ↓", ".2f"),
+    ("signal_cos/reblur", "signal: reblur", "+.2f"),
+    ("signal_cos/reblur_true_motion", "signal: reblur, true motion", "+.2f"),
+    ("signal_cos/sharp_prior", "signal: sharp prior", "+.2f"),
+    ("signal_cos/natural", "signal: natural prior", "+.2f"),
 )
 #: Short names of the runs in sentences.
-LABELS = {"neurmap": "NeurMAP", "net1": "Net1", "net2": "Net2", "net3": "Net3", "baseline": "supervised"}
+LABELS = {
+    "neurmap": "NeurMAP",
+    "net1": "Net1",
+    "net2": "Net2",
+    "net3": "Net3",
+    "baseline": "supervised",
+    "oracle_motion": "oracle motion",
+    "ceiling": "ceiling",
+}
 TEMPLATE = "report.md.j2"
 
 
@@ -119,7 +133,7 @@ def gather(plan: Plan, eval_sweep: Path, fine_tune_sweeps: list[Path]) -> Result
     scale = compose(["ckpt=unused"], plan.work / ".compose", config_name="evaluate").metrics.authors_scale
     test_dir = plan.data_dir / "kernel_synth" / "test"
     results.zero_motion = zero_motion_reference(test_dir, float(setting(plan, "model.reblur.alpha")), float(scale))
-    runs = {"motion_pretrain": plan.work / "runs" / "motion_pretrain"}
+    runs = {"motion_pretrain": Path(plan.motion_ckpt).parent.parent} if plan.motion_ckpt else {}
     runs |= {p.name.split("_", 1)[1].rsplit("-", 1)[0]: p for s in fine_tune_sweeps for p in s.glob("*_*-*")}
     for name, run_dir in runs.items():
         if name == "motion_pretrain" or name in MOTION_VARIANTS:
@@ -171,7 +185,7 @@ def results_table(plan: Plan, results: Results, variants: list[str]) -> str:
     )
     blurry = {k[len("input_") :]: v for k, v in start.items() if k.startswith("input_")}
     rows = [("blurry input", blurry, False), (start_label, start, False)]
-    rows += [(METHODS[k], results.summaries.get(k, {}), True) for k in ("baseline", *variants) if k in METHODS]
+    rows += [(METHODS[k], results.summaries.get(k, {}), True) for k in ("baseline", *variants, "ceiling") if k in METHODS]
     header = ["method", *(c[1] for c in COLUMNS), "ΔPSNR vs start", "ΔLPIPS vs start"]
     lines = [_row(header), "|" + "---|" * len(header)]
     for label, row, delta in rows:
@@ -244,7 +258,7 @@ def render_figure(plan: Plan, path: Path) -> dict[str, str]:
             labels.append(key)
             if nets.motion is not None:
                 mb, ms = canonicalize_motion(nets.motion(blur)), canonicalize_motion(nets.motion(out))
-                flows[key] = ((mb - ms) if nets.relative_motion else mb)[0] * nets.alpha
+                flows[key] = ((mb - ms) if nets.relative_motion else mb)[0] * nets.alpha * nets.motion_scale
     images.append(sample["sharp"])
     labels.append("sharp")
     scale = max(float(f.norm(dim=0).max()) for f in flows.values())
@@ -363,6 +377,11 @@ def context(plan: Plan, results: Results, figure: dict[str, str], total: float) 
         "share": {
             "psnr": share_of_paper(gain["psnr"], PAPER["psnr_gain"]),
             "lpips": share_of_paper(gain["lpips"], paper_lpips),
+        },
+        "bracket": {
+            LABELS[k]: paired_difference(results.per_image[k], results.per_image.get("baseline", []), "psnr")
+            for k in ("neurmap", "oracle_motion", "ceiling")
+            if k in results.per_image
         },
         "motion_ckpt": plan.motion_ckpt,
         "pretrain": {"first": pretrain[0], "best": min(pretrain), "last": pretrain[-1]} if pretrain else None,
