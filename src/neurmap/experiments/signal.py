@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["fit_reblur_scale", "load_system", "measure"]
+__all__ = ["fit_reblur_scale", "load_system", "measure", "summarize"]
 
 
 def load_system(overrides: Sequence[str]) -> Any:
@@ -35,7 +35,6 @@ def load_system(overrides: Sequence[str]) -> Any:
     from hydra.utils import instantiate
 
     from neurmap.config import compose
-
     from neurmap.nets.backbones import load_pretrained
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,7 +101,7 @@ def fit_reblur_scale(system: Any, root: str | Path, crop: int, per_image: int, s
     return min(errors, key=errors.get)
 
 
-def _summary(rows: dict[str, list[float]]) -> dict[str, tuple[float, float, int]]:
+def summarize(rows: dict[str, list[float]]) -> dict[str, tuple[float, float, int]]:
     out = {}
     for key, values in rows.items():
         t = torch.tensor(values, dtype=torch.float64)
@@ -118,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weights", required=True, help="start D: backbone.pretrained (released DMPHN folder)")
     parser.add_argument("--motion", action="append", default=[], help="M checkpoint (repeatable; 'none' = Xavier)")
     parser.add_argument("--scale", type=float, action="append", default=None, help="model.motion_scale (repeatable)")
-    parser.add_argument("--fit-scale", action="store_true", help="also the scale fitted on the unpaired training images")
+    parser.add_argument(
+        "--fit-scale", action="store_true", help="also the scale fitted on the unpaired training images"
+    )
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument("--crops-per-image", type=int, default=4)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
@@ -129,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     base = [f"paths.mini={mini}", f"backbone.pretrained={opts.weights}", "variant=net2", *opts.set]
     for ckpt in opts.motion or ["none"]:
-        motion = [] if ckpt == "none" else [f"model.motion_pretrained={ckpt}"]
+        motion = [] if ckpt == "none" else [f"model.motion_pretrained='{ckpt}'"]
         scales = list(opts.scale or [1.0])
         if opts.fit_scale:
             system = load_system([*base, *motion])
@@ -140,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for scale in scales:
             system = load_system([*base, *motion, f"model.motion_scale={scale}"])
             rows = measure(system, mini / "kernel_synth" / opts.split, opts.crop, opts.crops_per_image)
-            results.append({"motion": ckpt, "scale": scale, "summary": _summary(rows), "rows": rows})
+            results.append({"motion": ckpt, "scale": scale, "summary": summarize(rows), "rows": rows})
             s = results[-1]["summary"]
             print(
                 f"| {ckpt} | {scale:g} | "

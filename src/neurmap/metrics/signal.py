@@ -21,7 +21,9 @@ __all__ = ["gradient_cosines"]
 
 def _flat_grad(value: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
     grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).double() for g, p in zip(grads, params)])
+    return torch.cat(
+        [(g if g is not None else torch.zeros_like(p)).reshape(-1).double() for g, p in zip(grads, params)]
+    )
 
 
 def gradient_cosines(
@@ -41,7 +43,8 @@ def gradient_cosines(
 
     Example:
         >>> w = torch.tensor([1.0, 2.0], requires_grad=True)
-        >>> cos = gradient_cosines((w - 3).pow(2).sum(), {"same": (w - 3).pow(2).sum(), "away": -(w - 3).pow(2).sum()}, [w])
+        >>> loss = (w - 3).pow(2).sum()
+        >>> cos = gradient_cosines(loss, {"same": 2 * loss, "away": -loss}, [w])
         >>> round(float(cos["same"]), 6), round(float(cos["away"]), 6)
         (1.0, -1.0)
     """

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from neurmap.losses import terms
 from neurmap.losses.objectives import (
     BatchSplit,
     LossWeights,
@@ -43,7 +44,6 @@ from neurmap.losses.objectives import (
     motion_objective,
     split_batch,
 )
-from neurmap.losses import terms
 from neurmap.losses.pool import MotionPool
 from neurmap.metrics.motion import motion_epe
 from neurmap.metrics.signal import gradient_cosines
@@ -53,7 +53,6 @@ from neurmap.nets.reblur import canonicalize_motion
 from neurmap.systems.base import ManualSystem, linear_decay
 
 __all__ = ["NeurMAPSystem", "linear_decay"]
-
 
 
 def grad_norms(parts: Mapping[str, torch.Tensor], params: list[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -20,12 +20,13 @@ Protocol (every number is a command-line option or a value of ``conf/experiment/
      the sharp side are drawn by independent samplers, and no loss sees the pairing;
    * ``kernel_synth/test``: fixed crops of the held-out photographs blurred by the same unseen family, with
      the ground-truth motion (``mfmap``).
-3. **Start**: the released GoPro-trained DMPHN(1-2-4) (``--weights``, default ``<repo>/../shared/weights/
-   dmphn_1_2_4`` or ``$NEURMAP_DMPHN_WEIGHTS``). Without it, a DMPHN(1-2-4) is first trained from scratch,
+3. **Start**: the released GoPro-trained DMPHN(1-2-4) (``--weights``, default ``$NEURMAP_DMPHN_WEIGHTS``).
+   Without it, a DMPHN(1-2-4) is first trained from scratch,
    supervised, on the paired set (``experiment=mini_scratch``) and used instead; the report says so.
 4. **Fine-tunes** from that start, all with the same iterations, batch sizes, crop and seed
    (``experiment=mini_neurmap``): ``variant=baseline`` (supervised only, paired data), ``neurmap``, and the
-   ablations ``net1``, ``net2``, ``net3`` (paired + unpaired data).
+   ablations ``net1``, ``net2``, ``net3`` (paired + unpaired data), the oracle-motion ablation
+   (``variant=oracle_motion``) and the ceiling (supervised on the test family's own pairs).
 5. **Evaluation** of the start and of every fine-tune on the held-out test set with
    ``neurmap.evaluate data=kernel_synth``: PSNR, SSIM (torchmetrics, RGB), LPIPS (AlexNet), NIQE and, for
    networks with a motion estimator M, the motion-map error against the ground-truth flow. The blurry-input

@@ -7,7 +7,6 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from neurmap.experiments.mini.common import PROG, ReproError
 from neurmap.experiments.mini.data import DEFAULT_SYNTH, DEFAULT_TEST_PHOTOS, DEFAULT_TRAIN_PHOTOS
@@ -15,7 +14,6 @@ from neurmap.experiments.mini.report import METHODS
 
 __all__ = ["build_parser", "parse_args"]
 
-REPO = Path(__file__).resolve().parents[4]
 DESCRIPTION = (
     "A CPU-scale reproduction of NeurMAP's central claim: fine-tuning the GoPro-trained DMPHN on unpaired data "
     "of an unseen blur family beats supervised fine-tuning on paired data. Writes <out>/<report-name>.md."
@@ -23,7 +21,7 @@ DESCRIPTION = (
 
 
 def _default_weights() -> str:
-    return os.environ.get("NEURMAP_DMPHN_WEIGHTS") or str(REPO.parent / "shared" / "weights" / "dmphn_1_2_4")
+    return os.environ.get("NEURMAP_DMPHN_WEIGHTS", "")
 
 
 def _csv_list(text: str) -> list[str]:
@@ -50,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights",
         default=_default_weights(),
-        help="released GoPro-trained DMPHN(1-2-4) folder (encoder_lv*.pkl, ...); env NEURMAP_DMPHN_WEIGHTS. "
-        "Missing: a from-scratch baseline is trained first (experiment=mini_scratch)",
+        help="released GoPro-trained DMPHN(1-2-4) folder (encoder_lv*.pkl, ...); default: env NEURMAP_DMPHN_WEIGHTS. "
+        "None: a from-scratch baseline is trained first (experiment=mini_scratch)",
     )
     parser.add_argument("--out", default="reports", help="folder of the report")
     parser.add_argument("--work", default="logs/reproduce_mini", help="data, runs and evaluations go here")

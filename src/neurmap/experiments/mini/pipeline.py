@@ -375,7 +375,9 @@ def run(opts: argparse.Namespace) -> Path:
     if without_m:
         sweeps.append((sweep_stage(plan, "without_motion" if with_m else "all", without_m, False), without_m))
     sweeps.sort(key=lambda item: -sum(COST.get(v, 0) for v in item[1]))  # the longer sweep first
-    check_configs(plan, [*([motion] if motion else []), *(stage for stage, _ in sweeps), *([ceiling] if ceiling else [])])
+    check_configs(
+        plan, [*([motion] if motion else []), *(stage for stage, _ in sweeps), *([ceiling] if ceiling else [])]
+    )
 
     if motion is not None:
         execute(plan, motion)

@@ -185,7 +185,9 @@ def results_table(plan: Plan, results: Results, variants: list[str]) -> str:
     )
     blurry = {k[len("input_") :]: v for k, v in start.items() if k.startswith("input_")}
     rows = [("blurry input", blurry, False), (start_label, start, False)]
-    rows += [(METHODS[k], results.summaries.get(k, {}), True) for k in ("baseline", *variants, "ceiling") if k in METHODS]
+    rows += [
+        (METHODS[k], results.summaries.get(k, {}), True) for k in ("baseline", *variants, "ceiling") if k in METHODS
+    ]
     header = ["method", *(c[1] for c in COLUMNS), "ΔPSNR vs start", "ΔLPIPS vs start"]
     lines = [_row(header), "|" + "---|" * len(header)]
     for label, row, delta in rows:

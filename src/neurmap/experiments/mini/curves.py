@@ -1,0 +1,184 @@
+"""The mini reproduction's two curves, beside its report in ``reports/``:
+
+* ``motion``: M's motion error and the reblur term's signal cosine against M's pretraining iterations, from
+  every checkpoint a ``experiment=mini_motion`` run kept (``best-step=*.ckpt``, one per validation): its
+  val EPE on its own families (random_blur, which chose the checkpoint) and on mini_val (from the run's CSV
+  log), and on crops of the held-out test set the EPE and the cosine that NeurMAP's R would give D with the
+  released D (:mod:`neurmap.experiments.signal`; reported, never used to choose);
+* ``length``: held-out test PSNR against fine-tuning length for the supervised fine-tune and NeurMAP, from
+  one ``neurmap.evaluate`` multirun over the checkpoints of ``iterations=...`` sweeps
+  (``make reproduce-mini-length``).
+
+Each writes ``<out>.md`` (a table with the command behind it) and ``<out>.png`` (titled panels).
+
+    python -m neurmap.experiments.mini.curves motion RUN --weights DMPHN_FOLDER --out reports/mini_motion_curve
+    python -m neurmap.experiments.mini.curves length EVAL_SWEEP --out reports/mini_length_curve
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["length_rows", "main", "motion_rows"]
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def _val_epe(run: Path) -> dict[int, dict[str, float]]:
+    """Iteration -> {"<set>": val EPE, "<set>_zero": zero map's} from a run's CSV logs."""
+    out: dict[int, dict[str, float]] = {}
+    for path in sorted(run.glob("csv/version_*/metrics.csv")):
+        for row in _csv(path):
+            for key, value in row.items():
+                match = re.fullmatch(r"val/(.+)/motion_epe(_zero)?", key)
+                if match and value:
+                    name = match.group(1) + (match.group(2) or "")
+                    out.setdefault(int(float(row["step"])) + 1, {})[name] = float(value)
+    return out
+
+
+def motion_rows(run: Path, weights: str, mini: Path, per_image: int, overrides: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per kept checkpoint of a motion-pretraining run: iteration, val EPEs, test EPE and cosines."""
+    from neurmap.experiments.signal import load_system, measure, summarize
+
+    val = _val_epe(run)
+    rows = []
+    ckpts = sorted(run.glob("checkpoints/best-step=*.ckpt"), key=lambda p: int(p.stem.split("=")[1]))
+    for ckpt in ckpts:
+        step = int(ckpt.stem.split("=")[1])
+        system = load_system([f"paths.mini={mini}", f"backbone.pretrained={weights}", "variant=net2",
+                              f"model.motion_pretrained='{ckpt}'", *overrides])  # fmt: skip
+        summary = summarize(measure(system, mini / "kernel_synth" / "test", 96, per_image))
+        row: dict[str, Any] = {"iteration": step, **{f"val_epe/{k}": v for k, v in val.get(step, {}).items()}}
+        row |= {f"test/{k}": v[0] for k, v in summary.items()} | {f"test/{k}_se": v[1] for k, v in summary.items()}
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
+def length_rows(eval_sweep: Path) -> list[dict[str, Any]]:
+    """(variant, iterations, test PSNR, LPIPS) of every job of an evaluation multirun over fine-tunes."""
+    from omegaconf import OmegaConf
+
+    rows = []
+    for record_path in sorted(eval_sweep.glob("*/final_metrics.json")):
+        record = json.loads(record_path.read_text())
+        run = Path(record["ckpt"]).parent.parent
+        cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+        metrics = record["metrics"]
+        psnr = next(v for k, v in metrics.items() if k.endswith("/psnr") and "input" not in k)
+        lpips = next((v for k, v in metrics.items() if k.endswith("/lpips") and "input" not in k), float("nan"))
+        rows.append({"variant": str(cfg.variant.name), "iterations": int(cfg.iterations), "psnr": psnr, "lpips": lpips})
+    return sorted(rows, key=lambda r: (r["variant"], r["iterations"]))
+
+
+def _table(rows: list[dict[str, Any]], keys: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        cells = [
+            f"{row.get(k, float('nan')):.3f}" if isinstance(row.get(k), float) else str(row.get(k, "—")) for k in keys
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _write(out: Path, title: str, command: str, table: str, figure) -> None:
+    from neurmap.utils.files import atomic_write
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out.with_suffix(".png"), dpi=110, bbox_inches="tight")
+    text = (
+        f"# {title}\n\n![{title}]({out.with_suffix('.png').name})\n\n{table}\n\nCommand:\n\n```bash\n{command}\n```\n"
+    )
+    atomic_write(out.with_suffix(".md"), text)
+
+
+def _motion_figure(rows: list[dict[str, Any]]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = [r["iteration"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label in (("val_epe/random_blur", "val, own families"), ("val_epe/mini_val", "mini_val (test family)"),
+                       ("test/motion_epe", "test crops, motion R receives")):  # fmt: skip
+        a.plot(its, [r.get(key, float("nan")) for r in rows], marker="o", label=label)
+    for key, label in (
+        ("val_epe/random_blur_zero", "zero map, own families"),
+        ("test/motion_epe_zero", "zero map, test"),
+    ):
+        a.axhline(next((r[key] for r in rows if key in r), float("nan")), linestyle="--", linewidth=1, label=label)
+    a.set(
+        title="M's end-point error against pretraining iterations", xlabel="pretraining iterations", ylabel="EPE (px)"
+    )
+    a.legend(fontsize=8)
+    b.plot(its, [r.get("test/signal_cos/reblur", float("nan")) for r in rows], marker="o", label="M's motion")
+    b.plot(its, [r.get("test/signal_cos/reblur_true_motion", float("nan")) for r in rows], "--", label="true motion")
+    b.axhline(0.0, color="grey", linewidth=0.8)
+    b.set(title="Signal of the reblur term on D (test crops)", xlabel="pretraining iterations", ylabel="cosine")
+    b.legend(fontsize=8)
+    return fig
+
+
+def _length_figure(rows: list[dict[str, Any]]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for variant in sorted({r["variant"] for r in rows}):
+        mine = [r for r in rows if r["variant"] == variant]
+        a.plot([r["iterations"] for r in mine], [r["psnr"] for r in mine], marker="o", label=variant)
+        b.plot([r["iterations"] for r in mine], [r["lpips"] for r in mine], marker="o", label=variant)
+    a.set(title="Test PSNR against fine-tuning length", xlabel="iterations", ylabel="PSNR (dB)", xscale="log")
+    b.set(title="Test LPIPS against fine-tuning length", xlabel="iterations", ylabel="LPIPS", xscale="log")
+    a.legend()
+    b.legend()
+    return fig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m neurmap.experiments.mini.curves", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="curve", required=True)
+    motion = sub.add_parser("motion", help="M's EPE and the reblur signal against pretraining iterations")
+    motion.add_argument("run", type=Path, help="an experiment=mini_motion run folder")
+    motion.add_argument("--weights", required=True, help="the start D (released DMPHN(1-2-4) folder)")
+    motion.add_argument("--mini", type=Path, default=Path("logs/reproduce_mini/data"))
+    motion.add_argument("--crops-per-image", type=int, default=1)
+    motion.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="NeurMAP config override")
+    motion.add_argument("--out", type=Path, default=Path("reports/mini_motion_curve"))
+    length = sub.add_parser("length", help="test PSNR and LPIPS against fine-tuning length")
+    length.add_argument("eval_sweep", type=Path, help="a neurmap.evaluate multirun over the fine-tunes")
+    length.add_argument("--out", type=Path, default=Path("reports/mini_length_curve"))
+    opts = parser.parse_args(argv)
+    command = "python -m neurmap.experiments.mini.curves " + " ".join(argv)
+    if opts.curve == "motion":
+        rows = motion_rows(opts.run, opts.weights, opts.mini, opts.crops_per_image, opts.set)
+        keys = ["iteration", *sorted({k for r in rows for k in r} - {"iteration"})]
+        keys = [k for k in keys if not k.endswith("_se")]
+        title = "M's error and the reblur signal against pretraining iterations"
+        _write(opts.out, title, command, _table(rows, keys), _motion_figure(rows))
+    else:
+        rows = length_rows(opts.eval_sweep)
+        title = "Test PSNR and LPIPS against fine-tuning length"
+        _write(opts.out, title, command, _table(rows, ["variant", "iterations", "psnr", "lpips"]), _length_figure(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
