@@ -13,7 +13,7 @@ ARGS       ?=
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install metric-assets train test test-fast lint format bench bench-data bench-eval bench-backbones sweep-ablations sweep-ratio collect reproduce-mini reproduce-gpu clean clean-logs
+.PHONY: help install metric-assets train test test-fast lint format bench bench-data bench-eval bench-backbones sweep-ablations sweep-ratio collect reproduce-mini reproduce-mini-motion reproduce-mini-length reproduce-gpu clean clean-logs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -70,9 +70,35 @@ sweep-ratio: $(STAMP)  ## Table 4 (sharp : natural prior = 1:0.5, 2:0.1, 1:0.1) 
 	$(PY) -m neurmap.train -m ratio=s1_n05,s2_n01,s1_n01 $(ARGS)
 	$(PY) -m neurmap.collect --latest
 
+# The mini reproduction (README "Experiments"). The released DMPHN(1-2-4) comes from NEURMAP_DMPHN_WEIGHTS
+# (without it, a from-scratch start is trained first). M's pretraining is a target of its own (about an hour on
+# 2 cores, resumable: re-run the target); reproduce-mini uses its checkpoint when it exists, else pretrains a
+# shorter M itself.
+MINI        ?= logs/reproduce_mini
+MOTION_RUN  ?= $(MINI)/motion
+MOTION_CKPT ?= $(MOTION_RUN)/checkpoints/last.ckpt
+LENGTHS     ?= 100,200,400,800
+MINI_JOBS   := cluster=joblib hydra.launcher.n_jobs=2 experiment=mini_neurmap backbone.pretrained=$(NEURMAP_DMPHN_WEIGHTS)
+
+reproduce-mini-motion: $(STAMP)  ## pretrain the mini's M on on-the-fly blur (~1 h, resumable), then its curve
+	$(PIP) install --quiet -e ".[repro]"
+	$(PY) -m neurmap.reproduce_mini --work $(MINI) --data-only
+	$(PY) -m neurmap.train experiment=mini_motion paths.mini=$(MINI)/data ckpt_path=auto hydra.run.dir=$(MOTION_RUN)
+	$(PY) -m neurmap.experiments.mini.curves motion $(MOTION_RUN) --mini $(MINI)/data --weights $(NEURMAP_DMPHN_WEIGHTS)
+
 reproduce-mini: $(STAMP)  ## NeurMAP vs supervised fine-tuning at CPU scale (<30 min, 2 cores): reports/mini_reproduction.md
 	$(PIP) install --quiet -e ".[repro]"
-	$(PY) -m neurmap.reproduce_mini $(ARGS)
+	$(PY) -m neurmap.reproduce_mini --work $(MINI) $(if $(wildcard $(MOTION_CKPT)),--motion-ckpt $(MOTION_CKPT)) $(ARGS)
+
+reproduce-mini-length: $(STAMP)  ## supervised and NeurMAP at LENGTHS iterations, then the length curve (~45 min)
+	OMP_NUM_THREADS=1 $(PY) -m neurmap.train -m $(MINI_JOBS) paths.mini=$(MINI)/data variant=baseline \
+		iterations=$(LENGTHS) hydra.sweep.dir=$(MINI)/length/baseline
+	OMP_NUM_THREADS=1 $(PY) -m neurmap.train -m $(MINI_JOBS) paths.mini=$(MINI)/data variant=neurmap \
+		iterations=$(LENGTHS) model.motion_pretrained=$(MOTION_CKPT) hydra.sweep.dir=$(MINI)/length/neurmap
+	OMP_NUM_THREADS=1 $(PY) -m neurmap.evaluate -m hydra/launcher=joblib hydra.launcher.n_jobs=2 data=kernel_synth \
+		paths.kernel_synth=$(MINI)/data/kernel_synth metrics.niqe=false progress=false hydra.sweep.dir=$(MINI)/length/evaluate \
+		ckpt=$$(ls $(MINI)/length/baseline/*/checkpoints/last.ckpt $(MINI)/length/neurmap/*/checkpoints/last.ckpt | paste -sd, -)
+	$(PY) -m neurmap.experiments.mini.curves length $(MINI)/length/evaluate
 
 # The GPU recipe (issue 10): 256 px crops, batch 8+8, bf16, and as many iterations as fit in MINUTES per method
 # (timed on the machine first; the fine-tunes all get the NeurMAP count). Tested on CPU with tiny settings in

@@ -28,7 +28,16 @@ GROUPS = [
 ]
 
 #: Table 3: D alone; D + N (Net1); D + M (Net2); D + M + N (Net3, NeurMAP, unsupervised); M alone (pretraining)
-OPTIMIZERS = {"baseline": 1, "net1": 2, "net2": 2, "net3": 3, "neurmap": 3, "unsupervised": 3, "motion_pretrain": 1}
+OPTIMIZERS = {
+    "baseline": 1,
+    "net1": 2,
+    "net2": 2,
+    "net3": 3,
+    "neurmap": 3,
+    "unsupervised": 3,
+    "motion_pretrain": 1,
+    "oracle_motion": 3,
+}
 
 
 def _options(group: str) -> list[str]:
@@ -44,6 +53,8 @@ def test_every_option_composes_and_instantiates(tiny_cfg, fake_data_root, monkey
 
         mini = fake_data.mini(tiny_cfg.tmp_path / "mini")
         extra.append(f"paths.mini={mini}")
+    if option == "random_blur":  # motion-pretraining data: sharp photos, M alone
+        extra += ["variant=motion_pretrain", f"paths.photos={fake_data_root / 'kernel_synth' / 'train'}"]
     cfg = tiny_cfg(f"{group}={option}", *extra)
     assert OmegaConf.missing_keys(cfg) == set()
     system = instantiate(cfg.model)

@@ -200,3 +200,21 @@ def test_oracle_ablation_trains_on_data_with_motion_and_stops_without(fake_data_
     with pytest.raises(ConfigError, match="needs the ground-truth motion") as err:
         train(tiny_cfg("variant=oracle_motion"))  # built-in unpaired blur carries no motion
     assert "\n" not in str(err.value)
+
+
+def test_motion_pretraining_runs_on_random_blur_of_a_photo_folder(photos, tiny_cfg):
+    from neurmap.tasks.training import train
+
+    cfg = tiny_cfg(
+        "variant=motion_pretrain",
+        "data=random_blur",
+        f"paths.photos={photos}",
+        "data.paired.crop_size=32",
+        "data.paired.length=[2.0,12.0]",
+        "data.batch_size_paired=2",
+        "data.val.random_blur.samples=2",
+        "model.weights.flow=1.0",
+        "model.weights.flow_norm=polar",
+        "++trainer.fast_dev_run=true",
+    )
+    train(cfg)
