@@ -108,8 +108,9 @@ def folders(root: Path, count: int = 3, seed: int = 4) -> Path:
 
 
 def mini(root: Path) -> Path:
-    """``root/{paired/train, kernel_synth/{train,val,test}}`` in the kernel_synth layout and the sharp photo crops
-    ``photos/{train,val}``: the tree that ``neurmap.reproduce_mini`` builds for ``experiment=mini_*`` (``paths.mini``)."""
+    """``root/{paired/train, kernel_synth/{train,val,test}}`` in the kernel_synth layout and the sharp photo
+    crops ``photos/{train,val}``: the tree ``neurmap.reproduce_mini`` builds for ``experiment=mini_*`` (``paths.mini``).
+    """
     kernel_synth(root)
     for split in ("train", "val"):
         target = root / ("paired" if split == "train" else "kernel_synth") / split
