@@ -52,6 +52,7 @@ def _tiny_args(tmp_path, *extra: str) -> list[str]:
     args += ["--weights", str(tmp_path / "absent"), "--iterations", "2", "--scratch-iterations", "2", *TINY_DATA]
     args += ["--jobs", "2"]
     args += ["--motion-iterations", "2", "--motion-set", "model.motion_net.width=8", "--motion-set", "logger=none"]
+    args += ["--motion-set", "data.paired.crop_size=32", "--motion-set", "data.val.random_blur.samples=2"]
     for item in TINY_SET:
         args += ["--set", item]
     return [*args, *extra]
@@ -89,17 +90,21 @@ def test_report_has_every_row_with_numeric_metrics(report):
     assert reference[:4] == ["—"] * 4 and all(math.isfinite(_number(c)) for c in reference[4:7])
     labels = list(rows)
     expected = ["blurry input", "baseline trained here", "supervised fine-tune", "NeurMAP", "Net1", "Net2", "Net3"]
+    expected += ["*ablation:* NeurMAP with oracle motion", "*ceiling:* supervised on the target family's own pairs"]
     for name in expected:
         assert any(label.startswith(name) for label in labels), (name, labels)
     assert len(rows) == len(expected)
     for label, cells in rows.items():
         for cell in cells[:4]:  # PSNR, SSIM, LPIPS, NIQE
             assert math.isfinite(_number(cell)), (label, cells)
-        has_motion = label.startswith(("NeurMAP", "Net2", "Net3"))
+        has_motion = label.startswith(("NeurMAP", "Net2", "Net3", "*ablation:*"))
         motion = cells[4:7]
         assert all(c != "—" for c in motion) == has_motion, (label, motion)
+        reblur_signal, true_signal = cells[7:9]  # cosines of the reblur term, with M's and with the true motion
+        assert (reblur_signal != "—") == has_motion, (label, cells)
         if has_motion:
             assert all(math.isfinite(_number(c)) for c in motion)
+            assert -1 <= _number(reblur_signal) <= 1 and -1 <= _number(true_signal) <= 1
     start = next(label for label in labels if label.startswith("baseline trained here"))
     assert _number(rows["blurry input"][0]) != _number(rows[start][0])
 
@@ -119,12 +124,16 @@ def test_report_states_the_stages_as_commands_sweeps_and_times(report):
     # the fine-tunes: two joblib multiruns, the variants with M starting M from the motion pretraining
     sweeps = [c for c in commands if "neurmap.train -m cluster=joblib hydra.launcher.n_jobs=2" in c]
     motion_ckpt = "model.motion_pretrained=" + str(work / "runs" / "motion_pretrain" / "checkpoints" / "last.ckpt")
-    assert len(sweeps) == 2 and "variant=neurmap,net3,net2 " in sweeps[0] and motion_ckpt in sweeps[0], sweeps
+    assert len(sweeps) == 2 and "variant=neurmap,net3,oracle_motion,net2 " in sweeps[0], sweeps
+    assert motion_ckpt in sweeps[0]
     assert "variant=net1,baseline " in sweeps[1] and "motion_pretrained" not in sweeps[1], sweeps
     assert all("experiment=mini_neurmap" in c and "seed=0" in c for c in sweeps)
     evaluation = next(c for c in commands if "neurmap.evaluate -m hydra/launcher=joblib" in c)
     ckpts = re.search(r"ckpt=(\S+)", evaluation).group(1).split(",")
-    assert len(ckpts) == 6 and "data=kernel_synth" in evaluation  # the start and the five fine-tunes
+    assert len(ckpts) == 8 and "data=kernel_synth" in evaluation  # the start and the seven fine-tunes
+    assert "metrics.signal=true" in evaluation
+    ceiling = next(c for c in commands if "hydra.run.dir=" in c and "ceiling" in c)
+    assert "variant=baseline" in ceiling and "data.paired.records.root=${paths.mini}/kernel_synth/train" in ceiling
     assert commands[-1] == f"python -m neurmap.collect {work / 'sweeps' / 'evaluate'}"
     assert "+0.93 dB" in text and "0.236 → 0.124" in text and "total wall time" in text
     stages = re.findall(r"^\| ([a-zA-Z_ -]+?) \| ([0-9.]+ s|\d+ min [0-9.]+ s) \|", text, re.M)
@@ -136,6 +145,7 @@ def test_report_states_the_stages_as_commands_sweeps_and_times(report):
         "pretrain M",
         "fine-tunes with motion",
         "fine-tunes without motion",
+        "fine-tune ceiling",
         "evaluate",
         "collect",
     ]
@@ -150,7 +160,7 @@ def test_report_numbers_are_the_collectors_table(report):
     tmp_path, text = report
     with open(tmp_path / "work" / "sweeps" / "evaluate" / "sweep_summary.csv") as handle:
         rows = {r["ckpt"]: r for r in csv.DictReader(handle)}
-    assert len(rows) == 6 and all(r["status"] == "done" for r in rows.values())
+    assert len(rows) == 8 and all(r["status"] == "done" for r in rows.values())
     (neurmap_ckpt,) = [c for c in rows if "_neurmap-unet" in c]
     table = _table(text)
     label = next(k for k in table if k.startswith("NeurMAP"))
@@ -254,7 +264,7 @@ def test_minutes_per_method_sizes_every_run(report):
     assert set(sized) == {"neurmap", "motion_pretrain"}, text
     train_lines = [line for line in text.splitlines() if "python -m neurmap.train" in line]
     fine_tunes = [line for line in train_lines if "experiment=mini_neurmap" in line]
-    assert len(fine_tunes) == 2 and all(f"iterations={sized['neurmap']} " in line for line in fine_tunes), fine_tunes
+    assert len(fine_tunes) == 3 and all(f"iterations={sized['neurmap']} " in line for line in fine_tunes), fine_tunes
     assert any(f"iterations={sized['motion_pretrain']} " in line for line in train_lines if "mini_motion" in line)
 
 
