@@ -12,7 +12,9 @@ crop, with NeurMAP's own :meth:`~neurmap.systems.neurmap.NeurMAPSystem.signal`:
 
 Means over crops, with the standard error, are printed as a Markdown table and written to ``--out`` (JSON).
 ``--fit-scale`` also picks, per M, the scale of R's motion that best explains the *unpaired training* blurry
-images (``||B - R(D(B), s m)||^2``, no ground truth) and measures the signal with it.
+images (``||B - R(D(B), s m)||^2``, no ground truth) and measures the signal with it. ``--fit-scale-synthetic
+PHOTOS`` picks the scale that matches the mean length of the motion R receives to the true one on on-the-fly
+blur of those photos (M's pretraining families, where the ground truth is known) and carries it over.
 """
 
 from __future__ import annotations
@@ -101,6 +103,23 @@ def fit_reblur_scale(system: Any, root: str | Path, crop: int, per_image: int, s
     return min(errors, key=errors.get)
 
 
+@torch.no_grad()
+def synthetic_scale(system: Any, photos: str | Path, crop: int, samples: int = 32) -> float:
+    """Mean true length / mean length of the motion R receives, on on-the-fly blur of ``photos`` (the families of
+    ``data=random_blur``, fixed samples): the length calibration measured where the ground truth is known."""
+    from neurmap.data.random_blur import RandomBlur
+
+    data = RandomBlur(photos, samples, crop, (0.0, 40.0), {"linear": 1.0, "smooth": 1.0}, deterministic=True, seed=7)
+    true = given = 0.0
+    for i in range(len(data)):
+        sample = data[i]
+        b = sample["blur"][None]
+        motion = system.relative(system.motion(b), system.motion(system.deblur_net(b))) / system.motion_scale
+        given += float((motion * system.reblur.alpha).norm(dim=1).mean())
+        true += float(sample["motion"].norm(dim=0).mean())
+    return true / max(given, 1e-6)
+
+
 def summarize(rows: dict[str, list[float]]) -> dict[str, tuple[float, float, int]]:
     out = {}
     for key, values in rows.items():
@@ -120,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--fit-scale", action="store_true", help="also the scale fitted on the unpaired training images"
     )
+    parser.add_argument("--fit-scale-synthetic", default=None, metavar="PHOTOS", help="also the scale fitted on PHOTOS")
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument("--crops-per-image", type=int, default=4)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config override")
@@ -137,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             grid = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0]
             fitted = fit_reblur_scale(system, mini / "kernel_synth" / "train", opts.crop, 1, grid)
             print(f"{ckpt}: scale fitted on the unpaired training images = {fitted}", file=sys.stderr)
+            scales.append(fitted)
+        if opts.fit_scale_synthetic:
+            fitted = round(synthetic_scale(load_system([*base, *motion]), opts.fit_scale_synthetic, opts.crop), 3)
+            print(f"{ckpt}: scale fitted on synthetic blur = {fitted}", file=sys.stderr)
             scales.append(fitted)
         for scale in scales:
             system = load_system([*base, *motion, f"model.motion_scale={scale}"])
