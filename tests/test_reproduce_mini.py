@@ -431,3 +431,13 @@ def test_curves_read_lengths_and_val_errors_from_run_records(tmp_path):
         "step,val/a/motion_epe,val/a/motion_epe_zero,train/x\n249,3.5,9.0,\n260,,,1.0\n499,2.5,9.0,\n"
     )
     assert curves._val_epe(tmp_path / "motion") == {250: {"a": 3.5, "a_zero": 9.0}, 500: {"a": 2.5, "a_zero": 9.0}}
+
+
+def test_reports_show_the_weights_variable_and_relative_paths(monkeypatch, tmp_path):
+    from neurmap.experiments.mini.common import shown
+
+    weights = tmp_path / "release" / "dmphn_1_2_4"
+    monkeypatch.setenv("NEURMAP_DMPHN_WEIGHTS", str(weights))
+    monkeypatch.chdir(tmp_path)
+    line = f"python -m neurmap.train backbone.pretrained={weights} hydra.run.dir={tmp_path}/logs/run"
+    assert shown(line) == "python -m neurmap.train backbone.pretrained=$NEURMAP_DMPHN_WEIGHTS hydra.run.dir=logs/run"

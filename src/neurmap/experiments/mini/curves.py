@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from neurmap.experiments.mini.common import shown
+
 __all__ = ["length_rows", "main", "motion_rows"]
 
 
@@ -114,11 +116,13 @@ def _motion_figure(rows: list[dict[str, Any]]):
     for key, label in (("val_epe/random_blur", "val, own families"), ("val_epe/mini_val", "mini_val (test family)"),
                        ("test/motion_epe", "test crops, motion R receives")):  # fmt: skip
         a.plot(its, [r.get(key, float("nan")) for r in rows], marker="o", label=label)
-    for key, label in (
-        ("val_epe/random_blur_zero", "zero map, own families"),
-        ("test/motion_epe_zero", "zero map, test"),
-    ):
-        a.axhline(next((r[key] for r in rows if key in r), float("nan")), linestyle="--", linewidth=1, label=label)
+    zeros = (
+        ("val_epe/random_blur_zero", "zero map, own families", "C0"),
+        ("test/motion_epe_zero", "zero map, test", "C2"),
+    )
+    for key, label, colour in zeros:
+        value = next((r[key] for r in rows if key in r), float("nan"))
+        a.axhline(value, color=colour, linestyle="--", linewidth=1, label=label)
     a.set(
         title="M's end-point error against pretraining iterations", xlabel="pretraining iterations", ylabel="EPE (px)"
     )
@@ -166,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     length.add_argument("eval_sweep", type=Path, help="a neurmap.evaluate multirun over the fine-tunes")
     length.add_argument("--out", type=Path, default=Path("reports/mini_length_curve"))
     opts = parser.parse_args(argv)
-    command = "python -m neurmap.experiments.mini.curves " + " ".join(argv)
+    command = shown("python -m neurmap.experiments.mini.curves " + " ".join(argv))
     if opts.curve == "motion":
         rows = motion_rows(opts.run, opts.weights, opts.mini, opts.crops_per_image, opts.set)
         keys = ["iteration", *sorted({k for r in rows for k in r} - {"iteration"})]

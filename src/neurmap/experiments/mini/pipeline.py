@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neurmap.experiments.mini.common import PROG, ReproError, log
+from neurmap.experiments.mini.common import PROG, ReproError, log, shown
 from neurmap.experiments.mini.data import DEFAULT_SYNTH, build_data
 from neurmap.experiments.mini.verdicts import iterations_in
 
@@ -68,7 +68,7 @@ class Stage:
         if not self.argv:
             return f"# {self.name}: {self.note or 'in process'}"
         prefix = [f"{k}={v}" for k, v in self.env.items()]
-        return " ".join([*prefix, "python", *(shlex.quote(a) for a in self.argv)])
+        return shown(" ".join([*prefix, "python", *(shlex.quote(a) for a in self.argv)]))
 
 
 @dataclass

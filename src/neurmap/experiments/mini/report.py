@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from neurmap.experiments.mini.common import PROG, ReproError
+from neurmap.experiments.mini.common import PROG, ReproError, shown
 from neurmap.experiments.mini.pipeline import EVAL_SET, MOTION_VARIANTS, Plan, duration
 from neurmap.experiments.mini.verdicts import (
     PAPER,
@@ -331,7 +331,7 @@ def context(plan: Plan, results: Results, figure: dict[str, str], total: float) 
         "budget_minutes": opts.budget_minutes,
         "opts": opts,
         "released": plan.released,
-        "start_weights": plan.start_weights,
+        "start_weights": shown(plan.start_weights),
         "start_name": "the released DMPHN" if plan.released else "the from-scratch baseline",
         "counts": plan.manifest.get("counts", {}),
         "flow": ", ".join(f"{k} {v:g}" for k, v in flow.items()) if flow else "?",
@@ -385,10 +385,10 @@ def context(plan: Plan, results: Results, figure: dict[str, str], total: float) 
             for k in ("neurmap", "oracle_motion", "ceiling")
             if k in results.per_image
         },
-        "motion_ckpt": plan.motion_ckpt,
+        "motion_ckpt": shown(plan.motion_ckpt),
         "pretrain": {"first": pretrain[0], "best": min(pretrain), "last": pretrain[-1]} if pretrain else None,
         "pretrain_zero": pretrain_zero[0] if pretrain_zero else None,
-        "command": " ".join(["python", "-m", PROG, *opts.argv]),
+        "command": shown(" ".join(["python", "-m", PROG, *opts.argv])),
         "stages": plan.stages,
         "stage_table": stage_table(plan, total),
     }
