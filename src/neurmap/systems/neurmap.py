@@ -83,7 +83,7 @@ class NeurMAPSystem(ManualSystem):
             (max global grad-norm, or None).
         iterations: training length in iterations (one batch = one iteration, whatever the number
             of optimizers); learning rates decay linearly to 0 over it.
-        relative_motion: reblur with M_rel = M(B) - M(S_hat) (default, as the authors' code), or
+        relative_motion: reblur with M_rel = M(B) - M(S_hat) (the paper and the authors' code), or
             with the absolute M(B).
         pool_size: samples in the running pool behind E[|M(S)|].
         init_gain: Xavier gain for M and N (paper §4.1).

@@ -142,10 +142,16 @@ def train_overrides(plan: Plan, experiment: str, variants: Sequence[str] = (), m
     if experiment == "mini_motion":
         return [*args, *opts.motion_set]
     if experiment == "mini_neurmap":
-        args.append(f"backbone.pretrained={plan.start_weights or 'null'}")
+        args.append(f"backbone.pretrained={_value(plan.start_weights) or 'null'}")
         if motion and plan.motion_ckpt:
-            args.append(f"model.motion_pretrained={plan.motion_ckpt}")
+            args.append(f"model.motion_pretrained={_value(plan.motion_ckpt)}")
     return [*args, *opts.set]
+
+
+def _value(path: str) -> str:
+    """A path as a Hydra override value: quoted when it holds characters of the override grammar
+    (``best-step=2250.ckpt``)."""
+    return f"'{path}'" if any(c in path for c in "=,[]{}()'\" ") else path
 
 
 def _joblib(opts: argparse.Namespace, group: str) -> list[str]:
