@@ -92,9 +92,12 @@ def test_paper_literal_preset_holds_the_papers_constants(tiny_cfg):
     assert list(cfg.optim.deblur.optimizer.betas) == [0.9, 0.999]
 
 
-def test_default_recipe_is_the_sweeps_choice(tiny_cfg):
+def test_mini_fine_tunes_use_the_sweeps_choice(tiny_cfg):
     """README, Faithfulness: lambda = 100 on M's reblur and on the content loss; D's MAP terms at 1/100."""
-    loss = tiny_cfg().loss
+    from tests import fake_data
+
+    mini = fake_data.mini(tiny_cfg.tmp_path / "mini")
+    loss = tiny_cfg("experiment=mini_neurmap", f"paths.mini={mini}").loss
     assert loss.name == "content_led"
     assert (loss.lam, loss.reblur_motion, loss.content, loss.reblur_deblur) == (100.0, 100.0, 100.0, 1.0)
     assert (loss.beta, loss.natural) == (0.01, 0.01)

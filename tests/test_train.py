@@ -28,7 +28,7 @@ def _column(rows: list[dict[str, str]], key: str) -> list[float]:
 
 def test_fast_dev_run_of_the_default_config(tmp_path):
     cfg = compose(["debug=fdr"], tmp_path / "run")
-    assert cfg.variant.name == "neurmap" and cfg.backbone.name == "unet" and cfg.loss.name == "content_led"
+    assert cfg.variant.name == "neurmap" and cfg.backbone.name == "unet" and cfg.loss.name == "paper_literal"
     train(cfg)
 
 
