@@ -94,14 +94,14 @@ def _table(rows: list[dict[str, Any]], keys: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _write(out: Path, title: str, command: str, table: str, figure) -> None:
+def _write(out: Path, title: str, command: str, table: str, figure, note: str) -> None:
+    from neurmap.experiments.mini.report import machine
     from neurmap.utils.files import atomic_write
 
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out.with_suffix(".png"), dpi=110, bbox_inches="tight")
-    text = (
-        f"# {title}\n\n![{title}]({out.with_suffix('.png').name})\n\n{table}\n\nCommand:\n\n```bash\n{command}\n```\n"
-    )
+    text = f"# {title}\n\n![{title}]({out.with_suffix('.png').name})\n\n{table}\n\n{note}\n\nMachine: {machine()}.\n\n"
+    text += f"Command:\n\n```bash\n{command}\n```\n"
     atomic_write(out.with_suffix(".md"), text)
 
 
@@ -176,11 +176,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys = ["iteration", *sorted({k for r in rows for k in r} - {"iteration"})]
         keys = [k for k in keys if not k.endswith("_se")]
         title = "M's error and the reblur signal against pretraining iterations"
-        _write(opts.out, title, command, _table(rows, keys), _motion_figure(rows))
+        note = (
+            "`val_epe/<set>`: the run's own validation, on its pretraining families (`random_blur`, which chooses "
+            "the checkpoint) and on mini_val (the test family on training photographs). `test/*`: the held-out "
+            f"test images, {opts.crops_per_image} centre-grid crop(s) of 96 px each, with the released D; the "
+            "signal is the reblur term's cosine with the supervised loss, `length_ratio` the motion R receives over "
+            "the true length. Reported, never used to choose."
+        )
+        _write(opts.out, title, command, _table(rows, keys), _motion_figure(rows), note)
     else:
         rows = length_rows(opts.eval_sweep)
         title = "Test PSNR and LPIPS against fine-tuning length"
-        _write(opts.out, title, command, _table(rows, ["variant", "iterations", "psnr", "lpips"]), _length_figure(rows))
+        note = "Every run: experiment=mini_neurmap from the released D, seed 0; evaluated on the held-out test set."
+        table = _table(rows, ["variant", "iterations", "psnr", "lpips"])
+        _write(opts.out, title, command, table, _length_figure(rows), note)
     return 0
 
 
