@@ -65,10 +65,10 @@ def realblur(root: Path, scenes: int = 2, per_scene: int = 2, seed: int = 1) -> 
 
 
 def kernel_synth(root: Path, per_split: int = 3, seed: int = 2) -> Path:
-    """``root/kernel_synth/{train,test}/<name>_{blurryimg.png,gtimg.png,mfmap.mat}``."""
+    """``root/kernel_synth/{train,val,test}/<name>_{blurryimg.png,gtimg.png,mfmap.mat}``."""
     rng = np.random.default_rng(seed)
     base = root / "kernel_synth"
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         for i in range(per_split):
             blur, sharp = pair(rng)
             stem = base / split / f"img{i}_000"

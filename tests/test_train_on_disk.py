@@ -64,14 +64,14 @@ def test_missing_root_stops_before_training_with_one_line(tmp_path):
 
 
 def test_synthesized_set_trains_as_kernel_synth(tmp_path, data_root, monkeypatch):
-    """`python -m neurmap.synthesize SRC DST` output is what data=kernel_synth reads (train and test)."""
+    """`python -m neurmap.synthesize SRC DST` output is what data=kernel_synth reads (train, val and test)."""
     import numpy as np
 
     from neurmap.data.io import write_image
     from neurmap.synthesize import main as synthesize_main
 
     rng = np.random.default_rng(0)
-    for split, count in (("train", 4), ("test", 2)):
+    for split, count in (("train", 4), ("val", 1), ("test", 2)):
         for i in range(count):
             write_image(tmp_path / "photos" / split / f"{i}.png", fake_data.image(rng, (64, 80)))
         small_flows = ["kernel.flow.tx_max=6", "kernel.flow.ty_max=6", "kernel.flow.center_shift_max=4"]
