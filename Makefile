@@ -86,7 +86,7 @@ reproduce-mini-motion: $(STAMP)  ## pretrain the mini's M on on-the-fly blur (~1
 	$(PY) -m neurmap.train experiment=mini_motion paths.mini=$(MINI)/data ckpt_path=auto hydra.run.dir=$(MOTION_RUN)
 	$(PY) -m neurmap.experiments.mini.curves motion $(MOTION_RUN) --mini $(MINI)/data --weights $(NEURMAP_DMPHN_WEIGHTS)
 
-reproduce-mini: $(STAMP)  ## NeurMAP vs supervised fine-tuning at CPU scale (<30 min, 2 cores): reports/mini_reproduction.md
+reproduce-mini: $(STAMP)  ## NeurMAP vs supervised fine-tuning at CPU scale (2 cores): reports/mini_reproduction.md
 	$(PIP) install --quiet -e ".[repro]"
 	$(PY) -m neurmap.reproduce_mini --work $(MINI) $(if $(wildcard $(MOTION_CKPT)),--motion-ckpt $(MOTION_CKPT)) $(ARGS)
 
