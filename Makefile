@@ -100,9 +100,9 @@ reproduce-mini-length: $(STAMP)  ## supervised and NeurMAP at LENGTHS iterations
 		ckpt=$$(ls $(MINI)/length/baseline/*/checkpoints/last.ckpt $(MINI)/length/neurmap/*/checkpoints/last.ckpt | paste -sd, -)
 	$(PY) -m neurmap.experiments.mini.curves length $(MINI)/length/evaluate
 
-# The GPU recipe (issue 10): 256 px crops, batch 8+8, bf16, and as many iterations as fit in MINUTES per method
-# (timed on the machine first; the fine-tunes all get the NeurMAP count). Tested on CPU with tiny settings in
-# tests/test_reproduce_mini.py. MINUTES=3 keeps the three trainings inside a 15-minute device lease.
+# The GPU recipe: 256 px crops, batch 8+8, bf16, and as many iterations as fit in MINUTES per method (timed on
+# the machine first; the fine-tunes all get the NeurMAP count). Tested on CPU with tiny settings in
+# tests/test_reproduce_mini.py. MINUTES=3 keeps the three trainings within about 15 minutes of GPU time.
 MINUTES ?= 3
 GPU_SET := --set trainer=gpu --set trainer.precision=bf16-mixed --set data.paired.transform.crop_size=256 \
 	--set data.batch_size_paired=8 --set data.batch_size_unpaired=8 --set data.num_workers=4
