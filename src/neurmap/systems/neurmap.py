@@ -228,7 +228,8 @@ class NeurMAPSystem(ManualSystem):
         return canonicalize_motion(self.motion_net(images))
 
     def relative(self, motion_blurry: torch.Tensor, motion_deblurred: torch.Tensor) -> torch.Tensor:
-        """The motion fed to R: M(B) (absolute, default) or M(B) - M(S_hat) (relative: the paper), times ``motion_scale``."""
+        """The motion fed to R: M(B) (absolute, default) or M(B) - M(S_hat) (relative, the paper), times
+        ``motion_scale``."""
         motion = motion_blurry - motion_deblurred if self.relative_motion else motion_blurry
         return motion * self.motion_scale if self.motion_scale != 1.0 else motion
 
