@@ -64,11 +64,11 @@ bench-backbones: $(STAMP)  ## params, MACs, CPU time and peak memory of every ba
 
 sweep-ablations: $(STAMP)  ## Table 3 (baseline, net1-3, neurmap) as one multirun, then its table (ARGS='data=...')
 	$(PY) -m neurmap.train -m variant=baseline,net1,net2,net3,neurmap $(ARGS)
-	$(PY) -m neurmap.collect --latest
+	$(PY) -m neurmap.collect latest=true
 
 sweep-ratio: $(STAMP)  ## Table 4 (sharp : natural prior = 1:0.5, 2:0.1, 1:0.1) as one multirun, then its table
 	$(PY) -m neurmap.train -m ratio=s1_n05,s2_n01,s1_n01 $(ARGS)
-	$(PY) -m neurmap.collect --latest
+	$(PY) -m neurmap.collect latest=true
 
 # The mini reproduction (README "Experiments"). The released DMPHN(1-2-4) comes from NEURMAP_DMPHN_WEIGHTS
 # (without it, a from-scratch start is trained first). M's pretraining is a target of its own (about an hour on
@@ -114,7 +114,7 @@ reproduce-gpu: $(STAMP)  ## the mini reproduction on one GPU (MINUTES per method
 		$(ARGS)
 
 collect: $(STAMP)  ## tabulate a sweep: make collect SWEEP=logs/train/multiruns/<time> (default: the newest)
-	$(PY) -m neurmap.collect $(if $(SWEEP),$(SWEEP),--latest)
+	$(PY) -m neurmap.collect $(if $(SWEEP),$(SWEEP),latest=true)
 
 # pyiqa's five Kodak calibration pairs, for the metric reference tests only (PolyForm-Noncommercial:
 # never committed, never imported). Without a registry the tests that need them skip.

@@ -66,3 +66,15 @@ def assert_checkpoint_round_trip(target, saved: dict, key: str, path, drop: str,
     torch.save({key: broken}, path)
     with pytest.raises(ValueError, match=drop.replace(".", r"\.")):
         load_pretrained(target, path, key=key)
+
+
+class CtrlCAtStep(L.Callback):
+    """Raise KeyboardInterrupt (as Ctrl+C would) just before optimizer step number ``step`` (0-based, counted
+    over all optimizers), i.e. in the middle of an iteration when ``step`` is not a multiple of their number."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt

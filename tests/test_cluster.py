@@ -70,8 +70,10 @@ def test_slurm_config_through_submitits_local_executor(tmp_path):
 
 def test_ckpt_path_auto_starts_fresh_then_resumes(tmp_path):
     run = tmp_path / "run"
-    common = ["trainer.val_check_interval=100", "test=false", "ckpt_path=auto"]
-    train(compose(tiny_overrides("iterations=2", *common), run))  # nothing to resume: a fresh start
+    common = ["trainer.val_check_interval=100", "test=false", "ckpt_path=auto", "iterations=3"]
+    term = ["+callbacks.term._target_=tests.helpers.SigtermAtIteration", "+callbacks.term.iteration=2"]
+    with pytest.raises(SystemExit):  # nothing to resume: a fresh start, pre-empted after 2 iterations
+        train(compose(tiny_overrides(*common, *term), run))
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * 3
-    train(compose(tiny_overrides("iterations=3", *common), run))  # a requeued job: continues from last.ckpt
+    train(compose(tiny_overrides(*common), run))  # the requeued job continues from last.ckpt
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3 * 3

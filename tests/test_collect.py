@@ -42,7 +42,7 @@ def test_one_row_per_job_with_varying_overrides_and_final_metrics(sweep):
 
 
 def test_cli_writes_tables_into_the_sweep(sweep, capsys):
-    assert main(["--latest", "--root", str(sweep.parent), "--prefix", "val/"]) == 0
+    assert main(["latest=true", f"root={sweep.parent}", "prefix=val/"]) == 0
     assert latest_sweep(sweep.parent) == sweep
     md = (sweep / "sweep_summary.md").read_text()
     assert "| 0_neurmap-unet | done | s1_n05 | 600 | 20.0000 |" in md
@@ -56,5 +56,5 @@ def test_missing_or_empty_sweeps_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty")]) == 2
     assert "holds no Hydra job folder" in capsys.readouterr().err
-    assert main(["--latest", "--root", str(tmp_path / "none")]) == 2
+    assert main(["latest=true", f"root={tmp_path / 'none'}"]) == 2
     assert "holds no sweep" in capsys.readouterr().err

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import re
+import stat
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from neurmap.cli import UsageError
 from neurmap.data.io import read_image, write_image
 from neurmap.deblur import main as deblur_main
-from neurmap.tasks.inference import CheckpointError, _starts, load_networks, n_tiles, tiled
+from neurmap.tasks.inference import _starts, load_networks, n_tiles, tiled
 from neurmap.tasks.training import train
 from tests import fake_data
 from tests.conftest import SHARED, compose, tiny_overrides
@@ -79,13 +84,13 @@ def test_checkpoint_errors_say_what_to_do(ckpt, tmp_path):
     from neurmap.config import backbone_node
 
     mprnet = backbone_node("mprnet")
-    with pytest.raises(CheckpointError, match="trained with backbone=unet, not backbone=mprnet"):
+    with pytest.raises(UsageError, match="trained with backbone=unet, not backbone=mprnet"):
         load_networks(ckpt, mprnet)
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pth")
-    with pytest.raises(CheckpointError, match="not a neurmap checkpoint .* pass backbone=<name>"):
+    with pytest.raises(UsageError, match="not a neurmap checkpoint .* pass backbone=<name>"):
         load_networks(tmp_path / "other.pth")
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="junk.ckpt: not a checkpoint torch can load safely"):
+    with pytest.raises(UsageError, match="junk.ckpt: not a checkpoint torch can load safely"):
         load_networks(tmp_path / "junk.ckpt")
     with pytest.raises(FileNotFoundError, match="nothing.ckpt does not exist"):
         load_networks(tmp_path / "nothing.ckpt")
@@ -130,20 +135,51 @@ def test_unreadable_photo_is_reported_and_the_rest_completes(ckpt, photos, tmp_p
     [
         (["{photos}", "{photos}/out", "ckpt={ckpt}"], "is inside INPUT"),
         (["{photos}", "{tmp}/out"], "ckpt=... is required"),
-        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "tiles=3"], "unknown setting 'tiles'"),
+        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "tiles=3"], "unknown key 'tiles'; the keys are: backbone, bits"),
         (["{tmp}/none", "{tmp}/out", "ckpt={ckpt}"], "INPUT .*none does not exist"),
-        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "backbone=nope"], "backbone=nope: no such backbone"),
+        (
+            ["{photos}", "{tmp}/out", "ckpt={ckpt}", "backbone=nope"],
+            "backbone=nope: no such option; choose one of: dmphn",
+        ),
         (["{photos}", "{tmp}/out", "ckpt={ckpt}", "tile=32"], "overlap=64 must be >= 0 and smaller than tile=32"),
+        (
+            ["{photos}", "{tmp}/out", "ckpt={ckpt}", "tile=abc"],
+            "tile: Value 'abc' .* could not be converted to Integer",
+        ),
+        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "suffix=.xyz"], "suffix=.xyz: not an image format OpenCV can write"),
+        (
+            ["{photos}", "{ckpt}", "ckpt={ckpt}"],
+            "OUTPUT .*last.ckpt is a file; a folder INPUT needs a folder OUTPUT",
+        ),
+        (["{photos}/a.png", "{photos}/a.png", "ckpt={ckpt}", "overwrite=true"], "is the INPUT image itself"),
+        (["{photos}/a.png", "{photos}", "ckpt={ckpt}", "overwrite=true"], "is the INPUT image itself"),
     ],
 )
 def test_bad_arguments_give_one_line_and_status_2(ckpt, photos, tmp_path, capsys, args, message):
     argv = [a.format(photos=photos, ckpt=ckpt, tmp=tmp_path) for a in args]
+    before = (photos / "a.png").read_bytes()
     assert deblur_main(argv) == 2
+    assert (photos / "a.png").read_bytes() == before
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("neurmap.deblur: error:")
-    import re
-
     assert re.search(message, err), err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in read-only folders")
+def test_a_read_only_output_folder_is_one_line(ckpt, photos, tmp_path, capsys):
+    (tmp_path / "readonly").mkdir(mode=0o555)
+    assert deblur_main([str(photos), str(tmp_path / "readonly" / "out"), f"ckpt={ckpt}"]) == 2
+    assert re.search("cannot write in .*readonly", capsys.readouterr().err)
+
+
+def test_outputs_get_the_permissions_of_a_plain_write(ckpt, photos, tmp_path):
+    """Atomic writes go through a 0600 temporary file; the result has 0666 less the umask, as open() gives."""
+    old = os.umask(0o022)
+    try:
+        assert deblur_main([str(photos / "a.png"), str(tmp_path / "a_sharp.png"), f"ckpt={ckpt}"]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a_sharp.png").stat().st_mode) == 0o644
 
 
 @pytest.mark.skipif(not (SHARED / "weights" / "dmphn_1_2_4").is_dir(), reason="released DMPHN weights absent")

@@ -65,6 +65,23 @@ def test_export_errors_are_one_line(ckpt, tmp_path, capsys):
     assert "not a checkpoint torch can load safely" in capsys.readouterr().err
 
 
+def test_export_never_replaces_its_checkpoint_nor_an_existing_file_unasked(ckpt, tmp_path, capsys):
+    before = ckpt.read_bytes()
+    for overwrite in ("false", "true"):
+        assert export_main([f"ckpt={ckpt}", f"output={ckpt}", f"overwrite={overwrite}"]) == 2
+        assert "is the checkpoint being exported" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before
+    existing = tmp_path / "model.onnx"
+    existing.write_bytes(b"keep me")
+    assert export_main([f"ckpt={ckpt}", f"output={existing}"]) == 2
+    assert "exists; pass overwrite=true to replace it" in capsys.readouterr().err
+    assert existing.read_bytes() == b"keep me"
+    assert export_main([f"ckpt={ckpt}", f"output={tmp_path}"]) == 2
+    assert "is a folder; give a file name" in capsys.readouterr().err
+    assert export_main([f"ckpt={ckpt}", f"output={existing}", "overwrite=true", "format=torchscript"]) == 0
+    assert existing.read_bytes() != b"keep me"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "weights" / "dmphn_1_2_4").is_dir(), reason="released DMPHN weights absent")
 def test_released_dmphn_exports_to_onnx(tmp_path):

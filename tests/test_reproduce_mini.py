@@ -219,7 +219,7 @@ def test_test_crops_are_a_deterministic_grid():
         (["--train-photos", "camera", "--test-photos", "camera"], "in both --train-photos and --test-photos"),
         (["--variants", "net1"], "--variants must include neurmap"),
         (["--paired-length", "5", "2"], "--paired-length"),
-        (["--synth", "kernel.nope=1"], "--synth: unknown setting 'kernel.nope'"),
+        (["--synth", "kernel.nope=1"], "--synth: unknown key 'kernel.nope'"),
         (["--minutes-per-method", "0"], "--minutes-per-method must be > 0"),
         (["--report-name", "a/b"], "--report-name must be a file name"),
     ],

@@ -189,7 +189,9 @@ def test_a_short_pretraining_on_random_blur_lowers_epe(photos):
 
 
 def test_oracle_ablation_trains_on_data_with_motion_and_stops_without(fake_data_root, tiny_cfg, monkeypatch):
-    from neurmap.tasks.training import ConfigError, train
+    from neurmap.cli import UsageError
+    from neurmap.tasks.training import train
+    from tests.conftest import compose, tiny_overrides
 
     monkeypatch.setenv("NEURMAP_DATA", str(fake_data_root))
     disk = ["data.num_workers=0", "data.paired.transform.crop_size=32", "data.batch_size_paired=2"]
@@ -197,8 +199,8 @@ def test_oracle_ablation_trains_on_data_with_motion_and_stops_without(fake_data_
     cfg = tiny_cfg("variant=oracle_motion", "data=kernel_synth", *disk)
     assert cfg.data.unpaired_blur.records.with_motion is True  # the variant makes the layout read it
     train(cfg)
-    with pytest.raises(ConfigError, match="needs the ground-truth motion") as err:
-        train(tiny_cfg("variant=oracle_motion"))  # built-in unpaired blur carries no motion
+    with pytest.raises(UsageError, match="needs the ground-truth motion") as err:
+        train(compose(tiny_overrides("variant=oracle_motion"), tiny_cfg.tmp_path / "other"))  # no motion in builtin
     assert "\n" not in str(err.value)
 
 

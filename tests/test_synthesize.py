@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from neurmap.cli import UsageError
 from neurmap.data.flows import camera_flow, canonicalize_flow
 from neurmap.data.io import read_image, read_mfmap, write_image
 from neurmap.data.line_blur import line_blur
-from neurmap.data.synthesis import ConfigError, load_config, synthesize
+from neurmap.data.synthesis import load_config, synthesize
 from neurmap.synthesize import main
 from tests.conftest import REPO
 
@@ -266,7 +267,7 @@ def test_config_presets_and_help(capsys):
     assert cfg.kernel.flow.ty_max == 19 and cfg.kernel.flow.tx_max == 5
     assert cfg.kernel.flow.rot_max == pytest.approx(math.pi / 120)
     assert load_config().kernel.flow.rot_max == pytest.approx(math.pi / 70)
-    with pytest.raises(ConfigError, match="unknown setting 'kernel.flow.bogus'"):
+    with pytest.raises(UsageError, match="unknown key 'kernel.flow.bogus'.*the keys of kernel.flow are: acc_max"):
         load_config(cfg={"kernel": {"flow": {"bogus": 1}}})
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])

@@ -159,7 +159,7 @@ def test_multirun_over_variants(tmp_path):
     assert all((p / "checkpoints" / "last.ckpt").is_file() for p in multiruns.glob("*/*_*"))
     from neurmap.collect import main as collect_main
 
-    assert collect_main(["--latest", "--root", str(multiruns), "--prefix", "val/"]) == 0
+    assert collect_main(["latest=true", f"root={multiruns}", "prefix=val/"]) == 0
     sweep = next(multiruns.iterdir())
     table = (sweep / "sweep_summary.md").read_text().splitlines()
     assert table[0].startswith("| job | status | variant | iterations | val/builtin_camera/")

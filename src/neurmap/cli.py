@@ -1,145 +1,304 @@
-"""Shared pieces of the non-Hydra command lines (``neurmap.deblur``, ``neurmap.export``, ``neurmap.synthesize``):
-settings from a yaml in ``conf/`` with ``key=value`` overrides (one loader), and one error type with one-line
-messages."""
+"""The command-line habit every ``neurmap`` command shares.
+
+* Settings are ``key=value`` overrides of a config in ``conf/``, composed by Hydra's compose API over the
+  structured schemas stored in :mod:`neurmap.config` (:func:`settings`): the same parser, the same type
+  checks and the same unknown-key message for every command. train and evaluate are Hydra apps (``-m``
+  sweeps, launchers) and get the same checks before Hydra starts (:func:`hydra_command`).
+* One error type, :class:`UsageError`, whose message is one line naming the file, key or value and what was
+  expected. :func:`explain` shortens Hydra's composition errors and DataLoader-worker errors to that line.
+* Exit status: 0 success, 1 a run that failed (a crash, a failed export check, images that could not be
+  read), 2 a usage or configuration error. ``HYDRA_FULL_ERROR=1`` shows the full traceback of any error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
+import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue
 
-from neurmap.config import CONFIG_DIR, backbone_node
+from neurmap.config import CONFIG_DIR
 
-__all__ = ["SettingsError", "UsageError", "backbone_config", "fail", "load_settings", "parser", "resolve_device"]
-
-
-class SettingsError(ValueError):
-    """A bad setting, override, path or value of a command; the message names the key, file or value and
-    what was expected. The one error type of every non-Hydra command (deblur, export, synthesize, evaluate's
-    checks)."""
-
-
-#: The former name of :class:`SettingsError` (same class).
-UsageError = SettingsError
-
-
-def _known_keys(node: DictConfig | Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Every dotted key of ``node`` (values are not resolved: ``???`` is fine)."""
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=False)
-    keys = []
-    for key, value in node.items():
-        full = f"{prefix}{key}"
-        keys.extend(_known_keys(value, f"{full}.") if isinstance(value, Mapping) else [full])
-    return keys
+__all__ = [
+    "UsageError",
+    "explain",
+    "fail",
+    "hydra_command",
+    "overlay",
+    "parser",
+    "resolve_device",
+    "settings",
+]
 
 
-def _merge(base: DictConfig, layer: DictConfig, origin: str) -> DictConfig:
-    try:
-        return OmegaConf.merge(base, layer)
-    except ConfigKeyError as err:
-        key = getattr(err, "full_key", None) or str(getattr(err, "key", "")) or str(err).splitlines()[0]
-        parent = key.rpartition(".")[0]
-        node = OmegaConf.select(base, parent) if parent else base
-        known = _known_keys(node, f"{parent}.") if parent and isinstance(node, DictConfig) else _known_keys(base)
-        raise SettingsError(f"unknown setting '{key}' in {origin} (known: {', '.join(known)})") from None
-    except OmegaConfBaseException as err:
-        raise SettingsError(f"bad setting in {origin}: {str(err).splitlines()[0]}") from None
+class UsageError(ValueError):
+    """A bad setting, override, path or value: the one error type of every command. The message is one line
+    naming the key, file or value, what was expected and, where there is one, the fix."""
 
 
-def load_settings(
-    name: str,
-    overrides: Sequence[str] = (),
-    required: Sequence[str] = (),
-    layers: Sequence[tuple[Mapping[str, Any] | DictConfig, str]] = (),
-    preset_key: str | None = None,
-) -> DictConfig:
-    """``conf/<name>.yaml``, then each ``(mapping, origin)`` layer, then ``key=value`` overrides, in struct mode.
-
-    With ``preset_key``, the value of that key (after all layers) names a preset file next to ``<name>.yaml``
-    that is merged over the base before the layers are applied again (``preset=mild``).
-
-    Raises:
-        SettingsError: a malformed override, an unknown key (the known ones are listed), an unknown preset, or
-            a ``required`` key left at ``???``.
-    """
-    path = Path(CONFIG_DIR) / f"{name}.yaml"
-    base = OmegaConf.load(path)
-    OmegaConf.set_struct(base, True)
-    for item in overrides:
-        if "=" not in item or not item.split("=", 1)[0].strip():
-            raise SettingsError(f"{item!r} is not key=value (settings: {', '.join(_known_keys(base))})")
-    try:
-        cli = OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as err:
-        raise SettingsError(f"cannot parse the overrides: {str(err).splitlines()[0]}") from None
-    stack = [
-        (OmegaConf.create(OmegaConf.to_container(c) if isinstance(c, DictConfig) else dict(c)), origin)
-        for c, origin in layers
-    ]
-    stack.append((cli, "the overrides"))
-
-    def apply(start: DictConfig) -> DictConfig:
-        for layer, origin in stack:
-            start = _merge(start, layer, origin)
-        return start
-
-    merged = apply(base)
-    if preset_key is not None and merged[preset_key] is not None:
-        preset = merged[preset_key]
-        preset_path = path.parent / f"{preset}.yaml"
-        if not isinstance(preset, str) or preset_path == path or not preset_path.is_file():
-            names = sorted(p.stem for p in path.parent.glob("*.yaml") if p != path)
-            raise SettingsError(f"{preset_key} must be null or one of {names} (files in {path.parent}), got {preset!r}")
-        merged = apply(_merge(base, OmegaConf.load(preset_path), str(preset_path)))
-    for key in required:
-        try:
-            OmegaConf.select(merged, key, throw_on_missing=True)
-        except MissingMandatoryValue:
-            raise SettingsError(f"{key}=... is required") from None
-    return merged
-
-
-def fail(prog: str, message: str, status: int = 2) -> int:
+def fail(prog: str, message: object, status: int = 2) -> int:
     """Print ``<prog>: error: <message>`` (one line) on stderr and return ``status``."""
     print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     return status
 
 
-def backbone_config(name: str | None) -> DictConfig | None:
-    """``conf/backbone/<name>.yaml`` (None for None); an unknown name lists the choices."""
-    if name is None:
-        return None
-    path = Path(CONFIG_DIR) / "backbone" / f"{name}.yaml"
-    if not path.is_file():
-        names = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise UsageError(f"backbone={name}: no such backbone; choose one of {names}")
-    return backbone_node(name)
+def unwrap_worker_error(message: str) -> str:
+    """The original message of an error re-raised from a DataLoader worker (torch wraps it in
+    ``Caught <Error> in DataLoader worker process N. Original Traceback ...``); other messages unchanged."""
+    if "Original Traceback" not in message:
+        return message
+    last = [line for line in message.strip().splitlines() if line.strip()][-1]
+    return re.sub(r"^[\w.]+(Error|Exception): ", "", last.strip())
 
 
-def parser(prog: str, usage: str, description: str, settings: str) -> argparse.ArgumentParser:
-    """An argument parser whose help ends with the commented settings file ``conf/<settings>.yaml``."""
-    text = (Path(CONFIG_DIR) / f"{settings}.yaml").read_text()
-    return argparse.ArgumentParser(
+# ------------------------------------------------------------------------------------------- composition
+
+
+def _compose(config_name: str, overrides: Sequence[str], hydra_node: bool = False) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra_node)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _keys_of(config_name: str, overrides: Sequence[str], parent: str) -> list[str]:
+    """The keys of node ``parent`` (root for ``""``) composed without the overrides that touch it."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(f"{parent}.") and "=" in o] if parent else []
+    try:
+        cfg = _compose(config_name, kept, hydra_node=parent.startswith("hydra"))
+    except Exception:  # noqa: BLE001 - only used to improve a message
+        return []
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return sorted(str(k) for k in node) if isinstance(node, DictConfig) else []
+
+
+def explain(err: BaseException, config_name: str = "", overrides: Sequence[str] = ()) -> str:
+    """One line for a Hydra composition error (an unknown option lists the choices, an unknown key lists
+    the known keys, a bad value names the expected type) or a DataLoader-worker error; other errors give
+    their own first line."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    text = unwrap_worker_error(str(err)).strip()
+    if isinstance(err, MissingConfigException):
+        found = re.search(r"Could not find '([^']+)'", text)
+        missing = found.group(1) if found else str(err.missing_cfg_file)
+        group, _, option = missing.rpartition("/")
+        choices = ", ".join(o for o in err.options or [] if not o.endswith("schema"))
+        if group:
+            return f"{group}={option}: no such option; choose one of: {choices}"
+        return f"no config named '{missing}' in conf/"
+    if isinstance(err, OverrideParseException):
+        found = re.search(r"override '([^']*)'", text) or re.search(r": (.*)$", text.splitlines()[0])
+        shown = found.group(1) if found else text.splitlines()[0]
+        return f"cannot parse '{shown}': expected key=value or group=option (quote values with spaces)"
+    cause = err.__cause__
+    if isinstance(err, ConfigCompositionException) and isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+        key = getattr(cause, "full_key", None) or re.sub(r"Could not override '([^']+)'.*", r"\1", text.splitlines()[0])
+        parent = key.rpartition(".")[0]
+        known = _keys_of(config_name, overrides, parent)
+        where = f" of {parent}" if parent else ""
+        return f"unknown key '{key}'" + (f"; the keys{where} are: {', '.join(known)}" if known else "")
+    if isinstance(err, ConfigCompositionException) and isinstance(cause, ValidationError):
+        key = getattr(cause, "full_key", "") or ""
+        first = str(cause).splitlines()[0]
+        return f"{key}: {first}" if key else first
+    if isinstance(err, ConfigCompositionException) and text.startswith("Ambiguous value"):
+        value = re.search(r"'([^']+)'", text)
+        return (
+            f"'{value.group(1) if value else text}': a list of values sweeps only with -m; "
+            "for a list write key=[a,b], for a string quote it"
+        )
+    if type(err).__name__ == "InstantiationException" and cause is not None:  # a constructor's own error
+        where = re.search(r"full_key: (\S+)", text)
+        return f"{where.group(1) + ': ' if where else ''}{unwrap_worker_error(str(cause)).strip()}"
+    return text or type(err).__name__
+
+
+def _check_required(cfg: DictConfig, required: Sequence[str], prefix: str = "") -> None:
+    for key in required:
+        try:
+            OmegaConf.select(cfg, key, throw_on_missing=True)
+        except MissingMandatoryValue:
+            raise UsageError(f"{prefix}{key}=... is required") from None
+
+
+def settings(config_name: str, overrides: Sequence[str] = (), required: Sequence[str] = ()) -> DictConfig:
+    """``conf/<config_name>.yaml`` composed with the ``key=value`` overrides over its schema.
+
+    Raises:
+        UsageError: a malformed override, an unknown key or option (the known ones are listed), a value of
+            the wrong type, or a ``required`` key left at ``???``.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    for item in overrides:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise UsageError(f"'{item}' is not key=value (the settings: {', '.join(_keys_of(config_name, (), ''))})")
+    try:
+        cfg = _compose(config_name, overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise UsageError(explain(err, config_name, overrides)) from None
+    _check_required(cfg, required)
+    return cfg
+
+
+def overlay(base: DictConfig, layer: object, origin: str) -> DictConfig:
+    """``layer`` (a mapping or config) merged over the composed settings ``base``, with the same unknown-key
+    and type checks as the command line; ``origin`` names the layer in messages."""
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    try:
+        return OmegaConf.merge(
+            base, OmegaConf.create(OmegaConf.to_container(layer) if OmegaConf.is_config(layer) else layer)
+        )
+    except ConfigKeyError as err:
+        key = str(getattr(err, "full_key", "") or str(err).splitlines()[0])
+        parent = key.rpartition(".")[0]
+        node = OmegaConf.select(base, parent) if parent else base
+        known = ", ".join(sorted(str(k) for k in node)) if isinstance(node, DictConfig) else ""
+        raise UsageError(
+            f"unknown key '{key}' in {origin}; the keys{f' of {parent}' if parent else ''} are: {known}"
+        ) from None
+    except OmegaConfBaseException as err:
+        raise UsageError(f"{getattr(err, 'full_key', '') or origin}: {str(err).splitlines()[0]}") from None
+
+
+# ------------------------------------------------------------------------------------------- Hydra apps
+
+
+def _sweep_combinations(overrides: Sequence[str], limit: int = 64) -> list[list[str]]:
+    """The jobs a ``-m`` sweep would run (the first ``limit``), each as a list of plain overrides."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    axes = []
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            axes.append([override.input_line])
+    return [list(combo) for combo in itertools.islice(itertools.product(*axes), limit)]
+
+
+def check_overrides(config_name: str, overrides: Sequence[str], multirun: bool) -> list[DictConfig]:
+    """Compose every job of the command line (each combination of a ``-m`` sweep) and return their configs
+    (with the ``hydra`` node); any composition error becomes one :class:`UsageError` line."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        jobs = _sweep_combinations(overrides) if multirun else [list(overrides)]
+        return [_compose(config_name, job, hydra_node=True) for job in jobs]
+    except (HydraException, OmegaConfBaseException) as err:
+        raise UsageError(explain(err, config_name, overrides)) from None
+
+
+def _groups(config_name: str) -> list[tuple[str, str]]:
+    """(group, default option) of the primary config's defaults list."""
+    defaults = OmegaConf.load(Path(CONFIG_DIR) / f"{config_name}.yaml").get("defaults", [])
+    pairs = []
+    for entry in defaults:
+        if isinstance(entry, DictConfig):
+            for key, value in entry.items():
+                group = str(key).replace("optional ", "").replace("override ", "")
+                if group != "hydra" and (Path(CONFIG_DIR) / group).is_dir():
+                    pairs.append((group, str(value)))
+    return pairs
+
+
+def help_text(prog: str, config_name: str, doc: str, usage: str) -> str:
+    """``--help`` of a Hydra app: what it does, its usage, its config groups with their options, its
+    settings file; then where Hydra's own help is."""
+    lines = [f"usage: {usage}", "", (doc or "").strip(), "", "config groups (group=option; conf/<group>/):"]
+    for group, default in _groups(config_name):
+        options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+        lines.append(f"  {group:10s} {', '.join(options)}  (default: {default.replace('None', 'none')})")
+    body = (Path(CONFIG_DIR) / f"{config_name}.yaml").read_text()
+    lines += ["", f"settings (conf/{config_name}.yaml; key=value, dotted keys reach into the groups):", body]
+    lines += [
+        "Add -m to sweep comma-separated values (one job each). --cfg job prints the composed config,",
+        "--hydra-help Hydra's own flags; HYDRA_FULL_ERROR=1 shows full tracebacks.",
+    ]
+    return "\n".join(lines)
+
+
+def hydra_command(prog: str, config_name: str, doc: str, usage: str, app: Callable[[], object]) -> Callable:
+    """The entry point of a Hydra app (``app``: the ``@hydra.main`` function): ``--help`` of its own, and
+    every job's composition checked before Hydra starts, so that a bad override is one line and exit 2."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        args = list(sys.argv[1:] if argv is None else argv)
+        if any(a in ("-h", "--help") for a in args):
+            print(help_text(prog, config_name, doc, usage))
+            return 0
+        hydra_flags = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
+        if not hydra_flags and not os.environ.get("HYDRA_FULL_ERROR"):
+            overrides = [a for a in args if not a.startswith("-")]
+            try:
+                multirun = "-m" in args or "--multirun" in args
+                configs = check_overrides(config_name, overrides, multirun=multirun)
+                if not multirun:
+                    _check_run_dir(configs[0])
+            except UsageError as err:
+                return fail(prog, err)
+        sys.argv = [sys.argv[0], *args]
+        app()
+        return 0
+
+    return main
+
+
+def _check_run_dir(cfg: DictConfig) -> None:
+    """Refuse a run folder that holds a finished run before Hydra writes its ``.hydra`` records there."""
+    # imported here: neurmap.tasks.training imports this module
+    from neurmap.tasks.training import check_not_finished
+
+    run_dir = OmegaConf.select(cfg, "hydra.run.dir")
+    if run_dir is not None:
+        check_not_finished(Path(str(run_dir)), key="hydra.run.dir")
+
+
+# --------------------------------------------------------------------------------------- plain commands
+
+
+def parser(prog: str, usage: str, description: str, config_name: str) -> argparse.ArgumentParser:
+    """An argument parser for positionals plus ``key=value`` settings; its help is the command's
+    description, its usage and the commented settings file ``conf/<config_name>.yaml``."""
+    text = (Path(CONFIG_DIR) / f"{config_name}.yaml").read_text()
+    cli = argparse.ArgumentParser(
         prog=prog,
         usage=usage,
         description=description,
-        epilog=f"settings (conf/{settings}.yaml):\n{text}",
+        epilog=f"settings (conf/{config_name}.yaml; key=value):\n{text}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    cli.error = lambda message: sys.exit(fail(prog, f"{message} (usage: {usage})"))  # type: ignore[method-assign]
+    return cli
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` (CUDA if available, else CPU) or a torch device name; CUDA without a GPU is a UsageError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"device={name}: not a device name; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device={name}: CUDA is not available on this machine (use device=cpu or auto)")
     return device

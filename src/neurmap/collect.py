@@ -1,10 +1,13 @@
-"""Collect the runs of a Hydra multirun into one table: ``python -m neurmap.collect [SWEEP_DIR | --latest]``.
+"""Collect the runs of a Hydra multirun into one table: ``python -m neurmap.collect [SWEEP_DIR] [key=value ...]``.
+
+Also ``neurmap-collect``. Settings (``conf/collect.yaml``): ``latest=true`` takes the newest sweep under
+``root``, ``prefix=val/`` the validation metrics instead of the test ones.
 
 Every job directory of a sweep (``logs/train/multiruns/<time>/<num>_<variant>-<backbone>/``) holds its
 overrides in ``.hydra/overrides.yaml`` and, once finished, its final metrics in ``final_metrics.json``
 (written by ``neurmap.train``). The table has one row per job: the job, its status (``done`` or
 ``unfinished``), the overrides that differ between jobs, then the final metrics (``test/`` by default, or
-``--prefix val/``). It is printed as Markdown and written to ``<sweep>/sweep_summary.{md,csv}``.
+``prefix=val/``). It is printed as Markdown and written to ``<sweep>/sweep_summary.{md,csv}``.
 
 Evaluation sweeps (``python -m neurmap.evaluate -m ckpt=a.ckpt,b.ckpt ...``, job folders ``<num>/``) are
 collected the same way: their ``final_metrics.json`` holds ``test/<set>/<metric>`` means.
@@ -12,7 +15,6 @@ collected the same way: their ``final_metrics.json`` holds ``test/<set>/<metric>
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -21,7 +23,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from neurmap.cli import UsageError, fail, parser, settings
 from neurmap.config import FINAL_METRICS
+from neurmap.utils.files import atomic_write
 from neurmap.utils.tables import to_markdown, write_csv
 
 __all__ = ["collect", "latest_sweep", "main", "to_markdown"]
@@ -78,26 +82,28 @@ def collect(sweep: Path, prefix: str = "test/") -> list[dict[str, Any]]:
 
 def write(rows: Sequence[dict[str, Any]], out: Path) -> None:
     """``out/sweep_summary.md`` and ``out/sweep_summary.csv``."""
-    (out / "sweep_summary.md").write_text(to_markdown(rows))
+    atomic_write(out / "sweep_summary.md", to_markdown(rows))
     write_csv(out / "sweep_summary.csv", rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line; returns the exit status (2 for a missing or empty sweep folder)."""
-    parser = argparse.ArgumentParser(prog="neurmap.collect", description=__doc__)
-    parser.add_argument("sweep", nargs="?", help="a multirun folder (default with --latest: the newest one)")
-    parser.add_argument("--latest", action="store_true", help="the newest folder under --root")
-    parser.add_argument("--root", default="logs/train/multiruns", help="where --latest looks")
-    parser.add_argument("--prefix", default="test/", help="metric names to include (e.g. val/)")
-    args = parser.parse_args(argv)
+    """Command line; returns the exit status (2 for a bad setting or a missing or empty sweep folder)."""
+    usage = "python -m neurmap.collect [-h] [SWEEP_DIR] [latest=true] [prefix=val/] [root=DIR]"
+    cli = parser("neurmap.collect", usage, __doc__, "collect")
+    cli.add_argument("sweep", nargs="?", metavar="SWEEP_DIR", help="a multirun folder")
+    cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
+    args = cli.parse_args(argv)
+    if args.sweep is not None and "=" in args.sweep:  # no SWEEP_DIR: the first argument is a setting
+        args.overrides.insert(0, args.sweep)
+        args.sweep = None
     try:
-        if args.sweep is None and not args.latest:
-            raise FileNotFoundError("give a SWEEP_DIR or --latest")
-        sweep = Path(args.sweep) if args.sweep else latest_sweep(Path(args.root))
-        rows = collect(sweep, args.prefix)
-    except FileNotFoundError as err:
-        print(f"neurmap.collect: error: {err}", file=sys.stderr)
-        return 2
+        cfg = settings("collect", args.overrides)
+        if args.sweep is None and not cfg.latest:
+            raise UsageError("give a SWEEP_DIR, or latest=true for the newest sweep under root")
+        sweep = Path(args.sweep) if args.sweep else latest_sweep(Path(cfg.root))
+        rows = collect(sweep, cfg.prefix)
+    except (UsageError, FileNotFoundError) as err:
+        return fail("neurmap.collect", err)
     write(rows, sweep)
     print(f"{sweep} ({len(rows)} runs)\n\n{to_markdown(rows)}\nwritten: {sweep / 'sweep_summary.md'}, .csv")
     return 0

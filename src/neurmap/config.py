@@ -32,14 +32,20 @@ if not OmegaConf.has_resolver("neurmap_sweep"):
 
 def _store_schemas() -> None:
     """Hydra's structured-config schemas of conf/loss and conf/variant (``defaults: [schema, _self_]`` in
-    loss/paper_literal.yaml and variant/neurmap.yaml): a typo'd or missing key fails when the config is composed."""
+    loss/paper_literal.yaml and variant/neurmap.yaml) and of the plain commands' settings (:mod:`neurmap.settings`):
+    a typo'd key, a value of the wrong type or a missing one fails when the config is composed."""
     from hydra.core.config_store import ConfigStore
 
     from neurmap.losses.objectives import LossWeights, Variant
+    from neurmap.settings import CollectSettings, DeblurSettings, ExportSettings, SynthesisSettings
 
     store = ConfigStore.instance()
     store.store(group="loss", name="schema", node=LossWeights)
     store.store(group="variant", name="schema", node=Variant)
+    store.store(name="deblur_schema", node=DeblurSettings)
+    store.store(name="export_schema", node=ExportSettings)
+    store.store(name="synthesize_schema", node=SynthesisSettings)
+    store.store(name="collect_schema", node=CollectSettings)
 
 
 _store_schemas()

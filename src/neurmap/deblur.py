@@ -9,7 +9,7 @@
 
 Images of any size run in tiles (``tile=512 overlap=64``), so a 12-megapixel photo fits in a few GB of
 memory on a CPU; ``tile=null`` runs whole images. ``motion=true`` also saves M's motion map in flow colours
-and ``compare=true`` a side-by-side view. Settings and their defaults: ``conf/deblur/default.yaml``.
+and ``compare=true`` a side-by-side view. Settings and their defaults: ``conf/deblur.yaml``.
 Unreadable images are reported and skipped; existing outputs are skipped unless ``overwrite=true``, so a
 stopped run resumes. Exit status: 0 done, 1 some images failed, 2 bad arguments.
 """
@@ -19,26 +19,23 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from neurmap.cli import UsageError, fail, load_settings, parser
+from neurmap.cli import UsageError, fail, parser, settings
 from neurmap.tasks.deblurring import PROG, deblur
-from neurmap.tasks.inference import CheckpointError
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; returns the exit status (0 done, 1 some images failed, 2 bad arguments)."""
-    cli = parser(
-        PROG, "python -m neurmap.deblur [-h] INPUT OUTPUT ckpt=PATH [key=value ...]", __doc__, "deblur/default"
-    )
+    cli = parser(PROG, "python -m neurmap.deblur [-h] INPUT OUTPUT ckpt=PATH [key=value ...]", __doc__, "deblur")
     cli.add_argument("input", metavar="INPUT", help="an image or a folder of images")
     cli.add_argument("output", metavar="OUTPUT", help="output folder (or file name for one image)")
     cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
     args = cli.parse_args(argv)
     try:
-        cfg = load_settings("deblur/default", args.overrides, required=("ckpt",))
+        cfg = settings("deblur", args.overrides, required=("ckpt",))
         summary = deblur(args.input, args.output, cfg)
-    except (UsageError, CheckpointError, FileNotFoundError, ValueError) as err:
+    except (UsageError, FileNotFoundError, ValueError) as err:
         return fail(PROG, str(err))
     print(
         f"{PROG}: {summary['written']} deblurred, {summary['existing']} already there, "

@@ -1,7 +1,7 @@
 """Export the deblurring network for deployment: ONNX or TorchScript, dynamic height and width.
 
 ``python -m neurmap.export ckpt=PATH format=onnx|torchscript [output=FILE] [backbone=NAME] [check=true]``
-(also ``neurmap-export``; settings in ``conf/export/default.yaml``).
+(also ``neurmap-export``; settings in ``conf/export.yaml``).
 
 The exported graph takes ``blurry`` (N, 3, H, W) float32 in [0, 1], any H and W, and returns ``deblurred``
 of the same shape (not clamped, as in training); padding to the backbone's multiple and cropping back are
@@ -15,9 +15,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from neurmap.cli import UsageError, fail, load_settings, parser
+from neurmap.cli import UsageError, fail, parser, settings
 from neurmap.tasks.exporting import export_checkpoint
-from neurmap.tasks.inference import CheckpointError
 
 __all__ = ["main"]
 
@@ -27,13 +26,13 @@ _PROG = "neurmap.export"
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; returns the exit status (0 written and checked, 1 check failed, 2 bad arguments)."""
     usage = "python -m neurmap.export [-h] ckpt=PATH format=onnx|torchscript [key=value ...]"
-    cli = parser(_PROG, usage, __doc__, "export/default")
+    cli = parser(_PROG, usage, __doc__, "export")
     cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
     args = cli.parse_args(argv)
     try:
-        cfg = load_settings("export/default", args.overrides, required=("ckpt",))
+        cfg = settings("export", args.overrides, required=("ckpt",))
         result = export_checkpoint(cfg)
-    except (UsageError, CheckpointError, FileNotFoundError, ValueError, ImportError) as err:
+    except (UsageError, FileNotFoundError, ValueError, ImportError) as err:
         return fail(_PROG, str(err))
     except RuntimeError as err:
         return fail(_PROG, str(err), status=1)

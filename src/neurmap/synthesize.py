@@ -25,8 +25,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from neurmap.cli import fail, parser
-from neurmap.data.synthesis import ConfigError, SynthesisError, load_config, print_summary, synthesize
+from neurmap.cli import UsageError, fail, parser
+from neurmap.data.synthesis import SynthesisError, load_config, print_summary, synthesize
 
 __all__ = ["main"]
 
@@ -35,15 +35,17 @@ _PROG = "neurmap.synthesize"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; returns the exit status (0 done, 1 a source failed under ``on_error=raise``, 2 bad arguments)."""
-    cli = parser(_PROG, "python -m neurmap.synthesize [-h] SRC DST [key=value ...]", __doc__, "synthesize/default")
+    cli = parser(_PROG, "python -m neurmap.synthesize [-h] SRC DST [key=value ...]", __doc__, "synthesize")
     cli.add_argument("src", metavar="SRC", help="folder of sharp images (kernel) or video frames (gopro)")
     cli.add_argument("dst", metavar="DST", help="output folder (created; must not be inside SRC)")
     cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
     args = cli.parse_args(argv)
     try:
         summary = synthesize(args.src, args.dst, load_config(args.overrides))
-    except (ConfigError, FileNotFoundError) as err:
+    except (UsageError, FileNotFoundError) as err:
         return fail(_PROG, str(err))
+    except PermissionError as err:
+        return fail(_PROG, f"{err.filename}: {err.strerror}; DST must be a folder you can write to")
     except SynthesisError as err:
         return fail(_PROG, str(err), status=1)
     print_summary(summary, _PROG)

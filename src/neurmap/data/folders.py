@@ -95,7 +95,13 @@ class _FileDataset(Dataset):
                     stacklevel=2,
                 )
                 continue
-            return self.transform(sample) if self.transform is not None else sample
+            if self.transform is None:
+                return sample
+            try:
+                return self.transform(sample)
+            except ValueError as err:  # e.g. a pair of different sizes: name the files
+                files = ", ".join(str(self.records[i][k]) for k in self.keys if k in self.records[i])
+                raise ImageReadError(f"{files}: {err}") from None
         raise ImageReadError(f"{type(self).__name__}: none of the {len(self.records)} items is readable")
 
 

@@ -1,7 +1,7 @@
 """The blur generator: Gong et al.'s kernel-synthesized set, or GoPro-style frame averages, from SRC into DST.
 
 :func:`synthesize` is what ``python -m neurmap.synthesize SRC DST [key=value ...]`` (:mod:`neurmap.synthesize`)
-runs; :func:`load_config` reads its settings (``conf/synthesize/default.yaml``, a preset, overrides).
+runs; :func:`load_config` reads its settings (``conf/synthesize.yaml``, a preset, overrides).
 
 **kernel mode** (NeurMAP's "kernel-synthesized" data; Gong et al., "From motion blur to motion flow",
 CVPR'17, ``donggong1/motion-flow-syn``). For every sharp image under SRC and every index ``k``:
@@ -57,18 +57,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from neurmap.cli import SettingsError, load_settings
+from neurmap.cli import UsageError, overlay, settings
 from neurmap.data.flows import camera_flow
 from neurmap.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image, write_mfmap
 from neurmap.data.line_blur import line_blur
 
-__all__ = ["ConfigError", "SynthesisError", "load_config", "print_summary", "synthesize"]
+__all__ = ["UsageError", "SynthesisError", "load_config", "print_summary", "synthesize"]
 
 _SHOW_FAILED = 5  # failed sources named in the final report
-
-
-#: Bad settings, overrides or paths: the one error type of the commands (:class:`neurmap.cli.SettingsError`).
-ConfigError = SettingsError
 
 
 class SynthesisError(RuntimeError):
@@ -82,7 +78,7 @@ class SynthesisError(RuntimeError):
 def _check(cfg: DictConfig, key: str, ok: Callable[[Any], bool], expected: str) -> None:
     value = OmegaConf.select(cfg, key)
     if not ok(value):
-        raise ConfigError(f"{key} must be {expected}, got {value!r}")
+        raise UsageError(f"{key} must be {expected}, got {value!r}")
 
 
 def _is_int(v: Any) -> bool:
@@ -100,7 +96,7 @@ def _validate(cfg: DictConfig) -> None:
     _check(cfg, "on_error", lambda v: v in ("raise", "skip"), "'raise' or 'skip'")
     for key in ("recursive", "kernel.include_sharp", "kernel.round_flow", "kernel.crop_boundary"):
         _check(cfg, key, lambda v: isinstance(v, bool), "true or false")
-    _check(cfg, "kernel.blurs_per_image", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+    _check(cfg, "kernel.blurs_per_image", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
     _check(cfg, "kernel.noise_std", lambda v: _is_number(v) and v >= 0, "a number >= 0")
     for key in cfg.kernel.flow:
         _check(cfg, f"kernel.flow.{key}", lambda v: _is_number(v) and v >= 0, "a number >= 0")
@@ -110,20 +106,22 @@ def _validate(cfg: DictConfig) -> None:
 
 
 def load_config(overrides: Sequence[str] = (), cfg: Mapping | DictConfig | None = None) -> DictConfig:
-    """The settings: ``default.yaml``, then the chosen ``preset`` file, then ``cfg``, then ``overrides``.
+    """The settings: ``conf/synthesize.yaml`` with its ``preset`` and the ``overrides`` (Hydra's compose API
+    over :class:`neurmap.settings.SynthesisSettings`), then ``cfg``.
 
     Args:
-        overrides: ``key=value`` strings (dotted keys, OmegaConf syntax: ``gopro.gamma=null``).
-        cfg: settings merged before the overrides (a nested mapping, e.g. ``{"kernel": {"noise_std": 0.01}}``).
+        overrides: ``key=value`` strings (dotted keys, Hydra's syntax: ``gopro.gamma=null``, ``preset=mild``).
+        cfg: settings merged last (a nested mapping, e.g. ``{"kernel": {"noise_std": 0.01}}``, or a whole config).
 
     Returns:
         The validated config, in struct mode (unknown keys cannot be added).
 
     Raises:
-        ConfigError: an unknown key, a malformed override, an unknown preset or a bad value.
+        UsageError: an unknown key, a malformed override, an unknown preset or a bad value.
     """
-    layers = [] if cfg is None else [(cfg, "the given config")]
-    merged = load_settings("synthesize/default", overrides, layers=layers, preset_key="preset")
+    merged = settings("synthesize", overrides)
+    if cfg is not None:
+        merged = overlay(merged, cfg, "the given config")
     _validate(merged)
     return merged
 
@@ -294,7 +292,7 @@ def _gopro_jobs(src: Path, dst: Path, cfg: DictConfig) -> tuple[list[_GoproJob],
     folders = [p for p in sorted(src.iterdir(), key=_natural_key) if p.is_dir() and p.name[0] != "."]
     nested = [(f.name, frames) for f in folders if (frames := _frames_in(f))]
     if direct and nested:
-        raise ConfigError(
+        raise UsageError(
             f"{src} holds both frames and sub-folders of frames ({nested[0][0]}/, ...); expected {expected}"
         )
     sequences = [(src.resolve().name, direct)] if direct else nested
@@ -333,9 +331,9 @@ def _check_paths(src: Path, dst: Path) -> None:
         raise FileNotFoundError(f"SRC {src} {what}")
     src_r, dst_r = src.resolve(), dst.resolve()
     if dst_r == src_r or src_r in dst_r.parents:
-        raise ConfigError(f"DST {dst} is inside SRC {src}; the outputs would become sources. Choose another DST")
+        raise UsageError(f"DST {dst} is inside SRC {src}; the outputs would become sources. Choose another DST")
     if dst.exists() and not dst.is_dir():
-        raise ConfigError(f"DST {dst} exists and is not a folder")
+        raise UsageError(f"DST {dst} exists and is not a folder")
 
 
 def synthesize(
@@ -346,7 +344,7 @@ def synthesize(
     Args:
         src: folder of sharp images (kernel mode) or of video frames / frame folders (gopro mode).
         dst: output folder, created if needed; must not lie inside ``src``.
-        cfg: settings merged over ``conf/synthesize/default.yaml`` (a full config or only some keys).
+        cfg: settings merged over ``conf/synthesize.yaml`` (a full config or only some keys).
         progress: show a tqdm progress bar on stderr.
 
     Returns:
@@ -356,7 +354,7 @@ def synthesize(
         ``dst`` and ``seconds``.
 
     Raises:
-        ConfigError: a bad setting, or DST inside SRC.
+        UsageError: a bad setting, or DST inside SRC.
         FileNotFoundError: SRC is missing or holds no usable image.
         SynthesisError: two sources with one output name, or (``on_error=raise``) a failing source; the
             message names the file.

@@ -6,21 +6,23 @@ outputs that exist are skipped unless ``overwrite=true``). :func:`deblur_image` 
 multiple) under autocast in ``precision`` on a GPU (fp32 on a CPU). The motion map is M's canonicalized
 output in px (``alpha`` x M), relative (M(B) - M(S_hat)) where the checkpoint was trained so; it is saved in
 flow colours (``<name>_motion.png``) and, with ``compare=true``, next to the blurry and deblurred images
-(``<name>_compare.jpg``). Settings: ``conf/deblur/default.yaml``.
+(``<name>_compare.jpg``). Settings: ``conf/deblur.yaml``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
 
+import cv2
 import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from neurmap.cli import UsageError, backbone_config, resolve_device
+from neurmap.cli import UsageError, resolve_device
 from neurmap.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
 from neurmap.nets.reblur import canonicalize_motion
 from neurmap.tasks.inference import Networks, load_networks, n_tiles, tiled
@@ -45,20 +47,34 @@ def plan(input_path: Path, output_path: Path, suffix: str, recursive: bool) -> l
     """(source, destination) pairs; destinations mirror the input tree under OUTPUT.
 
     Raises:
-        UsageError: OUTPUT inside an INPUT folder, or a bad output name for a single image.
+        UsageError: OUTPUT inside an INPUT folder, an existing file as OUTPUT of a folder, a destination that
+            is its own source (never overwritten, even with ``overwrite=true``), or a folder that cannot be
+            written.
         FileNotFoundError: INPUT missing, or a folder without images.
     """
     input_path, output_path = input_path.expanduser().resolve(), output_path.expanduser().resolve()
     if not input_path.exists():
         raise FileNotFoundError(f"INPUT {input_path} does not exist")
     if input_path.is_file():
-        if output_path.suffix.lower() in IMAGE_EXTENSIONS:
-            return [(input_path, output_path)]
-        return [(input_path, output_path / f"{input_path.stem}{suffix}")]
-    if output_path == input_path or input_path in output_path.parents:
-        raise UsageError(f"OUTPUT {output_path} is inside INPUT {input_path}; choose a folder outside it")
-    files = list_images(input_path, "images to deblur", recursive=recursive)
-    return [(f, output_path / f.relative_to(input_path).with_suffix(suffix)) for f in files]
+        if output_path.suffix.lower() in IMAGE_EXTENSIONS and not output_path.is_dir():
+            jobs = [(input_path, output_path)]
+        else:
+            jobs = [(input_path, output_path / f"{input_path.stem}{suffix}")]
+    else:
+        if output_path == input_path or input_path in output_path.parents:
+            raise UsageError(f"OUTPUT {output_path} is inside INPUT {input_path}; choose a folder outside it")
+        if output_path.is_file():
+            raise UsageError(f"OUTPUT {output_path} is a file; a folder INPUT needs a folder OUTPUT")
+        files = list_images(input_path, "images to deblur", recursive=recursive)
+        jobs = [(f, output_path / f.relative_to(input_path).with_suffix(suffix)) for f in files]
+    for src, dst in jobs:
+        if dst == src:
+            raise UsageError(f"OUTPUT {dst} is the INPUT image itself; choose another name (never overwritten)")
+    target = jobs[0][1].parent
+    folder = next((p for p in (target, *target.parents) if p.exists()), target)
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UsageError(f"OUTPUT {output_path}: cannot write in {folder} (permission denied or not a folder)")
+    return jobs
 
 
 @torch.no_grad()
@@ -102,14 +118,18 @@ def _save(result: dict[str, torch.Tensor], blurry: torch.Tensor, dst: Path, cfg:
 
 
 def deblur(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> dict[str, object]:
-    """Deblur INPUT into OUTPUT with settings ``cfg`` (conf/deblur/default.yaml); returns a summary dict."""
+    """Deblur INPUT into OUTPUT with settings ``cfg`` (conf/deblur.yaml); returns a summary dict."""
     start = time.perf_counter()
     device = resolve_device(str(cfg.device))
-    backbone = backbone_config(cfg.backbone)
+    backbone = cfg.backbone  # the conf/backbone node chosen by backbone=<name>, or None
     if cfg.tile is not None and not 0 <= cfg.overlap < cfg.tile:
         raise UsageError(f"overlap={cfg.overlap} must be >= 0 and smaller than tile={cfg.tile}")
     if cfg.bits not in (8, 16):
         raise UsageError(f"bits must be 8 or 16, got {cfg.bits}")
+    if not str(cfg.suffix).startswith(".") or not cv2.haveImageWriter(f"x{cfg.suffix}"):
+        raise UsageError(f"suffix={cfg.suffix}: not an image format OpenCV can write; use .png, .jpg, .tif or .webp")
+    if cfg.tile is not None and cfg.tile < 1:
+        raise UsageError(f"tile={cfg.tile} must be a positive number of px, or null for whole images")
     jobs = plan(Path(input_path), Path(output_path), str(cfg.suffix), bool(cfg.recursive))
     nets = load_networks(cfg.ckpt, backbone, motion=bool(cfg.motion))
     if cfg.motion and nets.motion is None:
@@ -129,7 +149,10 @@ def deblur(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> 
                 bar.update(1)
                 continue
             result = deblur_image(nets, image, cfg, device, show_tiles=True)
-            _save(result, image, dst, cfg)
+            try:
+                _save(result, image, dst, cfg)
+            except OSError as err:
+                raise UsageError(f"OUTPUT {dst}: cannot write ({err.strerror or err})") from None
             bar.update(1)
     return {
         "written": len(todo) - len(failed),

@@ -210,6 +210,12 @@ def evaluate(cfg: DictConfig) -> list[Row]:
         raise UsageError("ckpt=PATH is required (a neurmap .ckpt, or release weights with backbone=<name>)") from None
     if cfg.split not in ("val", "test"):
         raise UsageError(f"split must be val or test, got {cfg.split!r}")
+    for key, low in (("tile", 1), ("overlap", 0)):
+        value = cfg[key]
+        if (value is not None or key == "overlap") and (
+            not isinstance(value, int) or isinstance(value, bool) or value < low
+        ):
+            raise UsageError(f"{key}={value}: expected an integer >= {low} (px){' or null' if key == 'tile' else ''}")
     device = resolve_device(str(cfg.device))
     nets = load_networks(ckpt, cfg.get("backbone"), motion=bool(cfg.metrics.motion))
     nets.deblur.to(device)

@@ -6,7 +6,7 @@ graph (always ``(-H) mod m``, zero when aligned), keeping only the final output 
 with symbolic H and W, TorchScript through ``torch.jit.trace`` of the same module. :func:`check_export` runs
 the written file (onnxruntime for ONNX) on the ``check_sizes`` and returns its largest difference from
 PyTorch; :func:`export_checkpoint` raises a RuntimeError when it is above ``tolerance``, so a file that was
-written and checked is known to work. Settings: ``conf/export/default.yaml``.
+written and checked is known to work. Settings: ``conf/export.yaml``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from neurmap.cli import UsageError, backbone_config
+from neurmap.cli import UsageError
 from neurmap.nets.backbones import DeblurNet
 from neurmap.tasks.inference import load_networks
+from neurmap.utils.files import commit_temporary
 
 __all__ = ["FORMATS", "Exportable", "check_export", "export", "export_checkpoint"]
 
@@ -81,7 +82,7 @@ def export(module: nn.Module, fmt: str, path: Path, example_size: Sequence[int])
             else:
                 traced = torch.jit.trace(module, (example,), check_trace=False)
                 torch.jit.save(traced, tmp)
-        os.replace(tmp, path)
+        commit_temporary(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
@@ -110,14 +111,30 @@ def check_export(reference: nn.Module, fmt: str, path: Path, sizes: Sequence[Seq
     return worst
 
 
+def _check_output(output: Path, ckpt: Path, overwrite: bool) -> None:
+    """The output is a file name that is not the checkpoint (nor inside a release folder), in a folder that can
+    be written, and new unless ``overwrite``."""
+    out, source = output.expanduser().resolve(), ckpt.expanduser().resolve()
+    if out == source or source in out.parents:
+        raise UsageError(f"output={output} is the checkpoint being exported; choose another output file")
+    if out.is_dir():
+        raise UsageError(f"output={output} is a folder; give a file name, e.g. output={output / ('model' + '.onnx')}")
+    if out.exists() and not overwrite:
+        raise UsageError(f"output={output} exists; pass overwrite=true to replace it, or choose another output")
+    folder = next((p for p in (out.parent, *out.parent.parents) if p.exists()), out.parent)
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"output={output}: cannot write in {folder} (permission denied); choose another output")
+
+
 def export_checkpoint(cfg: DictConfig) -> dict[str, object]:
-    """Export with settings ``cfg`` (conf/export/default.yaml); returns the path and the checked error."""
+    """Export with settings ``cfg`` (conf/export.yaml); returns the path and the checked error."""
     fmt = str(cfg.format)
     if fmt not in FORMATS:
         raise UsageError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
-    nets = load_networks(cfg.ckpt, backbone_config(cfg.backbone), motion=False)
     ckpt = Path(cfg.ckpt)
     output = Path(cfg.output) if cfg.output else ckpt.with_name(f"{ckpt.stem}_deblur{FORMATS[fmt]}")
+    _check_output(output, ckpt, bool(cfg.overwrite))
+    nets = load_networks(cfg.ckpt, cfg.backbone, motion=False)
     module = Exportable(nets.deblur).eval()
     export(module, fmt, output, cfg.example_size)
     error = None

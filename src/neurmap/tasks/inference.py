@@ -25,14 +25,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from neurmap.cli import UsageError
 from neurmap.nets.backbones import DeblurNet, load_pretrained
 from neurmap.nets.backbones.weights import load_state_dict_strict
 
-__all__ = ["CheckpointError", "Networks", "load_networks", "tiled"]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot give the requested networks; the message names the file and the fix."""
+__all__ = ["UsageError", "Networks", "load_networks", "tiled"]
 
 
 @dataclass
@@ -71,7 +68,7 @@ class Networks:
         """The whole training system of a neurmap checkpoint (D, M, N, R with the run's settings), in eval mode,
         for diagnostics that need the training objective (:meth:`~neurmap.systems.neurmap.NeurMAPSystem.signal`)."""
         if self.config is None or self.state is None:
-            raise CheckpointError("release weights hold D only; the training system needs a neurmap checkpoint")
+            raise UsageError("release weights hold D only; the training system needs a neurmap checkpoint")
         model = OmegaConf.to_container(self.config.model, resolve=True)
         model["motion_pretrained"] = None  # the checkpoint holds M's weights
         system = instantiate(model)
@@ -84,7 +81,7 @@ def _read(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is the same user error
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a checkpoint torch can load safely (weights_only=True): {first}") from err
+        raise UsageError(f"{path}: not a checkpoint torch can load safely (weights_only=True): {first}") from err
 
 
 def _prefixed(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -103,7 +100,7 @@ def load_networks(ckpt: str | os.PathLike, backbone: DictConfig | None = None, m
 
     Raises:
         FileNotFoundError: ``ckpt`` does not exist.
-        CheckpointError: the file is not loadable, not a neurmap checkpoint and no backbone was given,
+        UsageError: the file is not loadable, not a neurmap checkpoint and no backbone was given,
             or it was trained with another backbone.
     """
     path = Path(ckpt).expanduser()
@@ -113,7 +110,7 @@ def load_networks(ckpt: str | os.PathLike, backbone: DictConfig | None = None, m
     config = obj.get("hyper_parameters", {}).get("config") if isinstance(obj, Mapping) else None
     if config is None:
         if backbone is None:
-            raise CheckpointError(
+            raise UsageError(
                 f"{path} is not a neurmap checkpoint (no hyper_parameters.config); to load a backbone's "
                 "release weights, also pass backbone=<name> (e.g. backbone=dmphn_1_2_4)"
             )
@@ -123,7 +120,7 @@ def load_networks(ckpt: str | os.PathLike, backbone: DictConfig | None = None, m
     config = OmegaConf.create(config)
     trained = str(config.backbone.name)
     if backbone is not None and str(backbone.name) != trained:
-        raise CheckpointError(
+        raise UsageError(
             f"{path} was trained with backbone={trained}, not backbone={backbone.name}; drop the backbone "
             f"override (the checkpoint names its own) or pass a {backbone.name} checkpoint"
         )

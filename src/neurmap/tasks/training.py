@@ -3,7 +3,7 @@
 :func:`train` is what ``python -m neurmap.train`` (:mod:`neurmap.train`) runs on the config Hydra composes
 from ``conf/train.yaml``. Before anything is built, the config is checked: a ``???`` value, ``iterations``
 below 1 and the trainer settings in :data:`NO_EFFECT` (which this module owns or manual optimization
-ignores) raise a one-line :class:`ConfigError`. The run length is ``iterations`` (``max_steps`` = iterations
+ignores) raise a one-line :class:`UsageError`. The run length is ``iterations`` (``max_steps`` = iterations
 x the variant's optimizers); ``ckpt_path=auto|last|PATH`` resumes; ``dry_run=true`` builds every dataset,
 times a few iterations and estimates the run instead of training. Every checkpoint carries the resolved
 config and its :func:`provenance`; rank 0 ends by printing where the run's files are and writing
@@ -25,23 +25,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from neurmap.cli import SettingsError
+from neurmap.cli import UsageError
 from neurmap.config import CONFIG_DIR, FINAL_METRICS, instantiate_datamodule
 from neurmap.nets.backbones import load_pretrained
 from neurmap.utils.files import write_json
 
 log = logging.getLogger("neurmap.train")
 
-__all__ = ["NO_EFFECT", "ConfigError", "provenance", "train"]
-
-
-#: A configuration value the run cannot use, reported as one line: the commands' one error type.
-ConfigError = SettingsError
+__all__ = ["NO_EFFECT", "RESUME_KEYS", "check_not_finished", "provenance", "train"]
 
 
 def _resolved(cfg: DictConfig) -> dict[str, Any]:
     """The whole run configuration as plain containers (without Hydra's own node); a missing value
-    (``???``) becomes a one-line ConfigError naming the key."""
+    (``???``) becomes a one-line UsageError naming the key."""
     try:
         return {
             k: OmegaConf.to_container(v, resolve=True, throw_on_missing=True) if OmegaConf.is_config(v) else v
@@ -49,7 +45,7 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
         }
     except MissingMandatoryValue as err:
         key = str(err).splitlines()[0].rsplit(":", 1)[-1].strip()
-        raise ConfigError(f"missing value for {key}: set it on the command line, e.g. {key}=...") from None
+        raise UsageError(f"missing value for {key}: set it on the command line, e.g. {key}=...") from None
 
 
 #: Trainer settings this script owns or that manual optimization ignores: setting one would change nothing.
@@ -68,18 +64,30 @@ def _check_config(cfg: DictConfig) -> dict[str, Any]:
     for key, instead in NO_EFFECT.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and value != -1:  # -1: trainer/default.yaml's "unset" max_steps
-            raise ConfigError(f"{key}={value} has no effect here: {instead}")
+            raise UsageError(f"{key}={value} has no effect here: {instead}")
     resolved = _resolved(cfg)
-    if int(cfg.iterations) < 1:
-        raise ConfigError(f"iterations must be a positive integer, got {cfg.iterations}")
+    iterations = resolved["iterations"]
+    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
+        raise UsageError(f"iterations={iterations}: expected a positive integer (the number of training iterations)")
     return resolved
+
+
+def check_not_finished(output_dir: Path, key: str = "paths.output_dir") -> None:
+    """A run never writes into a finished run's folder (its ``final_metrics.json`` and records would be
+    replaced): one line that says how to go on from it instead."""
+    if (output_dir / FINAL_METRICS).is_file():
+        ckpt = output_dir / "checkpoints" / "last.ckpt"
+        raise UsageError(
+            f"{key}={output_dir} holds a finished run ({FINAL_METRICS}); a new or resumed run writes its own folder: "
+            f"leave {key} out, and to go on from it pass backbone.pretrained={ckpt}"
+        )
 
 
 def _check_oracle_data(datamodule: Any, cfg: DictConfig) -> None:
     """The oracle-motion ablation needs the unpaired blurry images' true motion: stop before training without it."""
     datamodule.setup("fit")
     if "motion" not in datamodule.train_sets["blur"][0]:
-        raise ConfigError(
+        raise UsageError(
             f"variant={cfg.variant.name} (the oracle-motion ablation) needs the ground-truth motion of the unpaired "
             "blurry images, but data.unpaired_blur gives none: use a layout with motion (kernel_synth, "
             "data.unpaired_blur.records.with_motion=true) or another variant"
@@ -115,19 +123,59 @@ def provenance() -> dict[str, Any]:
     return info
 
 
+#: Settings a resumed run must share with its checkpoint: they shape the learning-rate schedule and the
+#: networks whose state is restored.
+RESUME_KEYS = ("iterations", "backbone.name", "variant.name", "backbone.lr", "optim")
+
+
 def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The checkpoint to resume from: ``last``/``auto`` take the newer of ``last.ckpt`` and ``interrupted.ckpt``
+    (Ctrl+C) in this run's folder; a path is taken as it is. The checkpoint must be a neurmap checkpoint of
+    the same run settings (:data:`RESUME_KEYS`)."""
     if cfg.ckpt_path in (None, ""):
         return None
-    last = output_dir / "checkpoints" / "last.ckpt"
+    folder = output_dir / "checkpoints"
+    candidates = [p for p in (folder / "last.ckpt", folder / "interrupted.ckpt") if p.is_file()]
+    newest = max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
     if cfg.ckpt_path == "auto":  # a requeued cluster job resumes; a new one starts fresh
-        if last.is_file():
-            log.info("ckpt_path=auto: resuming from %s", last)
-        return str(last) if last.is_file() else None
-    path = last if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
-    if not path.is_file():
-        hint = " (ckpt_path=last looks in <hydra.run.dir>/checkpoints: pass hydra.run.dir=<the old run dir>)"
-        raise ConfigError(f"ckpt_path: no checkpoint at {path}{hint if cfg.ckpt_path == 'last' else ''}")
+        if newest is None:
+            return None
+        log.info("ckpt_path=auto: resuming from %s", newest)
+        path = newest
+    elif cfg.ckpt_path == "last":
+        if newest is None:
+            raise UsageError(
+                f"ckpt_path=last: no last.ckpt or interrupted.ckpt in {folder} (ckpt_path=last looks in "
+                "<hydra.run.dir>/checkpoints: pass hydra.run.dir=<the run's folder>, or ckpt_path=<file>)"
+            )
+        path = newest
+        if newest.name == "interrupted.ckpt":
+            log.info("ckpt_path=last: resuming from %s (newer than last.ckpt; the run was stopped by Ctrl+C)", newest)
+    else:
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise UsageError(f"ckpt_path={path}: no such checkpoint file")
+    _check_resume(cfg, path)
     return str(path)
+
+
+def _check_resume(cfg: DictConfig, path: Path) -> None:
+    """One line when ``path`` is not a neurmap checkpoint, or was written with other :data:`RESUME_KEYS`."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["hyper_parameters"]["config"]
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UsageError(f"ckpt_path={path}: not a neurmap training checkpoint ({first})") from None
+    saved_cfg = OmegaConf.create(saved)
+    for key in RESUME_KEYS:
+        before, now = OmegaConf.select(saved_cfg, key, default=None), OmegaConf.select(cfg, key, default=None)
+        before = OmegaConf.to_container(before) if OmegaConf.is_config(before) else before
+        now = OmegaConf.to_container(now, resolve=True) if OmegaConf.is_config(now) else now
+        if before != now:
+            raise UsageError(
+                f"ckpt_path={path} was trained with {key}={before}, this run has {key}={now}: resume with "
+                f"{key}={before}, or start a new run from its weights with backbone.pretrained={path}"
+            )
 
 
 def _instantiate_dict(node: DictConfig | None) -> list[Any]:
@@ -142,6 +190,7 @@ def train(cfg: DictConfig) -> float | None:
     metric named by ``optimized_metric`` (for sweepers)."""
     run_config = _check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    check_not_finished(output_dir)
     L.seed_everything(int(cfg.seed), workers=True)
 
     datamodule = instantiate_datamodule(cfg)

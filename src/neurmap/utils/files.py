@@ -1,5 +1,6 @@
 """Atomic file writes: the content goes to a temporary file in the destination folder, which is then renamed
-into place, so a reader (or a crash) never sees half a file."""
+into place, so a reader (or a crash) never sees half a file. The file gets the permissions a plain ``open``
+would give it (0666 less the umask), not the temporary file's 0600."""
 
 from __future__ import annotations
 
@@ -9,7 +10,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "write_json"]
+__all__ = ["atomic_write", "commit_temporary", "default_mode", "write_json"]
+
+
+def default_mode() -> int:
+    """0666 less the process umask: the mode ``open(path, "w")`` gives a new file."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def commit_temporary(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give the finished temporary file ``tmp`` the default permissions and rename it to ``path``."""
+    os.chmod(tmp, default_mode())
+    os.replace(tmp, path)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
@@ -20,7 +34,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
+        commit_temporary(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from neurmap.cli import UsageError
 from neurmap.experiments.mini.common import PROG, ReproError, log
 
 __all__ = [
@@ -157,7 +158,7 @@ def build_data(opts: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         ReproError: a photograph is in both splits or cannot be loaded, or ``data_dir`` holds files that
             were not made by this command.
     """
-    from neurmap.data.synthesis import ConfigError, load_config, synthesize
+    from neurmap.data.synthesis import load_config, synthesize
 
     settings = data_settings(opts)
     manifest_path = data_dir / "manifest.json"
@@ -177,7 +178,7 @@ def build_data(opts: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         )
     try:
         synth_cfg = load_config([f"seed={opts.seed}", "workers=1", *opts.synth])
-    except ConfigError as err:
+    except UsageError as err:
         raise ReproError(f"--synth: {err}") from None
 
     start = time.perf_counter()

@@ -1,0 +1,153 @@
+"""The habits every command shares: one-line errors with exit status 2, nothing overwritten or lost,
+resumes that match their checkpoint, help that says what a command does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
+import pytest
+import torch
+
+from neurmap.cli import UsageError, explain, settings, unwrap_worker_error
+from neurmap.collect import main as collect_main
+from neurmap.config import FINAL_METRICS
+from neurmap.data.io import write_image
+from neurmap.tasks.training import train
+from neurmap.train import main as train_main
+from tests.conftest import REPO, compose, tiny_overrides
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["backbone=nope"], "backbone=nope: no such option; choose one of: dmphn, .*unet"),
+        (["loss.lamda=1"], "unknown key 'loss.lamda'; the keys of loss are: .*lam, map_on_paired"),
+        (["loss.beta=x"], "loss.beta: Value 'x' .* could not be converted to Float"),
+        (["variant=net2,net3"], "sweeps only with -m"),
+        (["-m", "variant=net2,nope"], "variant=nope: no such option"),
+        (["a"], "cannot parse 'a': expected key=value"),
+    ],
+)
+def test_hydra_composition_errors_are_one_line_with_status_2(overrides, message, capsys):
+    assert train_main(overrides) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("neurmap.train: error: ")
+    assert pytest.importorskip("re").search(message, err), err
+
+
+def test_plain_commands_share_the_unknown_key_message():
+    with pytest.raises(UsageError, match="unknown key 'tilee'; the keys are: backbone, bits, ckpt"):
+        settings("deblur", ["tilee=3"])
+    with pytest.raises(UsageError, match="unknown key 'kernel.nope'; the keys of kernel are: blurs_per_image"):
+        settings("synthesize", ["kernel.nope=1"])
+
+
+def test_help_says_what_the_command_does_and_lists_only_its_own_settings(capsys):
+    assert train_main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m neurmap.train")
+    assert "Train NeurMAP" in out and "variant    baseline, " in out and "iterations:" in out
+    assert "hydra/launcher" not in out  # Hydra's own groups are behind --hydra-help
+
+
+def test_worker_errors_are_unwrapped_to_the_original_line():
+    wrapped = (
+        "Caught ImageReadError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 3, in f\n    raise ImageReadError(msg)\n'
+        "neurmap.data.io.ImageReadError: /data/bad.png: not a readable image\n"
+    )
+    assert unwrap_worker_error(wrapped) == "/data/bad.png: not a readable image"
+    assert explain(ValueError(wrapped)) == "/data/bad.png: not a readable image"
+
+
+def test_corrupt_training_images_in_a_worker_give_one_line(tmp_path):
+    """A folder of corrupt images read by a DataLoader worker process: one line naming a file, status 2."""
+    root = tmp_path / "folders"
+    rng = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        for side in ("input", "target"):
+            write_image(root / "paired" / split / side / "p.png", torch.rand(3, 40, 40, generator=rng))
+    for side in ("blur", "sharp"):
+        (root / "unpaired" / side).mkdir(parents=True)
+        for i in range(4):
+            (root / "unpaired" / side / f"bad{i}.png").write_bytes(b"not an image")
+    args = [
+        *tiny_overrides("data=folders"),
+        f"paths.folders={root}",
+        "data.num_workers=1",
+        "iterations=1",
+        "data.batch_size_paired=1",
+    ]
+    args = [a for a in args if not a.startswith(("data.paired.num_images", "data.unpaired", "data.val.", "data.test."))]
+    env = {**os.environ, "NEURMAP_LOG_DIR": str(tmp_path / "logs")}
+    done = subprocess.run(
+        [sys.executable, "-m", "neurmap.train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("neurmap.train: error: ") and "bad" in last and "Traceback" not in done.stderr
+
+
+# ----------------------------------------------------------------------------------- runs and resumes
+
+
+def test_a_finished_run_is_never_rewritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(compose(tiny_overrides("iterations=1", "test=false"), run))
+    record = (run / FINAL_METRICS).read_bytes()
+    with pytest.raises(UsageError, match="holds a finished run"):
+        train(compose(tiny_overrides("iterations=1", "ckpt_path=last", "test=false"), run))
+    assert train_main([*tiny_overrides("iterations=1"), f"hydra.run.dir={run}", "ckpt_path=last"]) == 2
+    assert "holds a finished run" in capsys.readouterr().err
+    assert (run / FINAL_METRICS).read_bytes() == record
+
+
+def test_a_resume_must_match_its_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    term = ["+callbacks.term._target_=tests.helpers.SigtermAtIteration", "+callbacks.term.iteration=1"]
+    with pytest.raises(SystemExit):
+        train(compose(tiny_overrides("iterations=3", "test=false", *term), run))
+    with pytest.raises(UsageError, match="trained with iterations=3, this run has iterations=5: resume with"):
+        train(compose(tiny_overrides("iterations=5", "ckpt_path=last", "test=false"), run))
+    with pytest.raises(UsageError, match="trained with backbone.name=unet, this run has backbone.name=dmphn"):
+        train(compose(tiny_overrides("iterations=3", "backbone=dmphn", "ckpt_path=last", "test=false"), run))
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"\x80\x04junk")
+    with pytest.raises(UsageError, match="junk.ckpt: not a neurmap training checkpoint"):
+        train(compose(tiny_overrides("iterations=3", f"ckpt_path={junk}", "test=false"), tmp_path / "other"))
+
+
+@pytest.mark.parametrize("value", ["2.5", "abc", "0"])
+def test_iterations_must_be_a_positive_integer(tmp_path, value):
+    with pytest.raises(UsageError, match=f"iterations={value}: expected a positive integer"):
+        train(compose(tiny_overrides(f"iterations={value}"), tmp_path / "run"))
+
+
+def test_ctrl_c_resume_finds_interrupted_ckpt_and_counts_the_iteration_once(tmp_path):
+    """Ctrl+C between the M and N steps of iteration 2 (of 3 optimizer steps each): interrupted.ckpt holds
+    whole iterations, ckpt_path=last takes it, and the resumed run ends at exactly 3 x iterations steps."""
+    run = tmp_path / "run"
+    stop = ["+callbacks.stop._target_=tests.helpers.CtrlCAtStep", "+callbacks.stop.step=4"]
+    with pytest.raises(BaseException):  # noqa: B017 - Lightning turns the interrupt into SystemExit
+        train(compose(tiny_overrides("iterations=3", "test=false", *stop), run))
+    interrupted = torch.load(run / "checkpoints" / "interrupted.ckpt", weights_only=True)
+    assert interrupted["global_step"] == 3
+    train(compose(tiny_overrides("iterations=3", "test=false", "ckpt_path=last"), run))
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 9
+    assert json.loads((run / FINAL_METRICS).read_text())["iterations"] == 3
+
+
+# ------------------------------------------------------------------------------------------- collect
+
+
+def test_collect_takes_key_value_settings_and_is_a_script(tmp_path, capsys):
+    assert collect_main([str(tmp_path / "none")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert collect_main(["prefixx=val/"]) == 2
+    assert "unknown key 'prefixx'" in capsys.readouterr().err
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts") if e.name.startswith("neurmap-")}
+    assert scripts["neurmap-collect"] == "neurmap.collect:main"
