@@ -16,7 +16,16 @@ from neurmap.config import compose  # noqa: E402, F401  (re-exported for the tes
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
-SHARED = Path(os.environ.get("NEURMAP_SHARED", REPO.parent / "shared"))
+#: The authors' released weights and published outputs (``weights/<name>/``, ``fixtures/dmphn_gopro/``) come
+#: from the folder NEURMAP_RELEASES names; the tests that need them skip without it. They are never committed.
+RELEASES = Path(os.environ["NEURMAP_RELEASES"]) if os.environ.get("NEURMAP_RELEASES") else None
+
+
+def released(*parts: str) -> Path | None:
+    """``$NEURMAP_RELEASES/<parts>`` if the variable is set and the path exists, else None."""
+    path = RELEASES.joinpath(*parts) if RELEASES is not None else None
+    return path if path is not None and path.exists() else None
+
 
 # Overrides that shrink every part of a run so one iteration takes well under a second on CPU.
 TINY = [

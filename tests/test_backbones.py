@@ -16,7 +16,7 @@ from torch import nn
 from neurmap.nets.backbones import DeblurNet, load_pretrained
 from neurmap.nets.backbones.dmphn import DMPHN
 from neurmap.nets.backbones.unet import UNet
-from tests.conftest import SHARED
+from tests.conftest import released
 
 BACKBONES = {
     "unet": (lambda: UNet(width=8, depth=3, identity_init=False), 4),
@@ -258,7 +258,7 @@ def _read_rgb(path: Path) -> np.ndarray:
     ("folder", "levels", "max_diff", "min_exact"), [("dmphn_1_2_4", 3, 1, 0.999), ("dmphn_1_2_4_8", 4, 6, 0.8)]
 )
 def test_released_dmphn_reproduces_published_gopro_outputs(folder, levels, max_diff, min_exact):
-    """Tolerances from shared/fixtures/README.md (the authors' GPU outputs, saved as 8-bit PNG).
+    """The authors' GPU outputs, saved as 8-bit PNG, from ``$NEURMAP_RELEASES/fixtures``.
 
     The published PNGs were written by a torchvision whose ``save_image`` truncated
     (``mul(255).clamp(0, 255).byte()``; the ``add_(0.5)`` rounding came later): with truncation
@@ -266,9 +266,10 @@ def test_released_dmphn_reproduces_published_gopro_outputs(folder, levels, max_d
     DMPHN(1-2-4-8) about 87 % (GPU vs CPU arithmetic). About 9 s (1-2-4) and 11 s (1-2-4-8) per
     1280x720 frame on 2 idle CPU cores; both frames are checked.
     """
-    weights, fixtures = SHARED / "weights" / folder, SHARED / "fixtures" / "dmphn_gopro"
-    if not weights.is_dir() or not (fixtures / f"official_{folder}").is_dir():
-        pytest.skip(f"released weights or fixtures not found under {SHARED} (set NEURMAP_SHARED)")
+    weights, fixtures = released("weights", folder), released("fixtures", "dmphn_gopro", f"official_{folder}")
+    if weights is None or fixtures is None:
+        pytest.skip("released weights or published outputs not found (set NEURMAP_RELEASES)")
+    fixtures = fixtures.parent
     torch.set_num_threads(2)
     net = DeblurNet(DMPHN(levels=levels), 16).eval()
     load_pretrained(net, weights)

@@ -17,7 +17,7 @@ from neurmap.deblur import main as deblur_main
 from neurmap.tasks.inference import _starts, load_networks, n_tiles, tiled
 from neurmap.tasks.training import train
 from tests import fake_data
-from tests.conftest import SHARED, compose, tiny_overrides
+from tests.conftest import compose, released, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -182,12 +182,14 @@ def test_outputs_get_the_permissions_of_a_plain_write(ckpt, photos, tmp_path):
     assert stat.S_IMODE((tmp_path / "a_sharp.png").stat().st_mode) == 0o644
 
 
-@pytest.mark.skipif(not (SHARED / "weights" / "dmphn_1_2_4").is_dir(), reason="released DMPHN weights absent")
+@pytest.mark.skipif(released("weights", "dmphn_1_2_4") is None, reason="set NEURMAP_RELEASES for the released weights")
 def test_release_weights_deblur_a_gopro_frame_like_the_authors(tmp_path):
-    fixtures = SHARED / "fixtures" / "dmphn_gopro"
+    fixtures = released("fixtures", "dmphn_gopro")
+    if fixtures is None:
+        pytest.skip("set NEURMAP_RELEASES for the published outputs")
     frame = sorted((fixtures / "input").glob("*.png"))[0]
     out = tmp_path / "out.png"
-    args = [str(frame), str(out), f"ckpt={SHARED / 'weights' / 'dmphn_1_2_4'}", "backbone=dmphn_1_2_4", "tile=null"]
+    args = [str(frame), str(out), f"ckpt={released('weights', 'dmphn_1_2_4')}", "backbone=dmphn_1_2_4", "tile=null"]
     assert deblur_main(args) == 0
     ours, official = read_image(out), read_image(fixtures / "official_dmphn_1_2_4" / frame.name)
     assert (ours - official).abs().max() <= 1.5 / 255  # the authors truncated to 8 bits, we round

@@ -12,7 +12,7 @@ from neurmap.nets.backbones import DeblurNet
 from neurmap.tasks.exporting import Exportable, check_export, export
 from neurmap.tasks.inference import load_networks
 from neurmap.tasks.training import train
-from tests.conftest import SHARED, compose, tiny_overrides
+from tests.conftest import compose, released, tiny_overrides
 
 onnxruntime = pytest.importorskip("onnxruntime")
 
@@ -83,9 +83,9 @@ def test_export_never_replaces_its_checkpoint_nor_an_existing_file_unasked(ckpt,
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED / "weights" / "dmphn_1_2_4").is_dir(), reason="released DMPHN weights absent")
+@pytest.mark.skipif(released("weights", "dmphn_1_2_4") is None, reason="set NEURMAP_RELEASES for the released weights")
 def test_released_dmphn_exports_to_onnx(tmp_path):
     out = tmp_path / "dmphn.onnx"
-    args = [f"ckpt={SHARED / 'weights' / 'dmphn_1_2_4'}", "backbone=dmphn_1_2_4", f"output={out}"]
+    args = [f"ckpt={released('weights', 'dmphn_1_2_4')}", "backbone=dmphn_1_2_4", f"output={out}"]
     assert export_main(args) == 0
     assert out.stat().st_size > 5_000_000

@@ -21,7 +21,7 @@ NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.InstanceNorm2d, nn
 
 
 def test_motion_net_parameter_count_follows_the_documented_architecture():
-    """Notes §1.2 with nf = 16; each (transposed) conv counts cin * cout * k * k weights + cout biases."""
+    """The authors' OffsetNet with nf = 16; each (transposed) conv counts cin * cout * k * k weights + cout biases."""
     enc1 = (12 * 16 * 25 + 16) + 6 * (16 * 16 * 25 + 16)  # 12 -> 16 5x5, then 3 res blocks of two 5x5
     enc2 = (16 * 32 * 25 + 32) + 6 * (32 * 32 * 25 + 32)
     enc3 = (32 * 64 * 25 + 64) + 6 * (64 * 64 * 25 + 64)

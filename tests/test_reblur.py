@@ -41,7 +41,7 @@ def test_constant_vertical_motion_is_column_box_filter():
 
 
 def test_matches_authors_sampling_grid():
-    """alpha=40, N=15 equals the authors' 15 offsets 20k/7*m, k=-7..7, zero padding (notes §2)."""
+    """alpha=40, N=15 equals the authors' 15 offsets 20k/7*m, k=-7..7, zero padding."""
     torch.manual_seed(0)
     image = torch.rand(2, 3, 16, 20)
     motion = 0.2 * torch.randn(2, 2, 16, 20)

@@ -9,6 +9,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from neurmap.utils.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 __all__ = ["RankConsistencyCheck", "parameter_checksums"]
@@ -64,7 +66,7 @@ class RankConsistencyCheck(L.Callback):
         if trainer.is_global_zero:
             path = Path(trainer.default_root_dir) / "rank_consistency.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"keys": keys, "ranks": gathered.tolist()}, indent=1))
+            atomic_write(path, json.dumps({"keys": keys, "ranks": gathered.tolist()}, indent=1))
         reference = gathered[0]
         bad = [
             keys[i]

@@ -8,7 +8,7 @@ and gives evaluation sets with exact ground-truth motion.
 * :class:`BuiltinUnpairedBlur` and :class:`BuiltinUnpairedSharp`: the unpaired training domains.
   The blurry images come from Gong et al.'s camera-motion flows; their sharp sources are never exposed,
   and the sharp set renders *other* images. The authors' unpaired loader returned each blurry image's
-  exact ground truth as its "unpaired" sharp partner (notes/official-implementation.md §5); here no
+  exact ground truth as its "unpaired" sharp partner (their ``unpaired_dataset``); here no
   pairing can leak.
 * :class:`BuiltinTest`: camera-motion blur with the sharp image and the ground-truth motion.
 

@@ -10,7 +10,7 @@ Two families:
 * :func:`uniform_linear_flow`: one straight blur for the whole image (random angle and length), a
   stand-in for the roughly uniform blur of GoPro-style paired training data.
 * :func:`camera_flow`: the spatially varying camera-motion model of Gong et al. (CVPR'17), which made
-  NeurMAP's "kernel-synthesized" set (notes/official-implementation.md §10): x/y translation with a
+  NeurMAP's "kernel-synthesized" set (Gong's ``script_data_gen.m``): x/y translation with a
   linear acceleration ramp, in-plane rotation about a shifted centre and zoom, summed. Differences from
   the released MATLAB: the rotation field is exactly tangential (theirs carries a ``%????``), flows are
   not rounded to integers, and the default ranges are scaled to ~100 px images (theirs: 27 px translation

@@ -1,7 +1,7 @@
 """Training augmentations on sample dicts: random crop and flips (albumentations).
 
 :class:`PairedTransform` gives the blurry and sharp images of a pair the *same* crop and flips (the
-authors' loaders: a random 256 px crop and a horizontal flip shared by B and S, notes §5);
+authors' loaders: a random 256 px crop and a horizontal flip shared by B and S);
 :class:`SingleTransform` augments the one image of an unpaired sample, independently of every other
 sample. Images smaller than the crop are reflect-padded first (with one warning per transform).
 

@@ -51,7 +51,7 @@ def reblur_loss(reblurred: torch.Tensor, blurry: torch.Tensor, msssim_ratio: flo
     """Data term L_reblur (paper eq. 4): MSE between the reblurred estimate and the blurry input.
 
     ``msssim_ratio > 0`` adds ``ratio * (1 - MS-SSIM)`` as the authors' code does (0.1 there). We use
-    torchmetrics' standard MS-SSIM, not the authors' non-standard variant (notes §3); it needs
+    torchmetrics' standard MS-SSIM, not the authors' non-standard variant; it needs
     images of at least 161 px per side.
     """
     loss = F.mse_loss(reblurred, blurry)

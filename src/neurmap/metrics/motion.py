@@ -6,7 +6,7 @@ A linear blur along ``v`` equals one along ``-v``, so every comparison is sign-i
 
 Two scales of M's output, both reported and labelled by :func:`motion_errors`:
 
-* ``authors``: the authors' ``eval_mmap_mse.py`` protocol (notes/official-implementation.md §6): the raw
+* ``authors``: the authors' ``eval_mmap_mse.py`` protocol: the raw
   difference M(B) - M(S_hat), multiplied by **20** (``authors_scale``), canonicalised (horizontal >= 0),
   then the MSE over both components against the ground truth and against its negation, the smaller of the two per image.
   Twenty is half of R's full length (40 |m| px), while Gong's (u, v) is the full length, so this scale

@@ -1,7 +1,7 @@
 """Natural-image discriminator N: a multiscale PatchGAN with instance norm, for a least-squares GAN.
 
-pix2pixHD's multiscale discriminator as the authors configure it (notes official-implementation.md
-§1.3; paper §3/§4.1). Per scale a 70x70 PatchGAN of 4x4 convolutions with padding 2 and bias:
+pix2pixHD's multiscale discriminator as the authors configure it (paper §3/§4.1
+and their ``define_D`` call). Per scale a 70x70 PatchGAN of 4x4 convolutions with padding 2 and bias:
 C64 s2 (no norm) - C128 s2 - C256 s2 - C512 s1 (InstanceNorm, LeakyReLU 0.2) - C1 s1, with no
 sigmoid, so the logits suit the LSGAN loss. Scale s sees the input average-pooled s times. The
 authors also return every intermediate feature, but only the last map enters their loss, so only the

@@ -2,7 +2,7 @@
 
 Paper §4.1: "All discriminators are initialized using Xavier, bias 0". The authors' ``init_net``
 applies ``xavier_normal_`` with gain 1 to every conv / transposed conv / linear weight of M and N
-(their config's ``init_gain: 0.02`` is never read; notes official-implementation.md §1.5).
+(their config's ``init_gain: 0.02`` is never read).
 """
 
 from __future__ import annotations

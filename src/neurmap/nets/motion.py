@@ -1,7 +1,6 @@
 """Motion estimation network M: a per-pixel linear-trajectory map at input resolution.
 
-A re-implementation of the authors' ``OffsetNet`` (taken over from Motion-ETR; notes
-official-implementation.md §1.2), layer for layer with ``nf = width``:
+A re-implementation of the authors' ``OffsetNet`` (taken over from Motion-ETR), layer for layer with ``nf = width``:
 
 * space-to-depth by 2 (channels ordered (dy, dx, C)): (B, 4C, H/2, W/2);
 * three encoder stages, each a reflection-padded 5x5 conv (stride 1, then 2, then 2) + ReLU followed by

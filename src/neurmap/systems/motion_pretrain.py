@@ -2,7 +2,7 @@
 
 NeurMAP's data term and its sharp-image prior reach D only through M, so an M that has not learned to read
 blur gives D gradients through a random network. The authors pretrain M for their unpaired model (Motion-ETR's
-offset net, ~210k iterations of GoPro reblurring, notes §1.2); this stage does the same on the paired loader,
+offset net, ~210k iterations of GoPro reblurring); this stage does the same on the paired loader,
 without building D or N::
 
     L = w_reblur * ||B - R(S, M(B))||^2 + w_sharp * |M(S)| + w_tv * TV(M(B))

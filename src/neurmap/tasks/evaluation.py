@@ -47,7 +47,7 @@ from neurmap.metrics import LPIPS, MetricUnavailable, align_realblur, load_niqe_
 from neurmap.metrics.fidelity import psnr_masked, ssim_masked
 from neurmap.metrics.motion import motion_errors
 from neurmap.tasks.inference import Networks, load_networks, tiled
-from neurmap.utils.files import write_json
+from neurmap.utils.files import atomic_write, write_json
 from neurmap.utils.tables import to_markdown, write_csv
 
 __all__ = ["PROG", "Row", "evaluate", "final_metrics", "output_dir"]
@@ -247,7 +247,7 @@ def evaluate(cfg: DictConfig) -> list[Row]:
     write_csv(out / "summary.csv", summaries)
     header = f"# {nets.backbone} on data={data_name} ({cfg.split}), checkpoint {ckpt}"
     table = f"{header}\n\n{to_markdown(summaries)}"
-    (out / "summary.md").write_text(table)
+    atomic_write(out / "summary.md", table)
     print(table)
     if HydraConfig.initialized():
         record = Path(HydraConfig.get().runtime.output_dir) / FINAL_METRICS

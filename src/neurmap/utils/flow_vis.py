@@ -1,7 +1,6 @@
 """Motion maps in flow colours, and image grids (torchvision is not a dependency).
 
-``flow_to_color`` follows the authors' ``mmap2heat`` (notes official-implementation.md §6,
-"Visualisation"): HSV with hue = direction, saturation = magnitude and value = 1, the angle measured
+``flow_to_color`` follows the authors' ``mmap2heat``: HSV with hue = direction, saturation = magnitude and value = 1, the angle measured
 counter-clockwise *on screen* from "right" (OpenCV ``cartToPolar(dx, -dy)``), so the panels look like
 the paper's motion figures. Unlike ``mmap2heat`` it neither canonicalises the sign (callers do) nor
 min-max normalises: magnitudes are divided by a maximum (shared across panels if given), so zero

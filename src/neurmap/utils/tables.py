@@ -4,9 +4,12 @@ union of their keys in first-seen order, floats print with 4 decimals."""
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from neurmap.utils.files import atomic_write
 
 __all__ = ["columns", "to_markdown", "write_csv"]
 
@@ -30,9 +33,9 @@ def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """``rows`` as a CSV file with a header (parent folders are created)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns(rows))
-        writer.writeheader()
-        writer.writerows(rows)
+    """``rows`` as a CSV file with a header, written atomically (parent folders are created)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=columns(rows))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buffer.getvalue())

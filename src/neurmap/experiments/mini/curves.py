@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import re
 import sys
@@ -99,7 +100,9 @@ def _write(out: Path, title: str, command: str, table: str, figure, note: str) -
     from neurmap.utils.files import atomic_write
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out.with_suffix(".png"), dpi=110, bbox_inches="tight")
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=110, bbox_inches="tight")
+    atomic_write(out.with_suffix(".png"), image.getvalue())
     text = f"# {title}\n\n![{title}]({out.with_suffix('.png').name})\n\n{table}\n\n{note}\n\nMachine: {machine()}.\n\n"
     text += f"Command:\n\n```bash\n{command}\n```\n"
     atomic_write(out.with_suffix(".md"), text)

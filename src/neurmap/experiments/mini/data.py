@@ -21,6 +21,7 @@ import torch
 
 from neurmap.cli import UsageError
 from neurmap.experiments.mini.common import PROG, ReproError, log
+from neurmap.utils.files import atomic_write
 
 __all__ = [
     "DEFAULT_SYNTH",
@@ -221,7 +222,7 @@ def build_data(opts: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         "synthesize": {k: v for k, v in _plain(synth_cfg).items() if k in ("kernel", "seed")},
         "seconds": time.perf_counter() - start,
     }
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    atomic_write(staging / "manifest.json", json.dumps(manifest, indent=2))
     shutil.rmtree(data_dir, ignore_errors=True)
     staging.rename(data_dir)
     return manifest

@@ -38,6 +38,7 @@ from typing import Any
 from neurmap.experiments.mini.common import PROG, ReproError, log, shown
 from neurmap.experiments.mini.data import DEFAULT_SYNTH, build_data
 from neurmap.experiments.mini.verdicts import iterations_in
+from neurmap.utils.files import atomic_write
 
 __all__ = ["MOTION_VARIANTS", "Plan", "Stage", "run", "train_overrides"]
 
@@ -406,6 +407,6 @@ def run(opts: argparse.Namespace) -> Path:
     plan.load.append(loadavg())
     total = time.perf_counter() - t0
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report.render(report.context(plan, results, figure, total)))
+    atomic_write(out, report.render(report.context(plan, results, figure, total)))
     log(f"total {duration(total)}; wrote {out}")
     return out

@@ -1,4 +1,4 @@
-"""The one interface every deblurring backbone D sits behind (notes §1.1: DMPHN, MPRNet, MIMO-UNet).
+"""The one interface every deblurring backbone D sits behind (the paper's DMPHN, MPRNet, MIMO-UNet).
 
 A backbone is any ``nn.Module`` mapping a (B, 3, H, W) image in [0, 1] either to the deblurred image
 or to a list/tuple of outputs whose last element is the final full-resolution image (multi-stage

@@ -1,7 +1,7 @@
 """DMPHN: Deep Multi-Patch Hierarchical Network (Zhang et al., CVPR 2019), levels 1-2-4 and 1-2-4-8.
 
 The NeurMAP authors fine-tune DMPHN(1-2-4-8) (``networks.DMPHN_deblur``); the paper's 21.7 MB
-"DMPHN" row is DMPHN(1-2-4) (notes §1.1). Every level has its own encoder (3 -> 32 -> 64 -> 128
+"DMPHN" row is DMPHN(1-2-4) (its size matches). Every level has its own encoder (3 -> 32 -> 64 -> 128
 channels, two stride-2 convs, residual blocks) and decoder (the mirror image, transposed convs up).
 Level 1 sees the whole image; each finer level splits every patch of the level above in two,
 alternately along height and width (level 2: top/bottom halves, level 3: quarters, level 4: eighths

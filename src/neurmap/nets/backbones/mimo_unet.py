@@ -1,6 +1,6 @@
 """MIMO-UNet and MIMO-UNet+ (Cho et al., "Rethinking Coarse-to-Fine Approach in Single Image Deblurring", ICCV 2021).
 
-NeurMAP's third backbone is MIMO-UNet+ (notes official-implementation.md: ``MIMOUNetPlus()``, weights
+NeurMAP's third backbone is MIMO-UNet+ (the authors' code builds ``MIMOUNetPlus()``, weights
 under ``['model']``). One U-Net with three scales both ways (multi-input, multi-output):
 
 * the encoder runs at 1, 1/2 and 1/4 resolution (``base_channel`` x 1, 2, 4 channels, ``num_res``

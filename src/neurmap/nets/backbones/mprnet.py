@@ -1,6 +1,6 @@
 """MPRNet: Multi-Stage Progressive image Restoration (Zamir et al., CVPR 2021), deblurring variant.
 
-NeurMAP's second backbone (notes §1.1, official-implementation.md "MPRnet"): the authors fine-tune
+NeurMAP's second backbone: the authors fine-tune
 the MPRNet authors' GoPro model ``model_deblurring.pth`` (weights under ``['state_dict']``), with
 [0, 1] images in and out. Three stages work on ever larger pieces of the image:
 

@@ -1,7 +1,7 @@
 """NAFNet: Nonlinear Activation Free Network (Chen et al., "Simple Baselines for Image Restoration", ECCV 2022).
 
 A stronger, newer deblurring backbone D for NeurMAP (the paper fine-tunes published GoPro-trained
-backbones, notes §1.1). NAFNet is a 4-level U-Net of NAF blocks: each block is
+backbones). NAFNet is a 4-level U-Net of NAF blocks: each block is
 LayerNorm -> 1x1 conv -> 3x3 depth-wise conv -> SimpleGate (split channels in two, multiply) ->
 simplified channel attention (global average pool, 1x1 conv, multiply) -> 1x1 conv, added back with a
 learnable per-channel scale ``beta``; then LayerNorm -> 1x1 conv -> SimpleGate -> 1x1 conv, added back

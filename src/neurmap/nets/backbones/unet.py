@@ -1,6 +1,6 @@
 """A small, fast residual U-Net: the CPU stand-in for D in smoke tests and on the built-in data.
 
-NeurMAP's own backbones (DMPHN, MPRNet; notes §1.1) take seconds per 256x256 training step on CPU;
+NeurMAP's own backbones (DMPHN, MPRNet) take seconds per 256x256 training step on CPU;
 this network takes about 30 ms for a batch of 8 64x64 crops at width 16 on 2 cores. Encoder: per
 level ``blocks_per_level`` conv3x3 + LeakyReLU(0.2) layers, stride-2 convs between levels; decoder:
 2x2 stride-2 transposed convs, skip concatenations, conv layers; output ``x + body(x)``. No

@@ -1,6 +1,6 @@
 """Load pretrained weights into a :class:`~neurmap.nets.backbones.DeblurNet`, strictly.
 
-NeurMAP fine-tunes a published backbone (notes §1.1: DMPHN from per-level files or one whole-module
+NeurMAP fine-tunes a published backbone (DMPHN from per-level files or one whole-module
 state dict, MPRNet from ``['state_dict']``, MIMO-UNet from ``['model']``), and neurmap runs start
 from each other's checkpoints. :func:`load_pretrained` accepts:
 
