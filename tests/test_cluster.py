@@ -34,9 +34,13 @@ def _with_hydra(*overrides: str):
         ("slurm_local", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"),
     ],
 )
-def test_cluster_options_compose(cluster, launcher):
+def test_cluster_options_choose_an_installed_launcher(cluster, launcher):
+    from hydra.plugins.launcher import Launcher
+    from hydra.utils import get_class
+
     cfg = _with_hydra(f"cluster={cluster}")
-    assert cfg.hydra.launcher._target_ == launcher
+    chosen = get_class(cfg.hydra.launcher._target_)
+    assert issubclass(chosen, Launcher) and chosen.__name__ == launcher.rsplit(".", 1)[1]
     if cluster.startswith("slurm"):
         assert cfg.ckpt_path == "auto"
 

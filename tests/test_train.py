@@ -134,22 +134,6 @@ def test_nan_on_one_ddp_rank_stops_every_rank(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone", sorted(p.stem for p in (REPO / "conf" / "backbone").glob("*.yaml")))
-def test_fast_dev_run_of_every_backbone(tmp_path, backbone):
-    """`python -m neurmap.train backbone=<name> trainer=cpu ++trainer.fast_dev_run=true` for each backbone."""
-    cfg = compose(
-        tiny_overrides(
-            f"backbone={backbone}",
-            "++trainer.fast_dev_run=true",
-            "data.batch_size_paired=1",
-            "data.batch_size_unpaired=1",
-        ),
-        tmp_path / "run",
-    )
-    train(cfg)
-
-
-@pytest.mark.slow
 def test_multirun_over_variants(tmp_path):
     """`python -m neurmap.train -m variant=...` runs each job in its own directory."""
     args = tiny_overrides("iterations=1", "trainer.val_check_interval=1", "test=false", "variant=baseline,net2")

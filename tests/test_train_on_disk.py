@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from neurmap.config import instantiate_datamodule
+from neurmap.config import FINAL_METRICS, instantiate_datamodule
 from neurmap.tasks.training import train
 from tests import fake_data
 from tests.conftest import REPO, compose, tiny_overrides
@@ -32,6 +33,8 @@ def data_root(fake_data_root):
 def test_fast_dev_run_on_each_data_choice(data_root, tmp_path, monkeypatch, choice):
     monkeypatch.setenv("NEURMAP_DATA", str(data_root))
     train(compose(tiny_overrides(f"data={choice}", *DISK), tmp_path / "run"))
+    record = json.loads((tmp_path / "run" / FINAL_METRICS).read_text())
+    assert record["iterations"] == 1  # fast_dev_run: one whole iteration on this layout's data
 
 
 @pytest.mark.slow
