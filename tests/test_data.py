@@ -13,17 +13,17 @@ from lightning.pytorch.utilities import CombinedLoader
 from omegaconf import OmegaConf
 
 from neurmap.config import instantiate_datamodule
-from neurmap.data.builtin import (
+from neurmap.data.datamodule import EpochSampler, NeurMAPDataModule
+from neurmap.data.transforms import PairedTransform, SingleTransform
+from neurmap.synth.builtin import (
     BuiltinPaired,
     BuiltinTest,
     BuiltinUnpairedBlur,
     BuiltinUnpairedSharp,
     sample_rng,
 )
-from neurmap.data.datamodule import EpochSampler, NeurMAPDataModule
-from neurmap.data.flows import apply_blur, camera_flow, canonicalize_flow, uniform_linear_flow
-from neurmap.data.procedural import dead_leaves, power_law
-from neurmap.data.transforms import PairedTransform, SingleTransform
+from neurmap.synth.flows import apply_blur, camera_flow, canonicalize_flow, uniform_linear_flow
+from neurmap.synth.procedural import dead_leaves, power_law
 from tests.conftest import CONF
 
 SIZE = 24  # tiny images keep every dataset below a few ms

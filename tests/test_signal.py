@@ -9,14 +9,14 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from neurmap.data.line_blur import line_blur
-from neurmap.data.random_blur import RandomBlur, smooth_field
 from neurmap.losses.objectives import BatchSplit, split_batch
 from neurmap.losses.terms import flow_supervision
 from neurmap.metrics.motion import motion_epe
 from neurmap.metrics.signal import gradient_cosines
 from neurmap.nets.motion import MotionNet
 from neurmap.nets.reblur import canonicalize_motion
+from neurmap.synth.line_blur import line_blur
+from neurmap.synth.random_blur import RandomBlur, smooth_field
 
 
 def test_gradient_cosine_of_linear_losses_is_the_angle_between_their_coefficients():
@@ -38,7 +38,7 @@ class _ZeroMotion(torch.nn.Module):
 @pytest.fixture(scope="module")
 def blurry_batch():
     """Camera-motion blur of procedural images with its true motion (built-in val images)."""
-    from neurmap.data.builtin import BuiltinTest
+    from neurmap.synth.builtin import BuiltinTest
 
     leaves = {"r_min": 2.0, "r_max": 30.0, "radius_exponent": 3.0, "coverage": 4.0}
     camera = {"tx_max": 8.0, "ty_max": 8.0}
@@ -122,7 +122,7 @@ def test_polar_flow_loss_scores_length_and_direction_apart():
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     from neurmap.data.io import write_image
-    from neurmap.data.procedural import dead_leaves
+    from neurmap.synth.procedural import dead_leaves
 
     root = tmp_path_factory.mktemp("photos")
     for i in range(2):

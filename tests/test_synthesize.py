@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from neurmap.cli import UsageError
-from neurmap.data.flows import camera_flow, canonicalize_flow
 from neurmap.data.io import read_image, read_mfmap, write_image
-from neurmap.data.line_blur import line_blur
-from neurmap.data.synthesis import load_config, synthesize
+from neurmap.synth.flows import camera_flow, canonicalize_flow
+from neurmap.synth.line_blur import line_blur
+from neurmap.synth.synthesis import load_config, synthesize
 from neurmap.synthesize import main
 from tests.conftest import REPO
 

@@ -24,10 +24,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from neurmap.config import CONFIG_DIR
+from neurmap.config import CONFIG_DIR, FINAL_METRICS
 
 __all__ = [
     "UsageError",
+    "check_not_finished",
     "explain",
     "fail",
     "hydra_command",
@@ -263,11 +264,19 @@ def hydra_command(prog: str, config_name: str, doc: str, usage: str, app: Callab
     return main
 
 
+def check_not_finished(output_dir: Path, key: str = "paths.output_dir") -> None:
+    """A run never writes into a finished run's folder (its ``final_metrics.json`` and records would be
+    replaced): one line that says how to go on from it instead."""
+    if (output_dir / FINAL_METRICS).is_file():
+        ckpt = output_dir / "checkpoints" / "last.ckpt"
+        raise UsageError(
+            f"{key}={output_dir} holds a finished run ({FINAL_METRICS}); a new or resumed run writes its own folder: "
+            f"leave {key} out, and to go on from it pass backbone.pretrained={ckpt}"
+        )
+
+
 def _check_run_dir(cfg: DictConfig) -> None:
     """Refuse a run folder that holds a finished run before Hydra writes its ``.hydra`` records there."""
-    # imported here: neurmap.tasks.training imports this module
-    from neurmap.tasks.training import check_not_finished
-
     run_dir = OmegaConf.select(cfg, "hydra.run.dir")
     if run_dir is not None:
         check_not_finished(Path(str(run_dir)), key="hydra.run.dir")

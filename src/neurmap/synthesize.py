@@ -15,7 +15,7 @@ mode=gopro: SRC holds video frames, directly (one sequence named after SRC) or o
 
 Runs are reproducible and resumable (done items are skipped); workers=N runs N processes. Exit status: 0 done
 (also with skipped failures under on_error=skip), 1 a source failed under on_error=raise, 2 bad arguments.
-The method in detail: neurmap.data.synthesis. Examples:
+The method in detail: neurmap.synth.synthesis. Examples:
   python -m neurmap.synthesize data/BSD500/train data/Synthetic_blur/Gao kernel.blurs_per_image=50 workers=8
   python -m neurmap.synthesize data/frames data/my_gopro mode=gopro gopro.frames=11 gopro.gamma=null
 """
@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from neurmap.cli import UsageError, fail, parser
-from neurmap.data.synthesis import SynthesisError, load_config, print_summary, synthesize
+from neurmap.synth.synthesis import SynthesisError, load_config, print_summary, synthesize
 
 __all__ = ["main"]
 

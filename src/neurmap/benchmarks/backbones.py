@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             row.update({k: v for k, v in r.items() if k == "gmacs"})
             row[size] = (r["seconds"], r["peak_mb"])
             print(f"  measured {name} at {size}: {r['seconds']:.2f} s", file=sys.stderr, flush=True)
-    print(machine())
+    print(f"machine: {machine()}")
     head = " | ".join(f"{s} s | {s} peak MB" for s in args.sizes)
     print(f"| backbone | params (M) | GMACs @{args.sizes[0]} | {head} |")
     print("|---" * (3 + 2 * len(args.sizes)) + "|")

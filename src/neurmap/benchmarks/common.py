@@ -1,28 +1,14 @@
-"""What every benchmark prints the same way: the machine line, a timing row, CPU count and peak memory."""
+"""What every benchmark prints the same way: the machine line (:func:`neurmap.utils.machine.machine`), a timing
+row and peak memory."""
 
 from __future__ import annotations
 
-import os
-import platform
 import resource
 import statistics
 
-import torch
+from neurmap.utils.machine import cpus, machine
 
 __all__ = ["cpus", "machine", "peak_rss_mb", "timing_row"]
-
-
-def cpus() -> int:
-    """CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def machine() -> str:
-    """One line naming the machine the figures come from."""
-    return (
-        f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, {cpus()} CPUs, "
-        f"torch {torch.__version__}, {platform.processor() or platform.platform()}"
-    )
 
 
 def peak_rss_mb() -> float:

@@ -27,8 +27,8 @@ from neurmap.benchmarks.common import machine
 from neurmap.data.folders import PairedImages
 from neurmap.data.io import write_image
 from neurmap.data.layouts import gopro
-from neurmap.data.procedural import dead_leaves
 from neurmap.data.transforms import PairedTransform
+from neurmap.synth.procedural import dead_leaves
 
 __all__ = ["main", "time_generator", "time_loader", "write_gopro_tree"]
 
@@ -59,7 +59,7 @@ def time_loader(root: Path, workers: int, batches: int, batch_size: int, crop: i
 
 def time_generator(src: Path, dst: Path, workers: int, overrides: list[str]) -> tuple[float, int]:
     """Images per second of ``neurmap.synthesize`` (kernel mode) from ``src`` into a fresh ``dst``."""
-    from neurmap.data.synthesis import load_config, synthesize
+    from neurmap.synth.synthesis import load_config, synthesize
 
     cfg = load_config([f"workers={workers}", *overrides])
     start = time.perf_counter()
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if len(args.gen_size) % 2:
         parser.error("--gen-size takes H W pairs")
-    print(machine())
+    print(f"machine: {machine()}")
     with TemporaryDirectory() as tmp:
         root = write_gopro_tree(Path(tmp), args.images, tuple(args.size))
         print(f"\nloader: {args.crop}^2 paired crops from {args.size[1]}x{args.size[0]} PNGs, batch {args.batch_size}")

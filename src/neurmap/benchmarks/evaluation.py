@@ -27,7 +27,7 @@ import torch
 
 from neurmap.benchmarks.common import machine
 from neurmap.data.io import write_image
-from neurmap.data.procedural import dead_leaves
+from neurmap.synth.procedural import dead_leaves
 
 __all__ = ["main", "time_metrics"]
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if len(args.photo_sizes) % 2:
         parser.error("--photo-sizes takes H W pairs")
-    print(machine())
+    print(f"machine: {machine()}")
     h, w = args.metric_size
     print(f"\nmetrics on {args.metric_images} pairs of {w}x{h}\n| metric | images/s |\n|---|---|")
     for name, rate in time_metrics(args.metric_images, (h, w)).items():

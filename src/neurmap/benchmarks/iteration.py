@@ -25,20 +25,9 @@ from omegaconf import OmegaConf
 from neurmap.benchmarks.common import machine, timing_row
 from neurmap.config import compose, instantiate_datamodule
 from neurmap.nets.reblur import Reblur
+from neurmap.tasks import training
 
 __all__ = ["main", "time_iterations", "time_reblur"]
-
-
-class _BatchTimer(L.Callback):
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._start = 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.times.append(time.perf_counter() - self._start)
 
 
 def time_iterations(overrides: list[str], iterations: int, warmup: int) -> tuple[list[float], int]:
@@ -61,20 +50,11 @@ def time_iterations(overrides: list[str], iterations: int, warmup: int) -> tuple
         L.seed_everything(0)
         datamodule = instantiate_datamodule(cfg)
         system = instantiate(cfg.model)
-        timer = _BatchTimer()
-        trainer = instantiate(
-            cfg.trainer,
-            callbacks=[timer],
-            logger=False,
-            enable_checkpointing=False,
-            limit_val_batches=0,
-            max_steps=(iterations + warmup) * system.n_optimizers,
-        )
-        trainer.fit(system, datamodule=datamodule)
+        times, _ = training.time_iterations(cfg, datamodule, system, iterations + warmup)
         batch = int(cfg.data.batch_size_paired) * bool(cfg.variant.paired) + int(cfg.data.batch_size_unpaired) * bool(
             cfg.variant.unpaired
         )
-    return timer.times[warmup:], batch
+    return times[warmup:], batch
 
 
 def time_reblur(batch: int, size: int, n_samples: int, alpha: float, repeats: int = 10) -> list[float]:
@@ -109,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     reblur_times = time_reblur(batch, crop, int(cfg.model.reblur.n_samples), float(cfg.model.reblur.alpha))
 
-    print(machine())
+    print(f"machine: {machine()}")
     print(f"config: backbone={cfg.backbone.name} crop={crop} overrides={args.overrides or '-'}\n")
     print("| step | median ms | min ms | what |")
     print("|---|---|---|---|")

@@ -7,28 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from neurmap.data.io import write_image
 from neurmap.utils.flow_vis import make_grid
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImagePanelLogger", "save_png"]
-
-
-def save_png(image: torch.Tensor, path: Path) -> None:
-    """Write a (3, H, W) tensor in [0, 1] as an 8-bit RGB PNG (through a temp file, then rename)."""
-    import cv2
-
-    array = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    if not cv2.imwrite(str(tmp), array[:, :, ::-1]):
-        raise OSError(f"could not write image {tmp}")
-    tmp.replace(path)
+__all__ = ["ImagePanelLogger"]
 
 
 class ImagePanelLogger(L.Callback):
@@ -95,5 +83,5 @@ class ImagePanelLogger(L.Callback):
                 logger.experiment.add_image("val/panels", grid, global_step=trainer.global_step)
             elif isinstance(logger, CSVLogger):
                 path = Path(logger.log_dir) / "images" / f"val_iter{iteration:06d}.png"
-                save_png(grid, path)
+                write_image(path, grid)
                 log.debug("image panel (%s) -> %s", caption, path)

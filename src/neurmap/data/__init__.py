@@ -1,2 +1,2 @@
-"""Data: procedural images and motion flows, datasets, training augmentations, the DataModule and the blur
-generator (:mod:`neurmap.data.synthesis`)."""
+"""Loading: image I/O, dataset layouts on disk, datasets, training augmentations and the DataModule that
+interleaves paired and unpaired loaders. What generates data lives in :mod:`neurmap.synth`."""

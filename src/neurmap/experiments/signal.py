@@ -107,7 +107,7 @@ def fit_reblur_scale(system: Any, root: str | Path, crop: int, per_image: int, s
 def synthetic_scale(system: Any, photos: str | Path, crop: int, samples: int = 32) -> float:
     """Mean true length / mean length of the motion R receives, on on-the-fly blur of ``photos`` (the families of
     ``data=random_blur``, fixed samples): the length calibration measured where the ground truth is known."""
-    from neurmap.data.random_blur import RandomBlur
+    from neurmap.synth.random_blur import RandomBlur
 
     data = RandomBlur(photos, samples, crop, (0.0, 40.0), {"linear": 1.0, "smooth": 1.0}, deterministic=True, seed=7)
     true = given = 0.0

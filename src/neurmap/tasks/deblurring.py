@@ -79,40 +79,49 @@ def plan(input_path: Path, output_path: Path, suffix: str, recursive: bool) -> l
 
 @torch.no_grad()
 def deblur_image(
-    nets: Networks, image: torch.Tensor, cfg: DictConfig, device: torch.device, show_tiles: bool = False
+    nets: Networks,
+    image: torch.Tensor,
+    device: torch.device,
+    *,
+    tile: int | None,
+    overlap: int,
+    precision: str = "fp32",
+    motion: bool = False,
+    show_tiles: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Deblur one (3, H, W) image in [0, 1]; returns ``deblurred`` and, if asked, ``motion`` (px, (2, H, W)).
-
-    ``show_tiles`` draws a progress bar over D's tiles (useful for one large photo on a CPU).
-    """
+    """Deblur one (3, H, W) image in [0, 1]; returns ``deblurred`` and, with ``motion``, M's ``motion`` (px,
+    (2, H, W)). ``tile``/``overlap``: tiled inference in px (``tile=None``: the whole image); ``precision``:
+    fp32 | bf16 | fp16 autocast on a GPU. ``show_tiles`` draws a progress bar over D's tiles."""
     batch = image[None].to(device)
     align = nets.pad_multiple
-    steps = n_tiles(*image.shape[-2:], cfg.tile, cfg.overlap, align)
+    steps = n_tiles(*image.shape[-2:], tile, overlap, align)
     with (
         tqdm(total=steps, unit="tile", desc="tiles", leave=False, disable=not show_tiles or steps < 2) as bar,
-        _autocast(device, cfg.precision),
+        _autocast(device, precision),
     ):
-        deblurred = tiled(nets.deblur, batch, cfg.tile, cfg.overlap, align, progress=lambda _: bar.update(1))
+        deblurred = tiled(nets.deblur, batch, tile, overlap, align, progress=lambda _: bar.update(1))
         out = {"deblurred": deblurred.clamp(0, 1)}
-        if cfg.motion and nets.motion is not None:
+        if motion and nets.motion is not None:
 
-            def motion(x: torch.Tensor) -> torch.Tensor:
+            def estimate(x: torch.Tensor) -> torch.Tensor:
                 return canonicalize_motion(nets.motion(x).float())
 
-            m_blur = tiled(motion, batch, cfg.tile, cfg.overlap, align, out_channels=2)
+            m_blur = tiled(estimate, batch, tile, overlap, align, out_channels=2)
             if nets.relative_motion:
-                m_blur = m_blur - tiled(motion, out["deblurred"], cfg.tile, cfg.overlap, align, out_channels=2)
+                m_blur = m_blur - tiled(estimate, out["deblurred"], tile, overlap, align, out_channels=2)
             out["motion"] = m_blur * nets.alpha
     return {k: v[0].float().cpu() for k, v in out.items()}
 
 
-def _save(result: dict[str, torch.Tensor], blurry: torch.Tensor, dst: Path, cfg: DictConfig) -> None:
-    write_image(dst, result["deblurred"], bits=cfg.bits, quality=cfg.jpeg_quality)
+def _save(
+    result: dict[str, torch.Tensor], blurry: torch.Tensor, dst: Path, *, bits: int, quality: int, compare: bool
+) -> None:
+    write_image(dst, result["deblurred"], bits=bits, quality=quality)
     colours = None
     if "motion" in result:
         colours = flow_to_color(result["motion"][None])[0]
         write_image(dst.with_name(f"{dst.stem}_motion.png"), colours)
-    if cfg.compare:
+    if compare:
         panels = [blurry, result["deblurred"]] + ([colours] if colours is not None else [])
         write_image(dst.with_name(f"{dst.stem}_compare.jpg"), make_grid(panels, nrow=len(panels), padding=8))
 
@@ -148,9 +157,12 @@ def deblur(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> 
                 tqdm.write(f"{PROG}: skipped {err}", file=sys.stderr)
                 bar.update(1)
                 continue
-            result = deblur_image(nets, image, cfg, device, show_tiles=True)
+            result = deblur_image(
+                nets, image, device, tile=cfg.tile, overlap=cfg.overlap, precision=cfg.precision,
+                motion=bool(cfg.motion), show_tiles=True,
+            )  # fmt: skip
             try:
-                _save(result, image, dst, cfg)
+                _save(result, image, dst, bits=cfg.bits, quality=cfg.jpeg_quality, compare=bool(cfg.compare))
             except OSError as err:
                 raise UsageError(f"OUTPUT {dst}: cannot write ({err.strerror or err})") from None
             bar.update(1)

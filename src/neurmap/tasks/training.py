@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from neurmap.cli import UsageError
+from neurmap.cli import UsageError, check_not_finished
 from neurmap.config import CONFIG_DIR, FINAL_METRICS, instantiate_datamodule
 from neurmap.nets.backbones import load_pretrained
 from neurmap.utils.files import write_json
 
 log = logging.getLogger("neurmap.train")
 
-__all__ = ["NO_EFFECT", "RESUME_KEYS", "check_not_finished", "provenance", "train"]
+__all__ = ["NO_EFFECT", "RESUME_KEYS", "IterationTimer", "provenance", "time_iterations", "train"]
 
 
 def _resolved(cfg: DictConfig) -> dict[str, Any]:
@@ -70,17 +71,6 @@ def _check_config(cfg: DictConfig) -> dict[str, Any]:
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
         raise UsageError(f"iterations={iterations}: expected a positive integer (the number of training iterations)")
     return resolved
-
-
-def check_not_finished(output_dir: Path, key: str = "paths.output_dir") -> None:
-    """A run never writes into a finished run's folder (its ``final_metrics.json`` and records would be
-    replaced): one line that says how to go on from it instead."""
-    if (output_dir / FINAL_METRICS).is_file():
-        ckpt = output_dir / "checkpoints" / "last.ckpt"
-        raise UsageError(
-            f"{key}={output_dir} holds a finished run ({FINAL_METRICS}); a new or resumed run writes its own folder: "
-            f"leave {key} out, and to go on from it pass backbone.pretrained={ckpt}"
-        )
 
 
 def _check_oracle_data(datamodule: Any, cfg: DictConfig) -> None:
@@ -241,10 +231,44 @@ def train(cfg: DictConfig) -> float | None:
     return metrics.get(name) if name else None
 
 
+class IterationTimer(L.Callback):
+    """Wall-clock seconds of every training iteration (batch), in order."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def time_iterations(
+    cfg: DictConfig, datamodule: L.LightningDataModule, system: L.LightningModule, iterations: int
+) -> tuple[list[float], L.Trainer]:
+    """Train ``iterations`` iterations with ``cfg.trainer`` and nothing else (no validation, logging or
+    checkpoints); returns the seconds of each iteration and the trainer. The one timing helper of the dry run
+    and the benchmarks."""
+    timer = IterationTimer()
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[timer],
+        logger=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        max_steps=iterations * system.n_optimizers,
+    )
+    trainer.fit(system, datamodule=datamodule)
+    return timer.times, trainer
+
+
 def _dry_run(cfg: DictConfig, datamodule: L.LightningDataModule, system: L.LightningModule) -> None:
     """Build every dataset, print the counts, time a few iterations and estimate the whole run."""
     import statistics
-    import time
 
     datamodule.setup("fit")
     datamodule.setup("test")
@@ -253,26 +277,7 @@ def _dry_run(cfg: DictConfig, datamodule: L.LightningDataModule, system: L.Light
         for name, dataset in getattr(datamodule, f"{split}_sets", {}).items():
             lines.append(f"  {split:5s} {name:24s} {len(dataset):7d} images")
     steps = int(cfg.dry_run_iterations)
-    times: list[float] = []
-
-    class _Timer(L.Callback):
-        def on_train_batch_start(self, *args) -> None:
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, *args) -> None:
-            times.append(time.perf_counter() - self.start)
-
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=[_Timer()],
-        logger=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        enable_progress_bar=False,
-        max_steps=(steps + 1) * system.n_optimizers,
-    )
-    trainer.fit(system, datamodule=datamodule)
+    times, trainer = time_iterations(cfg, datamodule, system, steps + 1)
     per_iteration = statistics.median(times[1:] or times)  # the first iteration warms up
     total = per_iteration * int(cfg.iterations)
     lines += [

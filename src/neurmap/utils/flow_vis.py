@@ -1,9 +1,9 @@
 """Motion maps in flow colours, and image grids (torchvision is not a dependency).
 
-``flow_to_color`` follows the authors' ``mmap2heat``: HSV with hue = direction, saturation = magnitude and value = 1, the angle measured
-counter-clockwise *on screen* from "right" (OpenCV ``cartToPolar(dx, -dy)``), so the panels look like
-the paper's motion figures. Unlike ``mmap2heat`` it neither canonicalises the sign (callers do) nor
-min-max normalises: magnitudes are divided by a maximum (shared across panels if given), so zero
+``flow_to_color`` follows the authors' ``mmap2heat``: HSV with hue = direction, saturation = magnitude and
+value = 1, the angle measured counter-clockwise *on screen* from "right" (OpenCV ``cartToPolar(dx, -dy)``),
+so the panels look like the paper's motion figures. Unlike ``mmap2heat`` it neither canonicalises the sign
+(callers do) nor min-max normalises: magnitudes are divided by a maximum (shared across panels if given), so zero
 motion is white and equal motions get equal colours in every panel.
 """
 

@@ -96,8 +96,8 @@ def _table(rows: list[dict[str, Any]], keys: Sequence[str]) -> str:
 
 
 def _write(out: Path, title: str, command: str, table: str, figure, note: str) -> None:
-    from neurmap.experiments.mini.report import machine
     from neurmap.utils.files import atomic_write
+    from neurmap.utils.machine import machine
 
     out.parent.mkdir(parents=True, exist_ok=True)
     image = io.BytesIO()

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from neurmap.cli import UsageError
+from neurmap.data.io import write_image
 from neurmap.experiments.mini.common import PROG, ReproError, log
 from neurmap.utils.files import atomic_write
 
@@ -115,17 +116,11 @@ def _crop_boxes(shape: tuple[int, int], size: int, count: int, rng: np.random.Ge
     return [(spread(r, rows, h - ch), spread(c, cols, w - cw), ch, cw) for r, c in cells]
 
 
-def _write_png(path: Path, hwc: np.ndarray) -> None:
-    from neurmap.data.io import write_image
-
-    write_image(path, np.ascontiguousarray(hwc))
-
-
 def _uniform_pair(sharp: np.ndarray, rng: np.random.Generator, length: Sequence[float]) -> tuple[np.ndarray, ...]:
     """(blurry, sharp, flow px (2, H, W)) of one crop under one uniform linear blur, borders cropped by half the
     blur (Gong)."""
-    from neurmap.data.flows import uniform_linear_flow
-    from neurmap.data.line_blur import line_blur
+    from neurmap.synth.flows import uniform_linear_flow
+    from neurmap.synth.line_blur import line_blur
 
     h, w, _ = sharp.shape
     flow = uniform_linear_flow((h, w), rng, tuple(length))
@@ -159,7 +154,7 @@ def build_data(opts: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         ReproError: a photograph is in both splits or cannot be loaded, or ``data_dir`` holds files that
             were not made by this command.
     """
-    from neurmap.data.synthesis import load_config, synthesize
+    from neurmap.synth.synthesis import load_config, synthesize
 
     settings = data_settings(opts)
     manifest_path = data_dir / "manifest.json"
@@ -194,23 +189,23 @@ def build_data(opts: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         key = zlib.crc32(name.encode())
         if name in opts.test_photos:
             for j, (y, x, h, w) in enumerate(_crop_boxes(photo.shape[:2], opts.crop, opts.test_crops, None)):
-                _write_png(sources["test"] / f"{name}_{j}.png", photo[y : y + h, x : x + w])
+                write_image(sources["test"] / f"{name}_{j}.png", photo[y : y + h, x : x + w])
             continue
         unpaired_rng = np.random.default_rng([opts.seed, 1, key])
         for j, (y, x, h, w) in enumerate(_crop_boxes(photo.shape[:2], opts.crop, opts.train_crops, unpaired_rng)):
-            _write_png(sources["train"] / f"{name}_{j}.png", photo[y : y + h, x : x + w])
+            write_image(sources["train"] / f"{name}_{j}.png", photo[y : y + h, x : x + w])
         paired_rng = np.random.default_rng([opts.seed, 2, key])
         for j, (y, x, h, w) in enumerate(_crop_boxes(photo.shape[:2], opts.crop, opts.train_crops, paired_rng)):
             blurry, sharp, flow = _uniform_pair(photo[y : y + h, x : x + w], paired_rng, opts.paired_length)
             stem = staging / "paired" / "train" / f"{name}_{j}"
-            _write_png(stem.with_name(f"{stem.name}_blurryimg.png"), blurry)
-            _write_png(stem.with_name(f"{stem.name}_gtimg.png"), sharp)
+            write_image(stem.with_name(f"{stem.name}_blurryimg.png"), blurry)
+            write_image(stem.with_name(f"{stem.name}_gtimg.png"), sharp)
             write_mfmap(stem.with_name(f"{stem.name}_mfmap.mat"), flow)
             counts["paired"] += 1
         # validation (M's EPE curve, D's PSNR during training): other crops of the *training* photographs
         val_rng = np.random.default_rng([opts.seed, 3, key])
         for j, (y, x, h, w) in enumerate(_crop_boxes(photo.shape[:2], opts.val_crop, opts.val_crops, val_rng)):
-            _write_png(sources["val"] / f"{name}_{j}.png", photo[y : y + h, x : x + w])
+            write_image(sources["val"] / f"{name}_{j}.png", photo[y : y + h, x : x + w])
     for split, seed in (("train", opts.seed), ("val", opts.seed + 2), ("test", opts.seed + 1)):
         cfg = synth_cfg.copy()
         cfg.seed = seed

@@ -9,8 +9,6 @@ import csv
 import datetime as dt
 import json
 import math
-import os
-import platform
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from neurmap.experiments.mini.verdicts import (
     standing,
     target_verdicts,
 )
+from neurmap.utils.machine import machine
 
 __all__ = ["COLUMNS", "METHODS", "Results", "context", "gather", "render", "render_figure"]
 
@@ -273,21 +272,6 @@ def render_figure(plan: Plan, path: Path) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------- context
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}; {os.cpu_count()} logical CPUs, torch {torch.__version__}, Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}, no GPU used"
-    )
 
 
 def _skimage_version() -> str:

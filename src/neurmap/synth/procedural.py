@@ -4,7 +4,7 @@ The dead-leaves model (Matheron; Lee, Mumford & Huang, IJCV 2001) stacks random 
 whose sizes follow a power law ``p(r) ∝ r^-3``. That law makes the image statistics scale invariant
 and gives the 1/f amplitude spectrum of natural photographs, with sharp occlusion edges at every
 scale: exactly the structure motion blur destroys. It is the stand-in for GoPro/BSD photos in the
-built-in data (:mod:`neurmap.data.builtin`), so a full training run needs no download.
+built-in data (:mod:`neurmap.synth.builtin`), so a full training run needs no download.
 
 Rendering is painter's-order: shapes are drawn back to front into an integer label map with OpenCV
 (sub-pixel centres), then every pixel looks up its shape's colour, a linear shading gradient and a

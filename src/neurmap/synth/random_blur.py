@@ -1,11 +1,11 @@
 """On-the-fly blur with ground-truth motion, drawn from any folder of sharp photos: M's pretraining data.
 
 Every sample is a random crop of a sharp photo, blurred along a freshly drawn motion field with the per-pixel
-line-kernel operator of :func:`neurmap.data.line_blur.line_blur`, and returned with that field. Nothing is
+line-kernel operator of :func:`neurmap.synth.line_blur.line_blur`, and returned with that field. Nothing is
 written to disk, so one folder of photos gives an unbounded stream of training pairs. Two families:
 
 * ``linear``: one straight blur for the whole crop, angle uniform in [0, pi), length uniform in
-  ``length`` px (:func:`neurmap.data.flows.uniform_linear_flow`);
+  ``length`` px (:func:`neurmap.synth.flows.uniform_linear_flow`);
 * ``smooth``: a spatially varying field: a base vector (angle and length drawn as above) plus independent
   per-node perturbations on a coarse ``grid`` x ``grid`` lattice (``angle_jitter`` radians, relative
   ``length_jitter``), bicubically interpolated over the crop (:func:`smooth_field`).
@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from neurmap.data.flows import canonicalize_flow, uniform_linear_flow
 from neurmap.data.io import list_images, read_image
-from neurmap.data.line_blur import line_blur
+from neurmap.synth.flows import canonicalize_flow, uniform_linear_flow
+from neurmap.synth.line_blur import line_blur
 
 __all__ = ["RandomBlur", "smooth_field"]
 

@@ -6,7 +6,7 @@ runs; :func:`load_config` reads its settings (``conf/synthesize.yaml``, a preset
 **kernel mode** (NeurMAP's "kernel-synthesized" data; Gong et al., "From motion blur to motion flow",
 CVPR'17, ``donggong1/motion-flow-syn``). For every sharp image under SRC and every index ``k``:
 
-1. A camera-motion flow (:func:`neurmap.data.flows.camera_flow`): the full per-pixel blur vector in px,
+1. A camera-motion flow (:func:`neurmap.synth.flows.camera_flow`): the full per-pixel blur vector in px,
    the sum of an x-translation whose size ramps linearly across the columns ("acceleration"), a
    y-translation ramping across the rows, an in-plane rotation about a randomly shifted centre
    (tangential, ``tan(rot) * r``) and a zoom about that centre (radial, ``tz * r**1.5``); every
@@ -14,7 +14,7 @@ CVPR'17, ``donggong1/motion-flow-syn``). For every sharp image under SRC and eve
 2. Rounded to integer px (``kernel.round_flow``, as Gong's MATLAB ``round``).
 3. The blurry image: every pixel averages the sharp image along an anti-aliased line segment of that
    length and direction, centred on it, clamped at the image edge
-   (:func:`neurmap.data.line_blur.line_blur`, Gong's/Sun et al.'s ``motionBlurConv``); optional noise.
+   (:func:`neurmap.synth.line_blur.line_blur`, Gong's/Sun et al.'s ``motionBlurConv``); optional noise.
 4. Borders cropped by ``floor(max|v|/2)`` rows and ``floor(max|u|/2)`` columns (``kernel.crop_boundary``),
    on the blurry image, the sharp image and the motion map alike.
 5. Written as ``DST/<name>_<kkk>_mfmap.mat``, ``..._gtimg.png`` and, last, ``..._blurryimg.png`` (Gong's
@@ -29,7 +29,7 @@ whose three files exist is skipped.
 
 Differences from Gong's MATLAB: the rotation field is exactly tangential (his carries a ``%????``
 comment and is not); the line kernel's end taps are the exact overlap of the segment with each pixel
-(see :mod:`neurmap.data.line_blur`); indices start at 000 (his at 001, the unblurred copy being 051 of
+(see :mod:`neurmap.synth.line_blur`); indices start at 000 (his at 001, the unblurred copy being 051 of
 50); the noise (``kernel.noise_std``, on the [0, 1] scale) is off by default (his N(0, 0.001) on the
 0..255 scale vanishes in the 8-bit rounding); sources of any image format, in sub-folders too.
 
@@ -58,9 +58,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from neurmap.cli import UsageError, overlay, settings
-from neurmap.data.flows import camera_flow
 from neurmap.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image, write_mfmap
-from neurmap.data.line_blur import line_blur
+from neurmap.synth.flows import camera_flow
+from neurmap.synth.line_blur import line_blur
 
 __all__ = ["UsageError", "SynthesisError", "load_config", "print_summary", "synthesize"]
 

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from neurmap.data.flows import apply_blur, camera_flow, canonicalize_flow, uniform_linear_flow
-from neurmap.data.procedural import dead_leaves
+from neurmap.synth.flows import apply_blur, camera_flow, canonicalize_flow, uniform_linear_flow
+from neurmap.synth.procedural import dead_leaves
 
 __all__ = [
     "STREAMS",
@@ -144,7 +144,7 @@ class BuiltinPaired(_InMemorySet):
         blur_length: (low, high) full blur length in px, uniform; the angle is uniform.
         alpha: pixels per motion unit of the reblur operator used for synthesis.
         noise_std: std of Gaussian noise added to the blurry image (0 = none).
-        leaves: keyword arguments of :func:`neurmap.data.procedural.dead_leaves`.
+        leaves: keyword arguments of :func:`neurmap.synth.procedural.dead_leaves`.
         transform: applied to each sample dict (e.g. :class:`neurmap.data.transforms.PairedTransform`).
 
     Samples: ``{"blur", "sharp", "motion", "name"}``; ``motion`` is the ground-truth full blur in px (used only
@@ -187,10 +187,10 @@ class BuiltinUnpairedBlur(_InMemorySet):
         num_images: number of blurry images.
         image_size: side (int) or (H, W) in pixels.
         seed: data seed (>= 0).
-        camera: keyword arguments of :func:`neurmap.data.flows.camera_flow` (ranges of the flow family).
+        camera: keyword arguments of :func:`neurmap.synth.flows.camera_flow` (ranges of the flow family).
         alpha: pixels per motion unit of the reblur operator used for synthesis.
         noise_std: std of Gaussian noise added to the blurry image (0 = none).
-        leaves: keyword arguments of :func:`neurmap.data.procedural.dead_leaves`.
+        leaves: keyword arguments of :func:`neurmap.synth.procedural.dead_leaves`.
         transform: applied to each sample dict (e.g. :class:`neurmap.data.transforms.SingleTransform`).
 
     Samples: ``{"blur", "name"}``; the sharp sources are discarded.
@@ -218,7 +218,7 @@ class BuiltinUnpairedSharp(_InMemorySet):
         num_images: number of sharp images.
         image_size: side (int) or (H, W) in pixels.
         seed: data seed (>= 0).
-        leaves: keyword arguments of :func:`neurmap.data.procedural.dead_leaves`.
+        leaves: keyword arguments of :func:`neurmap.synth.procedural.dead_leaves`.
         transform: applied to each sample dict (e.g. :class:`neurmap.data.transforms.SingleTransform`).
 
     Samples: ``{"sharp", "name"}``.
@@ -243,10 +243,10 @@ class BuiltinTest(_InMemorySet):
         num_images: number of images.
         image_size: side (int) or (H, W) in pixels.
         seed: data seed (>= 0).
-        camera: keyword arguments of :func:`neurmap.data.flows.camera_flow`.
+        camera: keyword arguments of :func:`neurmap.synth.flows.camera_flow`.
         alpha: pixels per motion unit of the reblur operator used for synthesis.
         noise_std: std of Gaussian noise added to the blurry image (0 = none).
-        leaves: keyword arguments of :func:`neurmap.data.procedural.dead_leaves`.
+        leaves: keyword arguments of :func:`neurmap.synth.procedural.dead_leaves`.
         split: ``val`` or ``test``: picks the seed stream, so a val and a test set never share images.
 
     Samples: ``{"blur", "sharp", "motion", "name"}``; no transform (evaluation sees whole images).
