@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 from neurmap.losses import terms
 from neurmap.losses.objectives import (
     LossWeights,
-    MotionFns,
     Variant,
     deblur_objective,
     disc_objective,
@@ -85,13 +84,38 @@ def test_split_follows_the_variant_switches():
         split_batch({k: v for k, v in _batch().items() if k != "sharp"}, _variant(), False)
 
 
+def _motion_parts(w, split, deblurred, motion, relative, reblur):
+    """M's objective on the MAP rows of ``split``, as the system calls it."""
+    rows = {k: split.map_rows(v) for k, v in (("blur", split.blur), ("sharp", split.sharp))}
+    return motion_objective(
+        w, **rows, deblurred=split.map_rows(deblurred), motion=motion, relative=relative, reblur=reblur
+    )
+
+
+def _deblur_inputs(split, deblurred, map_terms=True):
+    """D's objective inputs, as the system builds them (one stage; a discriminator that averages colours)."""
+    inputs = {"stages": [split.paired(deblurred)], "sharp": split.paired(split.sharp), "stage_weights": [1.0]}
+    if map_terms:
+        inputs |= {
+            "blur": split.unpaired(split.blur),
+            "deblurred": split.unpaired(deblurred),
+            "deblurred_map": split.map_rows(deblurred),
+            "motion": _RecordingMotion(),
+            "relative": lambda b, d: b - d,
+            "reblur": Reblur(),
+            "sharp_expectation": lambda: torch.zeros(2),
+            "discriminator": lambda x: [x],
+        }
+    return inputs
+
+
 @pytest.mark.parametrize("map_on_paired", [False, True])
 def test_motion_objective_reads_the_map_rows_only(weights, map_on_paired):
     w = dataclasses.replace(weights, map_on_paired=map_on_paired)
     split = split_batch(_batch(), _variant(), w.map_on_paired)
     deblurred = split.blur + 0.05
     motion = _RecordingMotion()
-    parts, m_sharp = motion_objective(w, split, deblurred, MotionFns(motion, lambda b, d: b - d, Reblur(alpha=4.0)))
+    parts, m_sharp = _motion_parts(w, split, deblurred, motion, lambda b, d: b - d, Reblur(alpha=4.0))
     (seen,) = motion.inputs  # one batched forward of blurry, sharp and S_hat rows
     rows = slice(0, None) if map_on_paired else slice(2, None)
     expected = torch.cat([split.blur[rows], split.sharp[rows], deblurred[rows]])
@@ -106,7 +130,7 @@ def test_motion_objective_reblurs_along_the_motion_it_is_given(weights, relative
     deblurred = split.blur + 0.05
     motion, reblur = _RecordingMotion(), Reblur(alpha=4.0)
     fn = (lambda b, d: b - d) if relative else (lambda b, d: b)
-    parts, _ = motion_objective(weights, split, deblurred, MotionFns(motion, fn, reblur))
+    parts, _ = _motion_parts(weights, split, deblurred, motion, fn, reblur)
     blur, fake = split.unpaired(split.blur), split.unpaired(deblurred)
     m_rel = motion(blur) - motion(fake) if relative else motion(blur)
     expected = weights.reblur_motion * terms.reblur_loss(reblur(fake, m_rel), blur, weights.reblur_msssim_ratio)
@@ -118,14 +142,10 @@ def test_motion_objective_reblurs_along_the_motion_it_is_given(weights, relative
 def test_zero_weights_switch_terms_off(weights):
     w = dataclasses.replace(weights, kernel_sharp=0.0, kernel_hinge=0.0, motion_tv=0.0)
     split = split_batch(_batch(), _variant(), False)
-    parts, _ = motion_objective(
-        w, split, split.blur + 0.05, MotionFns(_RecordingMotion(), lambda b, d: b - d, Reblur())
-    )
+    parts, _ = _motion_parts(w, split, split.blur + 0.05, _RecordingMotion(), lambda b, d: b - d, Reblur())
     assert set(parts) == {"reblur", "kernel_blurry", "kernel_deblurred"}
-    stages = [split.blur + 0.05]
     w = dataclasses.replace(weights, sharp_prior=0.0, natural=0.0)
-    m = MotionFns(_RecordingMotion(), lambda b, d: b - d, Reblur())
-    parts = deblur_objective(w, _variant(), split, stages, [1.0], m, lambda: torch.zeros(2), lambda x: [x], True)
+    parts = deblur_objective(w, **_deblur_inputs(split, split.blur + 0.05))
     assert set(parts) == {"content", "reblur", "motion_tv"}
 
 
@@ -146,7 +166,8 @@ def test_disc_objective_real_and_fake_batches():
 
     split = split_batch(_batch(), _variant(discriminator="sharp", disc_fake_blurry=True), False)
     deblurred = split.blur + 0.05
-    parts = disc_objective(_variant(discriminator="sharp", disc_fake_blurry=True), split, deblurred, disc)
+    fake_rows = torch.cat([split.map_rows(deblurred), split.map_rows(split.blur)])  # Net1's fake batch
+    parts = disc_objective(real=natural_real(split, "sharp"), fake=fake_rows, discriminator=disc)
     real, fake = seen
     assert torch.equal(real, _images(3, 0.7))
     assert torch.equal(fake, torch.cat([deblurred[2:], _images(3, 0.5)]))  # Net1: blurry images are fake too
@@ -155,12 +176,11 @@ def test_disc_objective_real_and_fake_batches():
 
 def test_deblur_objective_content_on_paired_rows_and_warm_up(weights):
     split = split_batch(_batch(), _variant(), False)
-    stages = [split.blur + 0.05]
-    m = MotionFns(_RecordingMotion(), lambda b, d: b - d, Reblur())
-    warm = deblur_objective(weights, _variant(), split, stages, [1.0], m, lambda: torch.zeros(2), lambda x: [x], False)
-    expected = weights.content * terms.distance(stages[0][:2], _images(2, 0.2), weights.content_norm)
+    deblurred = split.blur + 0.05
+    warm = deblur_objective(weights, **_deblur_inputs(split, deblurred, map_terms=False))
+    expected = weights.content * terms.distance(deblurred[:2], _images(2, 0.2), weights.content_norm)
     assert set(warm) == {"content"} and torch.allclose(warm["content"], expected)
-    full = deblur_objective(weights, _variant(), split, stages, [1.0], m, lambda: torch.zeros(2), lambda x: [x], True)
+    full = deblur_objective(weights, **_deblur_inputs(split, deblurred))
     assert set(full) == {"content", "reblur", "sharp_prior", "motion_tv", "natural"}
 
 

@@ -31,7 +31,6 @@ from neurmap.losses import terms
 __all__ = [
     "BatchSplit",
     "LossWeights",
-    "MotionFns",
     "MotionPretrainWeights",
     "Variant",
     "content_loss",
@@ -193,35 +192,33 @@ def split_batch(batch: Mapping[str, Any], variant: Variant, map_on_paired: bool)
 # ----------------------------------------------------------------------------------------- objectives
 
 
-@dataclass(frozen=True)
-class MotionFns:
-    """What the objectives call of M and R: ``motion`` = canonical M, ``relative`` = the motion fed to R
-    from M(B) and M(S_hat), ``reblur`` = R."""
-
-    motion: Callable[[Tensor], Tensor]
-    relative: Callable[[Tensor, Tensor], Tensor]
-    reblur: nn.Module
-
-
 def _add(parts: Parts, name: str, weight: float, term: Callable[[], Tensor]) -> None:
     """``parts[name] = weight * term()``, skipping the computation when the weight is 0."""
     if weight != 0:
         parts[name] = weight * term()
 
 
-def motion_objective(w: LossWeights, split: BatchSplit, deblurred: Tensor, m: MotionFns) -> tuple[Parts, Tensor]:
-    """Eq. 10: lambda * L_reblur + L_kernel + L_tv(M_rel), on S_hat.detach(). Returns the weighted terms and
-    M(S) (detached), which feeds the pool behind E[|M(S)|]."""
-    blur, sharp = split.map_rows(split.blur), split.map_rows(split.sharp)
-    fake = split.map_rows(deblurred).detach()
+def motion_objective(
+    w: LossWeights,
+    *,
+    blur: Tensor,
+    sharp: Tensor,
+    deblurred: Tensor,
+    motion: Callable[[Tensor], Tensor],
+    relative: Callable[[Tensor, Tensor], Tensor],
+    reblur: nn.Module,
+) -> tuple[Parts, Tensor]:
+    """Eq. 10: lambda * L_reblur + L_kernel + L_tv(M_rel) on the MAP rows ``blur``, ``sharp`` and ``deblurred``
+    (S_hat, detached). ``motion`` is the canonical M, ``relative`` makes the motion R receives from M(B) and
+    M(S_hat), ``reblur`` is R. Returns the weighted terms and M(S) (detached), which feeds the E[|M(S)|] pool."""
     nb, ns = blur.shape[0], sharp.shape[0]
     # M has no normalisation layers, so one batched forward equals three separate ones.
-    motion = m.motion(torch.cat([blur, sharp, fake]))
-    m_blur, m_sharp, m_fake = motion[:nb], motion[nb : nb + ns], motion[nb + ns :]
-    m_rel = m.relative(m_blur, m_fake)
+    m_all = motion(torch.cat([blur, sharp, deblurred]))
+    m_blur, m_sharp, m_fake = m_all[:nb], m_all[nb : nb + ns], m_all[nb + ns :]
+    m_rel = relative(m_blur, m_fake)
     parts: Parts = {}
     ratio = w.reblur_msssim_ratio
-    _add(parts, "reblur", w.reblur_motion, lambda: terms.reblur_loss(m.reblur(fake, m_rel), blur, ratio))
+    _add(parts, "reblur", w.reblur_motion, lambda: terms.reblur_loss(reblur(deblurred, m_rel), blur, ratio))
     _add(parts, "kernel_blurry", w.kernel_blurry, lambda: terms.kernel_blurry(m_blur, w.kernel_blurry_target))
     _add(parts, "kernel_sharp", w.kernel_sharp, lambda: terms.kernel_sharp(m_sharp))
     _add(parts, "kernel_deblurred", w.kernel_deblurred, lambda: terms.kernel_deblurred(m_fake, m_blur))
@@ -237,15 +234,10 @@ def natural_real(split: BatchSplit, mode: str) -> Tensor:
     return torch.cat([sharp[0::2], blur[1::2]]) if mode == "natural" else sharp
 
 
-def disc_objective(variant: Variant, split: BatchSplit, deblurred: Tensor, discriminator: nn.Module) -> Parts:
-    """Eq. 8/12: LSGAN, real (:func:`natural_real`) -> 1 and fake S_hat.detach() -> 0 (Net1: blurry too)."""
-    fake = split.map_rows(deblurred).detach()
-    if variant.disc_fake_blurry:
-        fake = torch.cat([fake, split.map_rows(split.blur)])
-    return {
-        "real": terms.lsgan(discriminator(natural_real(split, variant.discriminator)), 1.0),
-        "fake": terms.lsgan(discriminator(fake), 0.0),
-    }
+def disc_objective(*, real: Tensor, fake: Tensor, discriminator: nn.Module) -> Parts:
+    """Eq. 8/12: LSGAN, ``real`` (:func:`natural_real`) -> 1 and ``fake`` (S_hat detached; Net1 adds the
+    blurry images) -> 0."""
+    return {"real": terms.lsgan(discriminator(real), 1.0), "fake": terms.lsgan(discriminator(fake), 0.0)}
 
 
 def content_loss(stages: list[Tensor], sharp: Tensor, stage_weights: list[float], norm: str) -> Tensor:
@@ -264,44 +256,48 @@ def content_loss(stages: list[Tensor], sharp: Tensor, stage_weights: list[float]
 
 def deblur_objective(
     w: LossWeights,
-    variant: Variant,
-    split: BatchSplit,
+    *,
     stages: list[Tensor],
+    sharp: Tensor,
     stage_weights: list[float],
-    m: MotionFns | None,
-    sharp_expectation: Callable[[], Tensor] | None,
-    discriminator: nn.Module | None,
-    map_terms: bool = True,
+    blur: Tensor | None = None,
+    deblurred: Tensor | None = None,
+    deblurred_map: Tensor | None = None,
+    motion: Callable[[Tensor], Tensor] | None = None,
+    relative: Callable[[Tensor, Tensor], Tensor] | None = None,
+    reblur: nn.Module | None = None,
+    sharp_expectation: Callable[[], Tensor] | None = None,
+    discriminator: nn.Module | None = None,
     reblur_motion: Tensor | None = None,
 ) -> Parts:
-    """Eq. 11: content on the paired rows; on the unpaired rows the reblur term, the sharp-image prior, the
-    TV of M(S_hat) and the natural-image prior (none of them when ``map_terms`` is false: the warm-up).
+    """Eq. 11: the content loss of the paired rows' outputs ``stages`` against ``sharp``; on the unpaired rows
+    ``blur`` -> ``deblurred`` the reblur term, the sharp-image prior, the TV of M(S_hat) and the natural-image
+    prior. ``deblurred_map`` holds the rows the priors see (the unpaired rows, or the whole batch with
+    ``map_on_paired``; the unpaired rows last). Without ``blur`` (the warm-up, or no unpaired rows) only the
+    content loss is computed; without ``motion`` (no M) and ``discriminator`` (no N) their terms are off.
     M and N must have their parameters frozen (toggled off): gradients reach D only.
 
-    ``reblur_motion`` (units of R, the unpaired rows) replaces M's relative motion in the reblur term: the
-    oracle-motion ablation feeds the data's ground truth there."""
-    deblurred = stages[-1]
+    ``reblur_motion`` (units of R) replaces M's motion in the reblur term: the oracle-motion ablation feeds the
+    data's ground truth there."""
     parts: Parts = {}
-    if split.n_paired:
-        paired_stages = [split.paired(s) for s in stages]
-        target = split.paired(split.sharp)
-        _add(parts, "content", w.content, lambda: content_loss(paired_stages, target, stage_weights, w.content_norm))
-    if not (variant.unpaired and map_terms and split.has_unpaired):
+    if sharp.shape[0]:
+        _add(parts, "content", w.content, lambda: content_loss(stages, sharp, stage_weights, w.content_norm))
+    if blur is None or deblurred is None or not blur.shape[0]:
         return parts
-    blur_u, deblurred_u = split.unpaired(split.blur), split.unpaired(deblurred)
-    if m is not None and (w.reblur_deblur or w.sharp_prior or w.deblurred_motion_tv):
-        m_rows = m.motion(split.map_rows(deblurred))
-        m_fake = split.unpaired(m_rows) if split.map_on_paired else m_rows  # the unpaired rows' M(S_hat)
+    rows = deblurred if deblurred_map is None else deblurred_map
+    if motion is not None and (w.reblur_deblur or w.sharp_prior or w.deblurred_motion_tv):
+        m_rows = motion(rows)
+        m_fake = m_rows[-deblurred.shape[0] :]  # the unpaired rows' M(S_hat)
         if w.reblur_deblur:
             if reblur_motion is None:
                 with torch.no_grad():
-                    reblur_motion = m.relative(m.motion(blur_u), m_fake).detach()
-            reblurred = m.reblur(deblurred_u, reblur_motion.detach())
-            parts["reblur"] = w.reblur_deblur * terms.reblur_loss(reblurred, blur_u, w.reblur_msssim_ratio)
+                    reblur_motion = relative(motion(blur), m_fake)
+            reblurred = reblur(deblurred, reblur_motion.detach())
+            parts["reblur"] = w.reblur_deblur * terms.reblur_loss(reblurred, blur, w.reblur_msssim_ratio)
         norm = w.sharp_prior_norm
         _add(parts, "sharp_prior", w.sharp_prior, lambda: terms.sharp_prior(m_rows, sharp_expectation(), norm))
         _add(parts, "motion_tv", w.deblurred_motion_tv, lambda: terms.total_variation(m_fake))
     if discriminator is not None:
-        _add(parts, "natural", w.natural, lambda: terms.lsgan(discriminator(split.map_rows(deblurred)), 1.0))
-    _add(parts, "image_tv", w.image_tv, lambda: terms.total_variation(deblurred_u))
+        _add(parts, "natural", w.natural, lambda: terms.lsgan(discriminator(rows), 1.0))
+    _add(parts, "image_tv", w.image_tv, lambda: terms.total_variation(deblurred))
     return parts

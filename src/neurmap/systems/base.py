@@ -123,11 +123,12 @@ class ManualSystem(L.LightningModule):
         loss_fn: Callable[..., dict[str, torch.Tensor]],
         *args: Any,
         on_parts: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+        **tensors: Any,
     ) -> dict[str, torch.Tensor]:
-        """One optimizer step of network ``name`` on ``sum(loss_fn(*args).values())``; returns its logs.
-        ``on_parts`` may add logs computed from the weighted terms before the backward pass."""
+        """One optimizer step of network ``name`` on ``sum(loss_fn(*args, **tensors).values())``; returns its
+        logs. ``on_parts`` may add logs computed from the weighted terms before the backward pass."""
         with self.toggled_optimizer(optimizer):
-            parts = loss_fn(*args)
+            parts = loss_fn(*args, **tensors)
             if not parts:
                 raise ValueError(f"the {name} objective has no term with a non-zero weight")
             total = sum(parts.values())

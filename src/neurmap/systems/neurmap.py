@@ -34,7 +34,6 @@ from neurmap.losses import terms
 from neurmap.losses.objectives import (
     BatchSplit,
     LossWeights,
-    MotionFns,
     Variant,
     check_variant,
     check_weights,
@@ -42,6 +41,7 @@ from neurmap.losses.objectives import (
     disc_objective,
     from_mapping,
     motion_objective,
+    natural_real,
     split_batch,
 )
 from neurmap.losses.pool import MotionPool
@@ -176,33 +176,23 @@ class NeurMAPSystem(ManualSystem):
 
         self.deblur_net = deblur_net
         self.reblur = reblur
-        self.motion_net = xavier_init_(motion_net, init_gain) if self.use_motion else None
+        self.motion_net = xavier_init_(motion_net, init_gain) if self.variant.motion else None
         if motion_pretrained:
             load_motion_pretrained(self.motion_net, motion_pretrained)
-        self.discriminator = xavier_init_(discriminator, init_gain) if self.disc_mode != "none" else None
-        if self.use_motion and motion_net is None:
+        self.discriminator = xavier_init_(discriminator, init_gain) if self.variant.discriminator != "none" else None
+        if self.variant.motion and motion_net is None:
             raise ValueError(f"variant {variant.name!r} needs a motion network, got None")
-        if self.disc_mode != "none" and discriminator is None:
+        if self.variant.discriminator != "none" and discriminator is None:
             raise ValueError(f"variant {variant.name!r} needs a discriminator, got None")
-        self.pool = MotionPool(pool_size) if self.use_motion else None
+        self.pool = MotionPool(pool_size) if self.variant.motion else None
 
         # Optimizer order = configure_optimizers order; the step order is motion, disc, deblur.
         self.opt_names = ["deblur"]
-        if self.use_motion:
+        if self.variant.motion:
             self.opt_names.append("motion")
-        if self.disc_mode != "none":
+        if self.variant.discriminator != "none":
             self.opt_names.append("disc")
         self._check_optim(optim)
-
-    @property
-    def use_motion(self) -> bool:
-        """The variant has M and R."""
-        return self.variant.motion
-
-    @property
-    def disc_mode(self) -> str:
-        """The variant's image discriminator: natural, sharp or none."""
-        return self.variant.discriminator
 
     def networks(self) -> dict[str, nn.Module]:
         return {"deblur": self.deblur_net, "motion": self.motion_net, "disc": self.discriminator}
@@ -234,46 +224,71 @@ class NeurMAPSystem(ManualSystem):
         return motion * self.motion_scale if self.motion_scale != 1.0 else motion
 
     # ----------------------------------------------------------------- training
-    def _motion_fns(self) -> MotionFns:
-        return MotionFns(self.motion, self.relative, self.reblur)
-
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """One iteration: the M step, the N step, then the D step (README, Architecture)."""
         split = split_batch(batch, self.variant, self.weights.map_on_paired)
         split = dataclasses.replace(split, blur=self._images(split.blur), sharp=self._images(split.sharp))
-        optimizers = self._named_optimizers()
-        warming_up = self.iteration < self.warmup_iterations
+        opt = self._named_optimizers()
         stages = self.deblur_net.forward_stages(split.blur)  # S_hat once, reused by all three steps
-        deblurred = stages[-1]
+        s_hat = split.map_rows(stages[-1]).detach()
         logs: dict[str, torch.Tensor] = {}
-        if self.use_motion:
-            logs |= self._step("motion", optimizers["motion"], self._motion_step, split, deblurred)
-        if self.disc_mode != "none":
+        if self.variant.motion:
+            logs |= self._step("motion", opt["motion"], self._motion_step, split=split, deblurred=s_hat)
+        if self.variant.discriminator != "none":
+            fake = torch.cat([s_hat, split.map_rows(split.blur)]) if self.variant.disc_fake_blurry else s_hat
+            real = natural_real(split, self.variant.discriminator)
             logs |= self._step(
-                "disc", optimizers["disc"], disc_objective, self.variant, split, deblurred, self.discriminator
+                "disc", opt["disc"], disc_objective, real=real, fake=fake, discriminator=self.discriminator
             )
+        map_terms = self.iteration >= self.warmup_iterations
         on_parts = self._deblur_grad_logs if self.log_grad_norms and self._should_log() else None
-        logs |= self._step(
-            "deblur",
-            optimizers["deblur"],
-            deblur_objective,
-            self.weights,
-            self.variant,
-            split,
-            stages,
-            self.content_stage_weights,
-            self._motion_fns() if self.use_motion else None,
-            self.pool.expectation if self.use_motion else None,
-            self.discriminator,
-            not warming_up,
-            self._oracle_motion(split),
-            on_parts=on_parts,
-        )
-        logs["train/deblur/map_terms_on"] = torch.tensor(float(not warming_up))
+        inputs = self._deblur_inputs(split, stages, map_terms, self._oracle_motion(split))
+        logs |= self._step("deblur", opt["deblur"], deblur_objective, self.weights, on_parts=on_parts, **inputs)
+        logs["train/deblur/map_terms_on"] = torch.tensor(float(map_terms))
         self._step_schedulers(logs)
         shown = logs.pop("train/deblur/total")
         n = split.blur.shape[0]
         self.log("train/deblur/total", shown, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
+
+    def _motion_step(self, split: BatchSplit, deblurred: torch.Tensor) -> dict[str, torch.Tensor]:
+        """M's objective (eq. 10) on the MAP rows, feeding the E[|M(S)|] pool with this batch's sharp images."""
+        parts, m_sharp = motion_objective(
+            self.weights,
+            blur=split.map_rows(split.blur),
+            sharp=split.map_rows(split.sharp),
+            deblurred=deblurred,
+            motion=self.motion,
+            relative=self.relative,
+            reblur=self.reblur,
+        )
+        self._push_sharp_motion(m_sharp)
+        return parts
+
+    def _deblur_inputs(
+        self, split: BatchSplit, stages: list[torch.Tensor], map_terms: bool, reblur_motion: torch.Tensor | None
+    ) -> dict[str, Any]:
+        """The named tensors and callables of D's objective: the paired rows' outputs and targets, and, when
+        the MAP terms are on, the unpaired rows, the rows the priors see, M, R, the pool, N and the motion
+        that replaces M's in the reblur term (the oracle-motion ablation; else None)."""
+        inputs: dict[str, Any] = {
+            "stages": [split.paired(s) for s in stages],
+            "sharp": split.paired(split.sharp),
+            "stage_weights": self.content_stage_weights,
+        }
+        if not (map_terms and self.variant.unpaired and split.has_unpaired):
+            return inputs
+        inputs |= {
+            "blur": split.unpaired(split.blur),
+            "deblurred": split.unpaired(stages[-1]),
+            "deblurred_map": split.map_rows(stages[-1]),
+            "discriminator": self.discriminator,
+            "reblur_motion": reblur_motion,
+        }
+        if self.variant.motion:
+            inputs |= {"motion": self.motion, "relative": self.relative, "reblur": self.reblur}
+            inputs["sharp_expectation"] = self.pool.expectation
+        return inputs
 
     def _oracle_motion(self, split: BatchSplit) -> torch.Tensor | None:
         """The ground-truth motion of the unpaired rows in R's units, for the oracle-motion ablation (else None)."""
@@ -286,12 +301,6 @@ class NeurMAPSystem(ManualSystem):
                 "data.unpaired_blur.records.with_motion=true) or another variant"
             )
         return split.unpaired_motion.to(split.blur) / self.reblur.alpha
-
-    def _motion_step(self, split: BatchSplit, deblurred: torch.Tensor) -> dict[str, torch.Tensor]:
-        """M's objective (eq. 10), feeding the E[|M(S)|] pool with this batch's sharp images."""
-        parts, m_sharp = motion_objective(self.weights, split, deblurred, self._motion_fns())
-        self._push_sharp_motion(m_sharp)
-        return parts
 
     def _deblur_grad_logs(self, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each D term's gradient norm and its share of the terms' summed norms: a term that dominates D
@@ -339,16 +348,9 @@ class NeurMAPSystem(ManualSystem):
                 blur, sharp = images["blur"][i : i + 1], images["sharp"][i : i + 1]
                 true_motion = images["motion"][i : i + 1] / self.reblur.alpha if "motion" in images else None
                 stages = self.deblur_net.forward_stages(blur)
+                oracle = true_motion if self.variant.oracle_motion else None
                 parts = deblur_objective(
-                    weights,
-                    self.variant,
-                    BatchSplit(blur, sharp, 0, False),
-                    stages,
-                    self.content_stage_weights,
-                    self._motion_fns() if self.use_motion else None,
-                    self.pool.expectation if self.use_motion else None,
-                    self.discriminator,
-                    reblur_motion=true_motion if self.variant.oracle_motion else None,
+                    weights, **self._deblur_inputs(BatchSplit(blur, sharp, 0, False), stages, True, oracle)
                 )
                 if true_motion is not None:
                     reblurred = self.reblur(stages[-1], true_motion)
@@ -367,7 +369,7 @@ class NeurMAPSystem(ManualSystem):
             out["psnr"] = peak_signal_noise_ratio(deblurred, sharp, data_range=1.0, reduction="none", dim=(1, 2, 3))
             out["ssim"] = structural_similarity_index_measure(deblurred, sharp, data_range=1.0, reduction="none")
             out["input_psnr"] = peak_signal_noise_ratio(blur, sharp, data_range=1.0, reduction="none", dim=(1, 2, 3))
-        if self.use_motion:
+        if self.variant.motion:
             motion = self.relative(self.motion(blur), self.motion(deblurred))
             reblurred = self.reblur(deblurred, motion)
             out["reblur_psnr"] = peak_signal_noise_ratio(
@@ -394,7 +396,7 @@ class NeurMAPSystem(ManualSystem):
         deblurred = self.deblur_net(blur).clamp(0, 1)
         panels = {"blurry": blur, "deblurred": deblurred}
         flows = {}
-        if self.use_motion:
+        if self.variant.motion:
             motion = self.relative(self.motion(blur), self.motion(deblurred))
             panels["reblurred"] = self.reblur(deblurred, motion).clamp(0, 1)
             flows["motion"] = motion * self.reblur.alpha  # pixels of full blur length
