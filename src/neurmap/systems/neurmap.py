@@ -1,23 +1,15 @@
 """NeurMAPSystem: the LightningModule that trains D, M and N with three optimizers.
 
-One iteration (paper §3.3, the authors' ``optimize``):
-
-1. ``S_hat = D(B)`` once, for every blurry image of the batch (paired and unpaired);
-2. **M step** (eq. 10): reblur data term + kernel priors + TV of the relative motion, on ``S_hat.detach()``;
-3. **N step** (eq. 12): LSGAN, fake ``S_hat.detach()`` -> 0, real natural images {B, S} -> 1;
-4. **D step** (eq. 11): content loss on paired data, and on unpaired data the reblur term,
-   sharp-image prior, natural-image prior and TV of M(S_hat), through the just-updated M and N.
-
-Each step runs inside ``toggled_optimizer`` so only its own network receives gradients, and each
-network changes only through its own optimizer. The paper's ablations (Table 3) switch parts off
-through ``variant``; every weight comes from ``conf/loss``.
+:meth:`NeurMAPSystem.training_step` is one iteration of the paper's Fig. 3 (the M step, the N step, then
+the D step through the just-updated M and N); README "Architecture: where things live" describes it once,
+term by term. The objectives themselves are :mod:`neurmap.losses.objectives`; the paper's ablations
+(Table 3) switch parts off through ``variant``, and every weight comes from ``conf/loss``.
 
 Beyond the paper: M can start from a motion-pretraining run (``motion_pretrained``, see
 :mod:`neurmap.systems.motion_pretrain`), D can be kept on the content loss alone for the first
-``warmup_iterations`` while M and N train, and on the logging steps the share of each D term in D's
-gradient norm is logged (``train/deblur/grad_norm/<term>``, ``train/deblur/grad_share/<term>``).
-
-Choices where the paper and the authors' code differ are documented in README ("Faithfulness").
+``warmup_iterations`` while M and N train, the signal diagnostic (:meth:`NeurMAPSystem.signal`) runs at every
+validation, and on the logging steps the share of each D term in D's gradient norm is logged
+(``train/deblur/grad_norm/<term>``, ``train/deblur/grad_share/<term>``).
 """
 
 from __future__ import annotations
