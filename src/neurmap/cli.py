@@ -107,8 +107,10 @@ def explain(err: BaseException, config_name: str = "", overrides: Sequence[str] 
         return f"cannot parse '{shown}': expected key=value or group=option (quote values with spaces)"
     cause = err.__cause__
     if isinstance(err, ConfigCompositionException) and isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
-        key = getattr(cause, "full_key", None) or re.sub(r"Could not override '([^']+)'.*", r"\1", text.splitlines()[0])
-        parent = key.rpartition(".")[0]
+        found = re.search(r"Could not override '([^']+)'", text)
+        missing = getattr(cause, "full_key", None) or (found.group(1) if found else "")
+        key = found.group(1) if found else missing  # the whole override key; ``missing`` its first unknown level
+        parent = missing.rpartition(".")[0]
         known = _keys_of(config_name, overrides, parent)
         where = f" of {parent}" if parent else ""
         return f"unknown key '{key}'" + (f"; the keys{where} are: {', '.join(known)}" if known else "")

@@ -6,13 +6,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from neurmap.experiments.mini.common import PROG, ReproError
+from neurmap.cli import fail
+from neurmap.experiments.mini.common import PROG, ReproError, StageFailed
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line; errors end with one line and exit status 2."""
+    """Command line; errors end with one line: exit status 2 for a bad option or setting, 1 for a failed stage."""
     from hydra.errors import HydraException
 
     from neurmap.experiments.mini.options import parse_args
@@ -21,8 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(parse_args(argv))
     except (ReproError, FileNotFoundError, HydraException, ValueError) as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
-        return 2
+        return fail(PROG, err)
+    except StageFailed as err:
+        return fail(PROG, err, status=1)
     return 0
 
 

@@ -7,17 +7,55 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from neurmap.experiments.mini.common import PROG, ReproError
+from neurmap.experiments.mini.common import METHODS, PROG, ReproError
 from neurmap.experiments.mini.data import DEFAULT_SYNTH, DEFAULT_TEST_PHOTOS, DEFAULT_TRAIN_PHOTOS
-from neurmap.experiments.mini.report import METHODS
 
-__all__ = ["build_parser", "parse_args"]
+__all__ = ["MiniOptions", "build_parser", "parse_args"]
 
 DESCRIPTION = (
     "A CPU-scale reproduction of NeurMAP's central claim: fine-tuning the GoPro-trained DMPHN on unpaired data "
     "of an unseen blur family beats supervised fine-tuning on paired data. Writes <out>/<report-name>.md."
 )
+
+
+@dataclass(frozen=True)
+class MiniOptions:
+    """The options of one reproduction, typed and read-only (:func:`parse_args`; ``--help`` describes each).
+    A stage that sizes the runs (``--minutes-per-method``) makes a changed copy with ``dataclasses.replace``."""
+
+    weights: str
+    out: str
+    work: str
+    seed: int
+    iterations: int | None
+    scratch_iterations: int | None
+    backbone: str | None
+    variants: list[str]
+    train_photos: list[str]
+    test_photos: list[str]
+    crop: int
+    train_crops: int
+    test_crops: int
+    val_crop: int
+    val_crops: int
+    paired_length: list[float]
+    synth: list[str]
+    set: list[str]
+    eval_set: list[str]
+    threads: int
+    jobs: int
+    motion_pretrain: bool
+    motion_ckpt: str | None
+    ceiling: bool
+    motion_iterations: int | None
+    motion_set: list[str]
+    minutes_per_method: float | None
+    report_name: str
+    budget_minutes: float
+    data_only: bool
+    argv: list[str] = field(default_factory=list)  # the command line, for the report
 
 
 def _default_weights() -> str:
@@ -159,13 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> MiniOptions:
     """Parse and check the options (errors are :class:`ReproError`); ``argv`` is kept for the report."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    opts = build_parser().parse_args(argv)
-    opts.argv = argv
-    if opts.synth is None:
-        opts.synth = list(DEFAULT_SYNTH)
+    parsed = vars(build_parser().parse_args(argv))
+    opts = MiniOptions(**{**parsed, "synth": parsed["synth"] or list(DEFAULT_SYNTH)}, argv=argv)
     if "neurmap" not in opts.variants:
         raise ReproError(f"--variants must include neurmap, got {','.join(opts.variants)}")
     unknown = [v for v in opts.variants if v not in METHODS or v in ("baseline", "ceiling")]

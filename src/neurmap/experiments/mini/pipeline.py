@@ -20,149 +20,39 @@ so a bad ``--set`` stops the run before any training.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import math
+import dataclasses
 import os
-import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neurmap.experiments.mini.common import PROG, ReproError, log, shown
-from neurmap.experiments.mini.data import DEFAULT_SYNTH, build_data
+from neurmap.cli import UsageError, check_overrides
+from neurmap.experiments.mini import report
+from neurmap.experiments.mini.common import PROG, ReproError, StageFailed, log
+from neurmap.experiments.mini.data import DEFAULT_SYNTH, build_data, skimage_data
+from neurmap.experiments.mini.options import MiniOptions, build_parser
+from neurmap.experiments.mini.plan import (
+    CEILING,
+    COST,
+    EVAL_SET,
+    MOTION_VARIANTS,
+    Plan,
+    Stage,
+    duration,
+    joblib_overrides,
+    loadavg,
+    rel,
+    thread_env,
+    train_overrides,
+)
 from neurmap.experiments.mini.verdicts import iterations_in
 from neurmap.utils.files import atomic_write
 
-__all__ = ["MOTION_VARIANTS", "Plan", "Stage", "run", "train_overrides"]
-
-#: Variants with a motion network M: they start M from the motion-pretraining run.
-MOTION_VARIANTS = ("neurmap", "net2", "net3", "oracle_motion")
-#: Relative cost of a fine-tune (NeurMAP-like iterations run D, M and N): sweeps list the longest first, so
-#: the joblib launcher starts them first.
-COST = {"neurmap": 4, "oracle_motion": 4, "net3": 4, "net2": 3, "net1": 2, "baseline": 1}
-#: The ceiling's paired data: the target family's own pairs (unavailable to a real user).
-CEILING = ["variant=baseline", "data.paired.records.root=${paths.mini}/kernel_synth/train"]
-EVAL_SET = "kernel_synth"  # the test set of data=kernel_synth
-
-
-@dataclass
-class Stage:
-    """One step: its name, the command a user would type (``env`` shown as a prefix), how long it took."""
-
-    name: str
-    argv: list[str]  # after "python": ["-m", module, *overrides]
-    env: dict[str, str] = field(default_factory=dict)
-    out: Path | None = None  # the run or sweep folder it writes (emptied before it runs)
-    seconds: float = math.nan
-    note: str = ""
-
-    @property
-    def command(self) -> str:
-        """The shell line of the stage (a ``#`` comment for a step with no command of its own)."""
-        if not self.argv:
-            return f"# {self.name}: {self.note or 'in process'}"
-        prefix = [f"{k}={v}" for k, v in self.env.items()]
-        return shown(" ".join([*prefix, "python", *(shlex.quote(a) for a in self.argv)]))
-
-
-@dataclass
-class Plan:
-    """The runs of one reproduction: options, folders, the start, the stages as they ran."""
-
-    opts: argparse.Namespace
-    work: Path
-    start_weights: str = ""  # the start the fine-tunes load (release folder or the scratch run's last.ckpt)
-    released: bool = False
-    stages: list[Stage] = field(default_factory=list)
-    manifest: dict[str, Any] = field(default_factory=dict)
-    motion_ckpt: str = ""  # the motion-pretraining run's last.ckpt ("" = M starts from scratch)
-    ckpts: dict[str, str] = field(default_factory=dict)  # run key ("start", variant) -> checkpoint evaluated
-    load: list[float] = field(default_factory=list)  # 1-min load average at the start and at the end
-    configs: dict[str, Any] = field(default_factory=dict)  # composed fine-tune config, for the report
-
-    @property
-    def data_dir(self) -> Path:
-        return self.work / "data"
-
-    @property
-    def backbone(self) -> str:
-        return self.opts.backbone or "dmphn_1_2_4"
-
-    def path(self, *parts: str) -> str:
-        """A path under the work folder as the commands show it (relative to the current folder when below it)."""
-        return rel(self.work.joinpath(*parts))
-
-
-def rel(path: Path) -> str:
-    """``path`` relative to the current folder when below it (shorter commands), else absolute."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path.resolve())
-
-
-def loadavg() -> float:
-    try:
-        return os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return math.nan
-
-
-def duration(seconds: float) -> str:
-    if math.isnan(seconds):
-        return "-"
-    minutes, sec = divmod(seconds, 60)
-    return f"{int(minutes)} min {sec:04.1f} s" if minutes else f"{sec:.1f} s"
-
-
-# -------------------------------------------------------------------------------------------- commands
-
-
-def train_overrides(plan: Plan, experiment: str, variants: Sequence[str] = (), motion: bool = False) -> list[str]:
-    """Hydra overrides of a training (``variants``: one value, or several for a multirun), without the run
-    folder and the launcher; ``motion`` starts M from the motion-pretraining run."""
-    opts = plan.opts
-    args = [f"experiment={experiment}"]
-    if variants:
-        args.append(f"variant={','.join(variants)}")
-    if opts.backbone and experiment != "mini_motion":
-        args.append(f"backbone={opts.backbone}")
-    args += [f"seed={opts.seed}", f"paths.mini={rel(plan.data_dir)}"]
-    iterations = {"mini_scratch": opts.scratch_iterations, "mini_motion": opts.motion_iterations}.get(
-        experiment, opts.iterations
-    )
-    if iterations is not None:
-        args.append(f"iterations={iterations}")
-    if experiment == "mini_motion":
-        return [*args, *opts.motion_set]
-    if experiment == "mini_neurmap":
-        args.append(f"backbone.pretrained={_value(plan.start_weights) or 'null'}")
-        if motion and plan.motion_ckpt:
-            args.append(f"model.motion_pretrained={_value(plan.motion_ckpt)}")
-    return [*args, *opts.set]
-
-
-def _value(path: str) -> str:
-    """A path as a Hydra override value: quoted when it holds characters of the override grammar
-    (``best-step=2250.ckpt``)."""
-    return f"'{path}'" if any(c in path for c in "=,[]{}()'\" ") else path
-
-
-def _joblib(opts: argparse.Namespace, group: str) -> list[str]:
-    """Launcher overrides of a multirun: joblib with ``--jobs`` processes, or Hydra's sequential default."""
-    return [group, f"hydra.launcher.n_jobs={opts.jobs}"] if opts.jobs > 1 else []
-
-
-def _thread_env(opts: argparse.Namespace) -> dict[str, str]:
-    """Torch threads of each job of a multirun (``--threads``)."""
-    return {"OMP_NUM_THREADS": str(opts.threads)}
+__all__ = ["run"]
 
 
 def training_stage(plan: Plan, name: str, experiment: str, run_name: str, extra: Sequence[str] = ()) -> Stage:
@@ -176,69 +66,31 @@ def sweep_stage(plan: Plan, name: str, variants: Sequence[str], motion: bool) ->
     """A fine-tune multirun over ``variants`` (longest first), into ``<work>/sweeps/<name>``."""
     ordered = sorted(variants, key=lambda v: -COST.get(v, 0))
     overrides = train_overrides(plan, "mini_neurmap", ordered, motion)
-    argv = ["-m", "neurmap.train", "-m", *_joblib(plan.opts, "cluster=joblib"), *overrides]
+    argv = ["-m", "neurmap.train", "-m", *joblib_overrides(plan.opts, "cluster=joblib"), *overrides]
     argv.append(f"hydra.sweep.dir={plan.path('sweeps', name)}")
-    return Stage(f"fine-tunes {name.replace('_', ' ')}", argv, _thread_env(plan.opts), plan.work / "sweeps" / name)
+    return Stage(f"fine-tunes {name.replace('_', ' ')}", argv, thread_env(plan.opts), plan.work / "sweeps" / name)
 
 
 def evaluation_stage(plan: Plan) -> Stage:
     """One evaluation multirun over every checkpoint of ``plan.ckpts`` on the held-out test set."""
     opts = plan.opts
-    argv = ["-m", "neurmap.evaluate", "-m", *_joblib(opts, "hydra/launcher=joblib")]
+    argv = ["-m", "neurmap.evaluate", "-m", *joblib_overrides(opts, "hydra/launcher=joblib")]
     argv += [f"ckpt={','.join(plan.ckpts.values())}", f"backbone={plan.backbone}", f"data={EVAL_SET}"]
     argv += [f"paths.kernel_synth={plan.path('data', 'kernel_synth')}", f"paths.log_dir={plan.path()}"]
     argv += [f"seed={opts.seed}", "device=cpu", "progress=false", "metrics.signal=true"]
     argv.append(f"hydra.sweep.dir={plan.path('sweeps', 'evaluate')}")
-    return Stage("evaluate", [*argv, *opts.eval_set], _thread_env(opts), plan.work / "sweeps" / "evaluate")
+    return Stage("evaluate", [*argv, *opts.eval_set], thread_env(opts), plan.work / "sweeps" / "evaluate")
 
 
-def _sweep_variant(overrides: list[str], variant: str) -> list[str]:
-    return [f"variant={variant}" if o.startswith("variant=") else o for o in overrides]
-
-
-def check_configs(plan: Plan, stages: Sequence[Stage]) -> None:
-    """Compose every training and evaluation of ``stages`` here first (each job of a multirun on its own),
-    so that a bad ``--set`` / ``--eval-set`` stops the run before anything trains."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from neurmap.config import compose
-
+def check_configs(stages: Sequence[Stage]) -> None:
+    """Compose every job of every training and evaluation of ``stages`` here first, as the commands will, so that
+    a bad ``--set`` / ``--eval-set`` stops the run with one line before anything trains."""
     for stage in stages:
         module, overrides = stage.argv[1], [a for a in stage.argv[2:] if a != "-m"]
-        config = module.rsplit(".", 1)[1]
-        jobs = [overrides]
-        variant = next((o for o in overrides if o.startswith("variant=")), "")
-        if "," in variant:
-            jobs = [_sweep_variant(overrides, v) for v in variant.split("=", 1)[1].split(",")]
-        if config == "evaluate":  # the checkpoints do not exist yet: compose with the first one's text
-            jobs = [[o.split(",")[0] if o.startswith("ckpt=") else o for o in overrides]]
-        for job in jobs:
-            try:
-                compose(job, plan.work / ".compose", config_name=config)
-            except (HydraException, OmegaConfBaseException) as err:
-                message = " ".join(str(err).split())
-                raise ReproError(f"{module} overrides of {stage.name}: {message}") from None
-
-
-def _run_group(argv: list[str], output: Any, env: dict[str, str]) -> int:
-    """Run ``argv`` in a process group of its own and wait; if this process is interrupted or fails, the
-    whole group goes down with it (a multirun's launcher workers included, not only the direct child)."""
-    proc = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        return proc.wait()
-    except BaseException:
-        _kill_group(proc.pid, signal.SIGTERM)  # let the launcher and its workers stop cleanly first
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10.0)
-        _kill_group(proc.pid, signal.SIGKILL)  # whatever is left of the group
-        proc.wait()
-        raise
-
-
-def _kill_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+        try:
+            check_overrides(module.rsplit(".", 1)[1], overrides, multirun="-m" in stage.argv[2:])
+        except UsageError as err:
+            raise ReproError(f"{module} overrides of {stage.name}: {err}") from None
 
 
 def execute(plan: Plan, stage: Stage) -> None:
@@ -252,13 +104,15 @@ def execute(plan: Plan, stage: Stage) -> None:
     env = {**os.environ, **stage.env, "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
     with open(log_path, "w") as handle:
-        code = _run_group([sys.executable, *stage.argv], handle, env)
+        code = subprocess.run(
+            [sys.executable, *stage.argv], stdout=handle, stderr=subprocess.STDOUT, env=env
+        ).returncode
     stage.seconds = time.perf_counter() - start
     plan.stages.append(stage)
     if code != 0:
         lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
         last = " ".join(lines[-1].split())[:300] if lines else "(no output)"
-        raise ReproError(f"{stage.name} failed with exit status {code} (log: {log_path}): {last}")
+        raise StageFailed(f"{stage.name} failed with exit status {code} (log: {log_path}): {last}")
     log(f"{stage.name}: done in {duration(stage.seconds)}")
 
 
@@ -293,10 +147,8 @@ def sweep_runs(sweep: Path, variants: Sequence[str]) -> dict[str, Path]:
 # ----------------------------------------------------------------------------------------------- the run
 
 
-def data_args(opts: argparse.Namespace) -> list[str]:
+def data_args(opts: MiniOptions) -> list[str]:
     """The data options that differ from the defaults, as command-line arguments."""
-    from neurmap.experiments.mini.options import build_parser
-
     defaults = build_parser().parse_args([])
     args: list[str] = []
     for key in ("train_photos", "test_photos", "crop", "train_crops", "test_crops", "val_crop", "val_crops"):
@@ -329,18 +181,13 @@ def fit_iterations(plan: Plan, timed: int = 5, warmup: int = 3) -> None:
         count = iterations_in(opts.minutes_per_method, seconds)
         stage.note += f": {seconds:.3f} s/iteration -> {count} iterations in {opts.minutes_per_method:g} min"
         log(stage.note)
-        if name == "neurmap":
-            opts.iterations = count
-        else:
-            opts.motion_iterations = count
+        key = "iterations" if name == "neurmap" else "motion_iterations"
+        plan.opts = dataclasses.replace(plan.opts, **{key: count})
 
 
-def run(opts: argparse.Namespace) -> Path:
+def run(opts: MiniOptions) -> Path:
     """The whole reproduction: data, start, motion pretraining, fine-tune sweeps, evaluation sweep, collection,
     report. Returns the report path (the data folder with ``--data-only``)."""
-    from neurmap.experiments.mini import report
-    from neurmap.experiments.mini.data import skimage_data
-
     t0 = time.perf_counter()
     work = Path(opts.work).expanduser()
     work.mkdir(parents=True, exist_ok=True)
@@ -360,7 +207,7 @@ def run(opts: argparse.Namespace) -> Path:
     else:
         log(f"released weights not found at {weights}: training a from-scratch start first")
         scratch = training_stage(plan, "train scratch start", "mini_scratch", "scratch_baseline")
-        check_configs(plan, [scratch])
+        check_configs([scratch])
         execute(plan, scratch)
         plan.start_weights = last_ckpt(scratch.out)
     if opts.minutes_per_method is not None:
@@ -382,9 +229,7 @@ def run(opts: argparse.Namespace) -> Path:
     if without_m:
         sweeps.append((sweep_stage(plan, "without_motion" if with_m else "all", without_m, False), without_m))
     sweeps.sort(key=lambda item: -sum(COST.get(v, 0) for v in item[1]))  # the longer sweep first
-    check_configs(
-        plan, [*([motion] if motion else []), *(stage for stage, _ in sweeps), *([ceiling] if ceiling else [])]
-    )
+    check_configs([*([motion] if motion else []), *(stage for stage, _ in sweeps), *([ceiling] if ceiling else [])])
 
     if motion is not None:
         execute(plan, motion)
@@ -397,7 +242,7 @@ def run(opts: argparse.Namespace) -> Path:
         execute(plan, ceiling)
         plan.ckpts["ceiling"] = last_ckpt(ceiling.out)
     evaluation = evaluation_stage(plan)
-    check_configs(plan, [evaluation])
+    check_configs([evaluation])
     execute(plan, evaluation)
     execute(plan, Stage("collect", ["-m", "neurmap.collect", plan.path("sweeps", "evaluate")]))
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from neurmap.experiments.mini.common import PROG, ReproError, shown
-from neurmap.experiments.mini.pipeline import EVAL_SET, MOTION_VARIANTS, Plan, duration
+from neurmap.experiments.mini.common import METHODS, PROG, ReproError, shown
+from neurmap.experiments.mini.plan import EVAL_SET, MOTION_VARIANTS, Plan, duration
 from neurmap.experiments.mini.verdicts import (
     PAPER,
     ablation_reading,
@@ -29,18 +29,8 @@ from neurmap.experiments.mini.verdicts import (
 )
 from neurmap.utils.machine import machine
 
-__all__ = ["COLUMNS", "METHODS", "Results", "context", "gather", "render", "render_figure"]
+__all__ = ["COLUMNS", "Results", "context", "gather", "render", "render_figure"]
 
-#: Rows of the results table: run key -> label.
-METHODS = {
-    "baseline": "supervised fine-tune (paired only)",
-    "neurmap": "NeurMAP (natural-image discriminator)",
-    "net1": "Net1 (no M/R, sharp/blurry discriminator)",
-    "net2": "Net2 (M + R, no discriminator)",
-    "net3": "Net3 (M + R, sharp-image discriminator)",
-    "oracle_motion": "*ablation:* NeurMAP with oracle motion (R gets the true motion)",
-    "ceiling": "*ceiling:* supervised on the target family's own pairs (unavailable to a real user)",
-}
 #: Metric columns of the table: (summary key, header, format).
 COLUMNS = (
     ("psnr", "PSNR ↑", ".2f"),
@@ -98,7 +88,7 @@ def setting(plan: Plan, key: str) -> Any:
     from omegaconf import OmegaConf
 
     from neurmap.config import compose
-    from neurmap.experiments.mini.pipeline import train_overrides
+    from neurmap.experiments.mini.plan import train_overrides
 
     if "mini_neurmap" not in plan.configs:
         overrides = train_overrides(plan, "mini_neurmap", ["neurmap"], motion=True)
