@@ -280,6 +280,32 @@ def test_small_images_are_reflect_padded_with_one_warning():
     assert set(torch.unique(out[0]).tolist()) == set(torch.unique(img[0]).tolist())
 
 
+def test_tiny_images_are_padded_to_the_crop():
+    out = SingleTransform(crop_size=16, hflip=False)({"blur": _coords(3, 1), "name": "t"})["blur"]
+    assert out.shape == (3, 16, 16) and set(torch.unique(out[0]).tolist()) <= set(
+        torch.unique(_coords(3, 1)[0]).tolist()
+    )
+
+
+def test_degradation_touches_only_the_blurry_image_and_is_off_at_p_0():
+    from neurmap.data.transforms import Degradation
+
+    img = _coords(24, 24)
+    off = PairedTransform(8, degrade=Degradation((0.0, 0.02), (60, 95), p=0.0))
+    torch.manual_seed(3)
+    plain = PairedTransform(8)({"blur": img, "sharp": img})
+    torch.manual_seed(3)
+    assert torch.equal(off({"blur": img, "sharp": img})["blur"], plain["blur"])
+    on = PairedTransform(8, degrade=Degradation((0.05, 0.05), (30, 30), p=1.0))
+    torch.manual_seed(3)
+    out = on({"blur": img, "sharp": img})
+    torch.manual_seed(3)
+    again = on({"blur": img, "sharp": img})
+    assert torch.equal(out["sharp"], plain["sharp"])  # same crop, sharp side untouched
+    assert (out["blur"] - plain["blur"]).abs().mean() > 0.01 and torch.equal(out["blur"], again["blur"])
+    assert out["blur"].dtype == torch.float32 and out["blur"].min() >= 0 and out["blur"].max() <= 1
+
+
 def test_transform_rejects_wrong_samples():
     with pytest.raises(ValueError, match=r"sample\['motion'\] must be a \(2, H, W\) tensor"):
         PairedTransform(8)({"blur": _coords(9, 9), "sharp": _coords(9, 9), "motion": torch.zeros(2, 8, 9)})

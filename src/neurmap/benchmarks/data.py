@@ -21,6 +21,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from neurmap.benchmarks.common import machine
@@ -30,7 +31,7 @@ from neurmap.data.layouts import gopro
 from neurmap.data.transforms import PairedTransform
 from neurmap.synth.procedural import dead_leaves
 
-__all__ = ["main", "time_generator", "time_loader", "write_gopro_tree"]
+__all__ = ["main", "time_generator", "time_loader", "time_transform", "write_gopro_tree"]
 
 
 def write_gopro_tree(root: Path, images: int, size: tuple[int, int], seed: int = 0) -> Path:
@@ -55,6 +56,17 @@ def time_loader(root: Path, workers: int, batches: int, batch_size: int, crop: i
     start = time.perf_counter()
     count = sum(batch["blur"].shape[0] for batch in iterator)
     return count / (time.perf_counter() - start)
+
+
+def time_transform(size: tuple[int, int], crop: int, samples: int = 200) -> float:
+    """Samples per second of the paired crop + flips alone (with a motion field), on one in-memory pair."""
+    sample = {"blur": torch.rand(3, *size), "sharp": torch.rand(3, *size), "motion": torch.rand(2, *size)}
+    transform = PairedTransform(crop_size=crop)
+    transform(sample)
+    start = time.perf_counter()
+    for _ in range(samples):
+        transform(sample)
+    return samples / (time.perf_counter() - start)
 
 
 def time_generator(src: Path, dst: Path, workers: int, overrides: list[str]) -> tuple[float, int]:
@@ -85,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {machine()}")
     with TemporaryDirectory() as tmp:
         root = write_gopro_tree(Path(tmp), args.images, tuple(args.size))
+        rate = time_transform(tuple(args.size), args.crop)
+        print(f"\ntransform: {args.crop}^2 paired crop + flips of a {args.size[1]}x{args.size[0]} pair: {rate:.0f} /s")
         print(f"\nloader: {args.crop}^2 paired crops from {args.size[1]}x{args.size[0]} PNGs, batch {args.batch_size}")
         print("| workers | crops/s |\n|---|---|")
         for workers in args.workers:
