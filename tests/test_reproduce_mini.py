@@ -392,7 +392,7 @@ def test_curves_read_lengths_and_val_errors_from_run_records(tmp_path):
         }
         (sweep / str(job)).mkdir(parents=True)
         (sweep / str(job) / "final_metrics.json").write_text(json.dumps(record))
-    rows = curves.length_rows(sweep)
+    rows = curves.length_rows([sweep])
     assert [(r["variant"], r["iterations"], r["psnr"]) for r in rows] == [
         ("baseline", 100, 26.9),
         ("neurmap", 200, 27.1),

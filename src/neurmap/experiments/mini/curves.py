@@ -69,12 +69,12 @@ def motion_rows(run: Path, weights: str, mini: Path, per_image: int, overrides: 
     return rows
 
 
-def length_rows(eval_sweep: Path) -> list[dict[str, Any]]:
-    """(variant, iterations, test PSNR, LPIPS) of every job of an evaluation multirun over fine-tunes."""
+def length_rows(eval_sweeps: Sequence[Path]) -> list[dict[str, Any]]:
+    """(variant, iterations, test PSNR, LPIPS) of every job of evaluation multiruns over fine-tunes."""
     from omegaconf import OmegaConf
 
     rows = []
-    for record_path in sorted(eval_sweep.glob("*/final_metrics.json")):
+    for record_path in sorted(p for sweep in eval_sweeps for p in sweep.glob("*/final_metrics.json")):
         record = json.loads(record_path.read_text())
         run = Path(record["ckpt"]).parent.parent
         cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     motion.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="NeurMAP config override")
     motion.add_argument("--out", type=Path, default=Path("reports/mini_motion_curve"))
     length = sub.add_parser("length", help="test PSNR and LPIPS against fine-tuning length")
-    length.add_argument("eval_sweep", type=Path, help="a neurmap.evaluate multirun over the fine-tunes")
+    length.add_argument("eval_sweep", type=Path, nargs="+", help="neurmap.evaluate multiruns over the fine-tunes")
     length.add_argument("--out", type=Path, default=Path("reports/mini_length_curve"))
     opts = parser.parse_args(argv)
     command = shown("python -m neurmap.experiments.mini.curves " + " ".join(argv))
