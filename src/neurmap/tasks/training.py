@@ -67,10 +67,32 @@ def _check_config(cfg: DictConfig) -> dict[str, Any]:
         if value is not None and value != -1:  # -1: trainer/default.yaml's "unset" max_steps
             raise UsageError(f"{key}={value} has no effect here: {instead}")
     resolved = _resolved(cfg)
+    _record_lambda_beta(cfg, resolved)
     iterations = resolved["iterations"]
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
         raise UsageError(f"iterations={iterations}: expected a positive integer (the number of training iterations)")
     return resolved
+
+
+def _record_lambda_beta(cfg: DictConfig, resolved: dict[str, Any]) -> None:
+    """The paper's lambda and beta reach the loss terms by interpolation (``reblur_motion: ${.lam}``); a term set
+    on its own (``loss.content=50``) no longer follows them. The logged config says which terms each one fed
+    (``loss.lam_feeds``, ``loss.beta_feeds``), and a line names the terms set apart, so ``lam: 100`` is never read
+    as the weight of a term that used another."""
+    loss = cfg.get("loss")
+    if not isinstance(loss, DictConfig) or "lam" not in loss or not isinstance(resolved.get("loss"), dict):
+        return
+    raw = OmegaConf.to_container(loss, resolve=False)
+    for knob in ("lam", "beta"):
+        feeds = sorted(k for k, v in raw.items() if v == f"${{.{knob}}}")
+        resolved["loss"][f"{knob}_feeds"] = feeds
+        apart = {
+            k: resolved["loss"][k]
+            for k in ("reblur_motion", "reblur_deblur", "content")
+            if knob == "lam" and k not in feeds and resolved["loss"][k] != resolved["loss"]["lam"]
+        }
+        if apart:
+            log.info("loss.lam=%s feeds %s; set apart: %s", resolved["loss"]["lam"], feeds, apart)
 
 
 def _check_oracle_data(datamodule: Any, cfg: DictConfig) -> None:
