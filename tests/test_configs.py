@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from neurmap.config import instantiate_datamodule
-from tests.conftest import CONF, REPO
+from tests.conftest import CONF, REPO, compose
 
 GROUPS = [
     "backbone",
@@ -186,3 +186,14 @@ def test_paper_table_recipes(recipe, backbone, layout, batch, tmp_path):
     assert cfg.data.paired.transform.crop_size == 256 and cfg.iterations == 210000
     assert (cfg.loss.lam, cfg.loss.beta, cfg.loss.kernel_blurry, cfg.model.reblur.alpha) == (100.0, 0.1, 1.0, 40.0)
     assert cfg.backbone.grad_clip == (0.01 if backbone == "mprnet" else None)
+
+
+def test_the_logged_config_says_which_terms_lambda_fed(tmp_path):
+    from neurmap.tasks.training import _check_config
+
+    literal = _check_config(compose([], tmp_path / "a"))["loss"]
+    assert literal["lam_feeds"] == ["content", "reblur_deblur", "reblur_motion"] and literal["beta_feeds"] == [
+        "natural"
+    ]
+    apart = _check_config(compose(["loss.content=50"], tmp_path / "b"))["loss"]
+    assert apart["lam"] == 100 and apart["content"] == 50 and "content" not in apart["lam_feeds"]
