@@ -49,9 +49,20 @@ def test_plain_commands_share_the_unknown_key_message():
 def test_help_says_what_the_command_does_and_lists_only_its_own_settings(capsys):
     assert train_main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: python -m neurmap.train")
-    assert "Train NeurMAP" in out and "variant    baseline, " in out and "iterations:" in out
+    assert out.startswith("Train NeurMAP") and "\nusage: python -m neurmap.train" in out
+    assert "variant    baseline, " in out and "iterations:" in out
     assert "hydra/launcher" not in out  # Hydra's own groups are behind --hydra-help
+
+
+@pytest.mark.parametrize("command", ["deblur", "export", "synthesize", "collect"])
+def test_plain_commands_help_starts_with_what_they_do_then_usage_then_settings(command, capsys):
+    module = __import__(f"neurmap.{command}", fromlist=["main"])
+    with pytest.raises(SystemExit) as done:
+        module.main(["--help"])
+    out = capsys.readouterr().out
+    first_line = out.splitlines()[0]
+    assert done.value.code == 0 and not first_line.startswith("usage")
+    assert out.index("usage: python -m neurmap.") < out.index(f"settings (conf/{command}.yaml")
 
 
 def test_worker_errors_are_unwrapped_to_the_original_line():

@@ -224,10 +224,16 @@ def _groups(config_name: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _what_then_usage(doc: str | None, usage: str) -> str:
+    """A command's help head: the first paragraph of its docstring (what it does), its usage line, the rest."""
+    first, _, rest = (doc or "").strip().partition("\n\n")
+    return "\n\n".join(part for part in (first, f"usage: {usage}", rest) if part)
+
+
 def help_text(prog: str, config_name: str, doc: str, usage: str) -> str:
     """``--help`` of a Hydra app: what it does, its usage, its config groups with their options, its
     settings file; then where Hydra's own help is."""
-    lines = [f"usage: {usage}", "", (doc or "").strip(), "", "config groups (group=option; conf/<group>/):"]
+    lines = [_what_then_usage(doc, usage), "", "config groups (group=option; conf/<group>/):"]
     for group, default in _groups(config_name):
         options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
         lines.append(f"  {group:10s} {', '.join(options)}  (default: {default.replace('None', 'none')})")
@@ -293,8 +299,8 @@ def parser(prog: str, usage: str, description: str, config_name: str) -> argpars
     text = (Path(CONFIG_DIR) / f"{config_name}.yaml").read_text()
     cli = argparse.ArgumentParser(
         prog=prog,
-        usage=usage,
-        description=description,
+        usage=argparse.SUPPRESS,  # the help starts with what the command does, then its usage line
+        description=_what_then_usage(description, usage),
         epilog=f"settings (conf/{config_name}.yaml; key=value):\n{text}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
