@@ -134,15 +134,11 @@ def _run_train(*args: str, tmp_path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.slow  # one `python -m neurmap.train` process per case
+@pytest.mark.slow  # one `python -m neurmap.train` process per case; errors of composition: tests/test_cli.py
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["backbone=nope"], "backbone"),
-        (["variant=net4"], "net4"),
-        (["loss.betaa=0.5"], "betaa"),
         (["iterations=???"], "iterations"),
-        (["model.discriminator.widht=3"], "widht"),
         (["+model.motion_net.widht=3"], "widht"),
         (["trainer.max_steps=100"], "trainer.max_steps=100 has no effect here: the run length is `iterations`"),
         (["+trainer.gradient_clip_val=1.0"], "set backbone.grad_clip"),
@@ -151,7 +147,7 @@ def _run_train(*args: str, tmp_path) -> subprocess.CompletedProcess:
 )
 def test_bad_overrides_fail_with_a_clear_message(tmp_path, args, needle):
     result = _run_train(*args, tmp_path=tmp_path)
-    assert result.returncode != 0
+    assert result.returncode == 2
     err = result.stderr
     assert needle in err
     assert "Traceback" not in err, err

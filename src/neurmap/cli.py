@@ -256,7 +256,7 @@ def hydra_command(prog: str, config_name: str, doc: str, usage: str, app: Callab
             print(help_text(prog, config_name, doc, usage))
             return 0
         hydra_flags = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
-        if not hydra_flags and not os.environ.get("HYDRA_FULL_ERROR"):
+        if not hydra_flags and os.environ.get("HYDRA_FULL_ERROR") != "1":
             overrides = [a for a in args if not a.startswith("-")]
             try:
                 multirun = "-m" in args or "--multirun" in args

@@ -36,7 +36,7 @@ def _app(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
     except (UsageError, FileNotFoundError, InstantiationException, ValueError) as err:
-        if os.environ.get("HYDRA_FULL_ERROR"):
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         sys.exit(fail(PROG, explain(err)))
 

@@ -46,7 +46,7 @@ def _app(cfg: DictConfig) -> float | None:
     ) as err:
         # ValueError: a value the data or a network cannot use (a batch larger than the data, a weight file
         # that does not fit); programming errors raise other types and keep their traceback (exit 1)
-        if os.environ.get("HYDRA_FULL_ERROR"):
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         sys.exit(fail(PROG, explain(err)))
 
