@@ -107,49 +107,30 @@ def test_report_has_every_row_with_numeric_metrics(report):
     assert _number(rows["blurry input"][0]) != _number(rows[start][0])
 
 
-@pytest.mark.slow  # the module fixture runs the whole pipeline
-def test_report_states_the_stages_as_commands_sweeps_and_times(report):
-    tmp_path, text = report
-    work = tmp_path / "work"
-    assert "The released weights were not found" in text
-    commands = text.split("The same stages by hand", 1)[1].split("```bash", 1)[1].split("```", 1)[0].split("\n")
-    commands = [c for c in commands if c]
-    assert commands[0].startswith("python -m neurmap.reproduce_mini --work ") and "--data-only" in commands[0]
-    assert commands[1].startswith("python -m neurmap.train experiment=mini_scratch")  # alone: every core
-    assert commands[2].startswith("# time neurmap: 5 timed iterations after 3 untimed ones, in process: ")
-    assert commands[3].startswith("# time motion_pretrain: 5 timed iterations")  # in-process steps are comments
-    assert commands[4].startswith("python -m neurmap.train experiment=mini_motion")
-    # the fine-tunes: two joblib multiruns, the variants with M starting M from the motion pretraining
-    sweeps = [c for c in commands if "neurmap.train -m cluster=joblib hydra.launcher.n_jobs=2" in c]
-    motion_ckpt = "model.motion_pretrained=" + str(work / "runs" / "motion_pretrain" / "checkpoints" / "last.ckpt")
-    assert len(sweeps) == 2 and "variant=neurmap,net3,oracle_motion,net2 " in sweeps[0], sweeps
-    assert motion_ckpt in sweeps[0]
-    assert "variant=net1,baseline " in sweeps[1] and "motion_pretrained" not in sweeps[1], sweeps
-    assert all("experiment=mini_neurmap" in c and "seed=0" in c for c in sweeps)
-    evaluation = next(c for c in commands if "neurmap.evaluate -m hydra/launcher=joblib" in c)
-    ckpts = re.search(r"ckpt=(\S+)", evaluation).group(1).split(",")
-    assert len(ckpts) == 8 and "data=kernel_synth" in evaluation  # the start and the seven fine-tunes
-    assert "metrics.signal=true" in evaluation
-    ceiling = next(c for c in commands if "hydra.run.dir=" in c and "ceiling" in c)
-    assert "variant=baseline" in ceiling and "data.paired.records.root=${paths.mini}/kernel_synth/train" in ceiling
-    assert commands[-1] == f"python -m neurmap.collect {work / 'sweeps' / 'evaluate'}"
-    assert "+0.93 dB" in text and "0.236 → 0.124" in text and "total wall time" in text
-    stages = re.findall(r"^\| ([a-zA-Z_ -]+?) \| ([0-9.]+ s|\d+ min [0-9.]+ s) \|", text, re.M)
-    assert [name for name, _ in stages] == [
-        "build data",
-        "train scratch start",
-        "time neurmap",
-        "time motion_pretrain",
-        "pretrain M",
-        "fine-tunes with motion",
-        "fine-tunes without motion",
-        "fine-tune ceiling",
-        "evaluate",
-        "collect",
-    ]
-    for variant, sweep in [("neurmap", "with_motion"), ("net2", "with_motion"), ("baseline", "without_motion")]:
-        (run,) = (work / "sweeps" / sweep).glob(f"*_{variant}-unet")
-        assert (run / "checkpoints" / "last.ckpt").is_file(), variant
+def test_stages_are_the_commands_a_user_would_type(tmp_path):
+    """The fine-tune sweeps, the ceiling and the evaluation as commands (what the report prints), composed
+    without running anything: the variants with M start it from the pretraining run, the others do not."""
+    from neurmap.experiments.mini.pipeline import check_configs, evaluation_stage, sweep_stage, training_stage
+    from neurmap.experiments.mini.plan import CEILING, Plan
+
+    opts = options.parse_args(_tiny_args(tmp_path))
+    plan = Plan(opts, tmp_path / "work", start_weights="start/last.ckpt", motion_ckpt="motion/last.ckpt")
+    with_m = sweep_stage(plan, "with_motion", ["neurmap", "net2", "net3", "oracle_motion"], True)
+    without_m = sweep_stage(plan, "without_motion", ["baseline", "net1"], False)
+    ceiling = training_stage(plan, "fine-tune ceiling", "mini_neurmap", "ceiling", CEILING)
+    plan.ckpts = {"start": "start/last.ckpt"} | {v: f"runs/{v}/last.ckpt" for v in ("baseline", "neurmap", "net1")}
+    evaluation = evaluation_stage(plan)
+    for stage in (with_m, without_m):
+        assert stage.command.startswith("OMP_NUM_THREADS=1 python -m neurmap.train -m cluster=joblib")
+        assert "experiment=mini_neurmap" in stage.command and "seed=0" in stage.command
+    assert "variant=neurmap,net3,oracle_motion,net2 " in with_m.command  # the longest first
+    assert "model.motion_pretrained=motion/last.ckpt" in with_m.command
+    assert "variant=net1,baseline " in without_m.command and "motion_pretrained" not in without_m.command
+    assert "variant=baseline" in ceiling.command and "kernel_synth/train" in ceiling.command
+    assert "hydra.run.dir=" in ceiling.command and "ceiling" in ceiling.command
+    ckpts = re.search(r"ckpt=(\S+)", evaluation.command).group(1).split(",")
+    assert len(ckpts) == 4 and "data=kernel_synth" in evaluation.command and "metrics.signal=true" in evaluation.command
+    check_configs([with_m, without_m, ceiling, evaluation])  # every job composes
 
 
 @pytest.mark.slow  # the module fixture runs the whole pipeline
