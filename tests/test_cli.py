@@ -162,3 +162,13 @@ def test_collect_takes_key_value_settings_and_is_a_script(tmp_path, capsys):
     assert "unknown key 'prefixx'" in capsys.readouterr().err
     scripts = {e.name: e.value for e in entry_points(group="console_scripts") if e.name.startswith("neurmap-")}
     assert scripts["neurmap-collect"] == "neurmap.collect:main"
+
+
+def test_synthesize_refuses_settings_that_would_write_nothing(tmp_path, capsys):
+    from neurmap.synthesize import main as synthesize_main
+
+    src = tmp_path / "src"
+    write_image(src / "a.png", torch.rand(3, 32, 32))
+    assert synthesize_main([str(src), str(tmp_path / "dst"), "kernel.blurs_per_image=0"]) == 2
+    assert "kernel.blurs_per_image must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "dst").exists()
