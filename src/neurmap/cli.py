@@ -130,12 +130,12 @@ def explain(err: BaseException, config_name: str = "", overrides: Sequence[str] 
     return text or type(err).__name__
 
 
-def _check_required(cfg: DictConfig, required: Sequence[str], prefix: str = "") -> None:
+def _check_required(cfg: DictConfig, required: Sequence[str]) -> None:
     for key in required:
         try:
             OmegaConf.select(cfg, key, throw_on_missing=True)
         except MissingMandatoryValue:
-            raise UsageError(f"{prefix}{key}=... is required") from None
+            raise UsageError(f"{key}=... is required") from None
 
 
 def settings(config_name: str, overrides: Sequence[str] = (), required: Sequence[str] = ()) -> DictConfig:
@@ -256,13 +256,17 @@ def hydra_command(prog: str, config_name: str, doc: str, usage: str, app: Callab
             print(help_text(prog, config_name, doc, usage))
             return 0
         hydra_flags = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
-        if not hydra_flags and os.environ.get("HYDRA_FULL_ERROR") != "1":
-            overrides = [a for a in args if not a.startswith("-")]
+        if not hydra_flags:
+            multirun = "-m" in args or "--multirun" in args
             try:
-                multirun = "-m" in args or "--multirun" in args
-                configs = check_overrides(config_name, overrides, multirun=multirun)
-                if not multirun:
-                    _check_run_dir(configs[0])
+                configs = check_overrides(config_name, [a for a in args if not a.startswith("-")], multirun)
+            except UsageError as err:
+                if os.environ.get("HYDRA_FULL_ERROR") != "1":
+                    return fail(prog, err)
+                configs = []  # Hydra reports the same error with its full traceback
+            try:
+                if configs and not multirun:
+                    _check_run_dir(configs[0])  # never bypassed: it keeps a finished run's records
             except UsageError as err:
                 return fail(prog, err)
         sys.argv = [sys.argv[0], *args]
