@@ -82,17 +82,12 @@ def _record_lambda_beta(cfg: DictConfig, resolved: dict[str, Any]) -> None:
     loss = cfg.get("loss")
     if not isinstance(loss, DictConfig) or "lam" not in loss or not isinstance(resolved.get("loss"), dict):
         return
-    raw = OmegaConf.to_container(loss, resolve=False)
+    raw, used = OmegaConf.to_container(loss, resolve=False), resolved["loss"]
     for knob in ("lam", "beta"):
-        feeds = sorted(k for k, v in raw.items() if v == f"${{.{knob}}}")
-        resolved["loss"][f"{knob}_feeds"] = feeds
-        apart = {
-            k: resolved["loss"][k]
-            for k in ("reblur_motion", "reblur_deblur", "content")
-            if knob == "lam" and k not in feeds and resolved["loss"][k] != resolved["loss"]["lam"]
-        }
-        if apart:
-            log.info("loss.lam=%s feeds %s; set apart: %s", resolved["loss"]["lam"], feeds, apart)
+        used[f"{knob}_feeds"] = sorted(k for k, v in raw.items() if v == f"${{.{knob}}}")
+    apart = {k: used[k] for k in ("reblur_motion", "reblur_deblur", "content") if k not in used["lam_feeds"]}
+    if any(v != used["lam"] for v in apart.values()):
+        log.info("loss.lam=%s feeds %s; set apart: %s", used["lam"], used["lam_feeds"], apart)
 
 
 def _check_oracle_data(datamodule: Any, cfg: DictConfig) -> None:
