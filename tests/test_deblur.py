@@ -147,6 +147,7 @@ def test_unreadable_photo_is_reported_and_the_rest_completes(ckpt, photos, tmp_p
             "tile: Value 'abc' .* could not be converted to Integer",
         ),
         (["{photos}", "{tmp}/out", "ckpt={ckpt}", "suffix=.xyz"], "suffix=.xyz: not an image format OpenCV can write"),
+        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "precision=fp8"], "precision must be one of"),
         (
             ["{photos}", "{ckpt}", "ckpt={ckpt}"],
             "OUTPUT .*last.ckpt is a file; a folder INPUT needs a folder OUTPUT",

@@ -130,6 +130,7 @@ def deblur(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> 
     """Deblur INPUT into OUTPUT with settings ``cfg`` (conf/deblur.yaml); returns a summary dict."""
     start = time.perf_counter()
     device = resolve_device(str(cfg.device))
+    _autocast(device, str(cfg.precision))  # a bad precision stops here, before any network or image is loaded
     backbone = cfg.backbone  # the conf/backbone node chosen by backbone=<name>, or None
     if cfg.tile is not None and not 0 <= cfg.overlap < cfg.tile:
         raise UsageError(f"overlap={cfg.overlap} must be >= 0 and smaller than tile={cfg.tile}")
