@@ -82,13 +82,13 @@ MINI_JOBS   := cluster=joblib hydra.launcher.n_jobs=2 experiment=mini_neurmap ba
 
 reproduce-mini-motion: $(STAMP)  ## pretrain the mini's M on on-the-fly blur (~1 h, resumable), then its curve
 	$(PIP) install --quiet -e ".[repro]"
-	$(PY) -m neurmap.reproduce_mini --work $(MINI) --data-only
+	$(PY) -m neurmap.reproduce_mini work=$(MINI) data_only=true
 	$(PY) -m neurmap.train experiment=mini_motion paths.mini=$(MINI)/data ckpt_path=auto hydra.run.dir=$(MOTION_RUN)
-	$(PY) -m neurmap.experiments.mini.curves motion $(MOTION_RUN) --mini $(MINI)/data --weights $(NEURMAP_DMPHN_WEIGHTS)
+	$(PY) -m neurmap.experiments.curves motion $(MOTION_RUN) --mini $(MINI)/data --weights $(NEURMAP_DMPHN_WEIGHTS)
 
 reproduce-mini: $(STAMP)  ## NeurMAP vs supervised fine-tuning at CPU scale (2 cores): reports/mini_reproduction.md
 	$(PIP) install --quiet -e ".[repro]"
-	$(PY) -m neurmap.reproduce_mini --work $(MINI) $(if $(wildcard $(MOTION_CKPT)),--motion-ckpt $(MOTION_CKPT)) $(ARGS)
+	$(PY) -m neurmap.reproduce_mini work=$(MINI) $(if $(wildcard $(MOTION_CKPT)),motion_ckpt=$(MOTION_CKPT)) $(ARGS)
 
 reproduce-mini-length: $(STAMP)  ## supervised and NeurMAP at LENGTHS iterations, then the length curve (~45 min)
 	OMP_NUM_THREADS=1 $(PY) -m neurmap.train -m $(MINI_JOBS) paths.mini=$(MINI)/data variant=baseline \
@@ -98,20 +98,20 @@ reproduce-mini-length: $(STAMP)  ## supervised and NeurMAP at LENGTHS iterations
 	OMP_NUM_THREADS=1 $(PY) -m neurmap.evaluate -m hydra/launcher=joblib hydra.launcher.n_jobs=2 data=kernel_synth \
 		paths.kernel_synth=$(MINI)/data/kernel_synth metrics.niqe=false progress=false hydra.sweep.dir=$(MINI)/length/evaluate \
 		ckpt=$$(ls $(MINI)/length/baseline/*/checkpoints/last.ckpt $(MINI)/length/neurmap/*/checkpoints/last.ckpt | paste -sd, -)
-	$(PY) -m neurmap.experiments.mini.curves length $(MINI)/length/evaluate
+	$(PY) -m neurmap.experiments.curves length $(MINI)/length/evaluate
 
 # The GPU recipe: 256 px crops, batch 8+8, bf16, and as many iterations as fit in MINUTES per method (timed on
 # the machine first; the fine-tunes all get the NeurMAP count). Tested on CPU with tiny settings in
 # tests/test_reproduce_mini.py. MINUTES=3 keeps the three trainings within about 15 minutes of GPU time.
 MINUTES ?= 3
-GPU_SET := --set trainer=gpu --set trainer.precision=bf16-mixed --set data.paired.transform.crop_size=256 \
-	--set data.batch_size_paired=8 --set data.batch_size_unpaired=8 --set data.num_workers=4
+GPU_TRAIN  := 'trainer=gpu','trainer.precision=bf16-mixed','data.paired.transform.crop_size=256', \
+	'data.batch_size_paired=8','data.batch_size_unpaired=8','data.num_workers=4'
+GPU_MOTION := 'trainer=gpu','data.paired.transform.crop_size=256','data.batch_size_paired=8'
 reproduce-gpu: $(STAMP)  ## the mini reproduction on one GPU (MINUTES per method): reports/gpu_reproduction.md
 	$(PIP) install --quiet -e ".[repro]"
-	$(PY) -m neurmap.reproduce_mini --report-name gpu_reproduction --minutes-per-method $(MINUTES) \
-		--variants neurmap --jobs 1 --threads $$(nproc) $(GPU_SET) --eval-set device=cuda \
-		--motion-set trainer=gpu --motion-set data.paired.transform.crop_size=256 --motion-set data.batch_size_paired=8 \
-		$(ARGS)
+	$(PY) -m neurmap.reproduce_mini report_name=gpu_reproduction minutes_per_method=$(MINUTES) variants=[neurmap] \
+		jobs=1 threads=$$(nproc) "train_overrides=[$(GPU_TRAIN)]" "motion_overrides=[$(GPU_MOTION)]" \
+		"eval_overrides=['device=cuda']" $(ARGS)
 
 collect: $(STAMP)  ## tabulate a sweep: make collect SWEEP=logs/train/multiruns/<time> (default: the newest)
 	$(PY) -m neurmap.collect $(if $(SWEEP),$(SWEEP),latest=true)

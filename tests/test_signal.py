@@ -220,3 +220,35 @@ def test_motion_pretraining_runs_on_random_blur_of_a_photo_folder(photos, tiny_c
         "++trainer.fast_dev_run=true",
     )
     train(cfg)
+
+
+def test_curves_read_lengths_and_val_errors_from_run_records(tmp_path):
+    """The length curve reads variant and iterations from each evaluated run's config, the motion curve the val
+    EPEs from a run's CSV log (iteration = logged step + 1)."""
+    import json
+
+    from neurmap.experiments import curves
+
+    sweep = tmp_path / "evaluate"
+    for job, (variant, iterations, psnr) in enumerate([("neurmap", 200, 27.1), ("baseline", 100, 26.9)]):
+        run = tmp_path / "runs" / f"{variant}_{iterations}"
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text(f"variant:\n  name: {variant}\niterations: {iterations}\n")
+        record = {
+            "ckpt": str(run / "checkpoints" / "last.ckpt"),
+            "metrics": {"test/k/psnr": psnr, "test/k/input_psnr": 1.0},
+        }
+        (sweep / str(job)).mkdir(parents=True)
+        (sweep / str(job) / "final_metrics.json").write_text(json.dumps(record))
+    rows = curves.length_rows([sweep])
+    assert [(r["variant"], r["iterations"], r["psnr"]) for r in rows] == [
+        ("baseline", 100, 26.9),
+        ("neurmap", 200, 27.1),
+    ]
+    assert all(math.isnan(r["lpips"]) for r in rows)
+    log = tmp_path / "motion" / "csv" / "version_0"
+    log.mkdir(parents=True)
+    (log / "metrics.csv").write_text(
+        "step,val/a/motion_epe,val/a/motion_epe_zero,train/x\n249,3.5,9.0,\n260,,,1.0\n499,2.5,9.0,\n"
+    )
+    assert curves._val_epe(tmp_path / "motion") == {250: {"a": 3.5, "a_zero": 9.0}, 500: {"a": 2.5, "a_zero": 9.0}}

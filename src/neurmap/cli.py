@@ -104,7 +104,10 @@ def explain(err: BaseException, config_name: str = "", overrides: Sequence[str] 
     if isinstance(err, OverrideParseException):
         found = re.search(r"override '([^']*)'", text) or re.search(r": (.*)$", text.splitlines()[0])
         shown = found.group(1) if found else text.splitlines()[0]
-        return f"cannot parse '{shown}': expected key=value or group=option (quote values with spaces)"
+        return (
+            f"cannot parse '{shown}': expected key=value or group=option (quote values with spaces, and list items "
+            "holding '=': key=['a=1','b=2'])"
+        )
     cause = err.__cause__
     if isinstance(err, ConfigCompositionException) and isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
         found = re.search(r"Could not override '([^']+)'", text)

@@ -37,7 +37,7 @@ def _store_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 
     from neurmap.losses.objectives import LossWeights, Variant
-    from neurmap.settings import CollectSettings, DeblurSettings, ExportSettings, SynthesisSettings
+    from neurmap.settings import CollectSettings, DeblurSettings, ExportSettings, MiniSettings, SynthesisSettings
 
     store = ConfigStore.instance()
     store.store(group="loss", name="schema", node=LossWeights)
@@ -46,6 +46,7 @@ def _store_schemas() -> None:
     store.store(name="export_schema", node=ExportSettings)
     store.store(name="synthesize_schema", node=SynthesisSettings)
     store.store(name="collect_schema", node=CollectSettings)
+    store.store(name="reproduce_mini_schema", node=MiniSettings)
 
 
 _store_schemas()

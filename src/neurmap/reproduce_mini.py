@@ -1,26 +1,39 @@
-"""The mini reproduction, NeurMAP against supervised fine-tuning at CPU scale: ``python -m neurmap.reproduce_mini``
-(``make reproduce-mini``; ``--help`` lists the options). The experiment lives in :mod:`neurmap.experiments.mini`."""
+"""The mini reproduction, NeurMAP against supervised fine-tuning at CPU scale.
+
+Builds a paired, an unpaired and a held-out test set from photographs bundled with scikit-image, fine-tunes the
+released DMPHN(1-2-4) (``weights``, default $NEURMAP_DMPHN_WEIGHTS) with the supervised loss, NeurMAP and its
+ablations through the same commands a user would type, evaluates them on the held-out set and writes
+<out>/<report_name>.md. Exit status: 0 done, 1 a stage failed (its log is named), 2 a bad setting.
+The experiment in detail: neurmap.experiments.mini. Examples:
+  python -m neurmap.reproduce_mini iterations=400 motion_ckpt=logs/reproduce_mini/motion/checkpoints/last.ckpt
+  python -m neurmap.reproduce_mini "train_overrides=['trainer=gpu','trainer.precision=bf16-mixed']" jobs=1
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
 
-from neurmap.cli import fail
-from neurmap.experiments.mini.common import PROG, ReproError, StageFailed
+from neurmap.cli import fail, parser, settings
+from neurmap.experiments.mini.common import PROG, ReproError, StageFailed, log
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line; errors end with one line: exit status 2 for a bad option or setting, 1 for a failed stage."""
+    """Command line; errors end with one line: exit status 2 for a bad setting, 1 for a failed stage."""
     from hydra.errors import HydraException
 
-    from neurmap.experiments.mini.options import parse_args
-    from neurmap.experiments.mini.pipeline import run
+    from neurmap.experiments.mini.report import write_report
+    from neurmap.experiments.mini.run import run
 
+    cli = parser(PROG, "python -m neurmap.reproduce_mini [-h] [key=value ...]", __doc__, "reproduce_mini")
+    cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
+    overrides = cli.parse_args(argv).overrides
     try:
-        run(parse_args(argv))
+        record = run(settings("reproduce_mini", overrides), overrides)
+        if not record.cfg.data_only:
+            log(f"total {record.seconds / 60:.1f} min; wrote {write_report(record)}")
     except (ReproError, FileNotFoundError, HydraException, ValueError) as err:
         return fail(PROG, err)
     except StageFailed as err:

@@ -1,59 +1,28 @@
-"""The mini reproduction's data: real photographs bundled with scikit-image, split by photograph, made into a
-paired set (one uniform linear blur per crop), unpaired and validation sets and a held-out test set (Gong et
-al.'s spatially varying camera-motion blur, with the ground-truth motion). Deterministic by the seed, cached in
-``<work>/data`` with a manifest of the settings, rebuilt when they change.
-"""
+"""The mini reproduction's data: photographs bundled with scikit-image, split by photograph, made into a paired
+set (one uniform linear blur per crop), unpaired and validation sets and a held-out test set (Gong et al.'s
+spatially varying camera-motion blur, with the ground-truth motion). Deterministic by the seed, cached in
+``<work>/data`` with a manifest of the settings, rebuilt when they change."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
 import time
 import zlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from neurmap.cli import UsageError
-from neurmap.data.io import write_image
+from neurmap.data.io import write_image, write_mfmap
 from neurmap.experiments.mini.common import PROG, ReproError, log
 from neurmap.utils.files import atomic_write
 
-__all__ = [
-    "DEFAULT_SYNTH",
-    "DEFAULT_TEST_PHOTOS",
-    "DEFAULT_TRAIN_PHOTOS",
-    "build_data",
-    "data_settings",
-    "load_photo",
-    "skimage_data",
-]
-
-#: Real photographs shipped in the scikit-image wheel (``skimage.data``), natural scenes and textures.
-#: ``motorcycle_left``/``_right`` are the two views of ``stereo_motorcycle`` (kept in one split). ``clock`` is
-#: left out: it is a real camera-shake photograph, not a sharp one.
-DEFAULT_TRAIN_PHOTOS = (
-    "chelsea",
-    "motorcycle_left",
-    "motorcycle_right",
-    "immunohistochemistry",
-    "hubble_deep_field",
-    "retina",
-    "brick",
-    "grass",
-    "gravel",
-    "moon",
-    "coins",
-)
-DEFAULT_TEST_PHOTOS = ("astronaut", "coffee", "rocket", "camera")
-
-#: neurmap.synthesize settings of the camera-motion sets unless --synth is given: Gong's "mild" ranges.
-DEFAULT_SYNTH = ("preset=mild",)
+__all__ = ["build_data", "load_photo", "skimage_data"]
 
 
 def skimage_data() -> Any:
@@ -68,19 +37,16 @@ def skimage_data() -> Any:
 
 
 def load_photo(name: str) -> np.ndarray:
-    """A scikit-image photograph as float32 RGB (H, W, 3) in [0, 1] (grey replicated, alpha dropped).
-
-    ``motorcycle_left`` / ``motorcycle_right`` are the views of ``stereo_motorcycle``.
-    """
+    """A scikit-image photograph as float32 RGB (H, W, 3) in [0, 1] (grey replicated, alpha dropped);
+    ``motorcycle_left`` / ``motorcycle_right`` are the views of ``stereo_motorcycle``."""
     data = skimage_data()
     try:
         if name in ("motorcycle_left", "motorcycle_right"):
             image = data.stereo_motorcycle()[0 if name.endswith("left") else 1]
+        elif callable(getattr(data, name, None)):
+            image = getattr(data, name)()
         else:
-            loader = getattr(data, name, None)
-            if loader is None or not callable(loader):
-                raise ReproError(f"skimage.data has no image {name!r}")
-            image = loader()
+            raise ReproError(f"skimage.data has no image {name!r}")
     except ReproError:
         raise
     except Exception as err:  # e.g. images that need pooch and a network
@@ -90,15 +56,13 @@ def load_photo(name: str) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype == bool or image.ndim not in (2, 3):
         raise ReproError(f"skimage.data.{name} is not a photograph ({image.dtype}, shape {image.shape})")
-    scale = 255.0 if image.dtype == np.uint8 else 65535.0 if image.dtype == np.uint16 else 1.0
+    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype, 1.0)
     image = image.astype(np.float32) / np.float32(scale)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    image = image[..., :3]
+    image = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
     return np.ascontiguousarray(np.clip(image, 0.0, 1.0))
 
 
-def _crop_boxes(shape: tuple[int, int], size: int, count: int, rng: np.random.Generator | None) -> list[tuple]:
+def crop_boxes(shape: tuple[int, int], size: int, count: int, rng: np.random.Generator | None) -> list[tuple]:
     """``count`` crop boxes (y, x, h, w) of side ``size`` (clamped to the image): random with ``rng``, else on
     an evenly spread grid, more columns along the longer side (deterministic test crops, least overlap)."""
     h, w = shape
@@ -116,7 +80,7 @@ def _crop_boxes(shape: tuple[int, int], size: int, count: int, rng: np.random.Ge
     return [(spread(r, rows, h - ch), spread(c, cols, w - cw), ch, cw) for r, c in cells]
 
 
-def _uniform_pair(sharp: np.ndarray, rng: np.random.Generator, length: Sequence[float]) -> tuple[np.ndarray, ...]:
+def uniform_pair(sharp: np.ndarray, rng: np.random.Generator, length: list[float]) -> tuple[np.ndarray, ...]:
     """(blurry, sharp, flow px (2, H, W)) of one crop under one uniform linear blur, borders cropped by half the
     blur (Gong)."""
     from neurmap.synth.flows import uniform_linear_flow
@@ -124,106 +88,89 @@ def _uniform_pair(sharp: np.ndarray, rng: np.random.Generator, length: Sequence[
 
     h, w, _ = sharp.shape
     flow = uniform_linear_flow((h, w), rng, tuple(length))
-    image = torch.from_numpy(sharp.transpose(2, 0, 1).copy())
-    blurry = line_blur(image, torch.from_numpy(flow)).numpy().transpose(1, 2, 0)
+    blurry = line_blur(torch.from_numpy(sharp.transpose(2, 0, 1).copy()), torch.from_numpy(flow))
     bh, bw = (int(abs(float(flow[c, 0, 0])) // 2) for c in (0, 1))
-    return blurry[bh : h - bh, bw : w - bw], sharp[bh : h - bh, bw : w - bw], flow[:, bh : h - bh, bw : w - bw]
+    crop = np.s_[bh : h - bh, bw : w - bw]
+    return blurry.numpy().transpose(1, 2, 0)[crop], sharp[crop], flow[(slice(None), *crop)]
 
 
-def data_settings(opts: argparse.Namespace) -> dict[str, Any]:
-    """Everything the data depends on (stored in ``<work>/data/manifest.json``; a change rebuilds it)."""
-    return {
-        "seed": opts.seed,
-        "train_photos": list(opts.train_photos),
-        "test_photos": list(opts.test_photos),
-        "crop": opts.crop,
-        "train_crops": opts.train_crops,
-        "test_crops": opts.test_crops,
-        "val_crop": opts.val_crop,
-        "val_crops": opts.val_crops,
-        "layout": 2,  # 2: paired set in the kernel_synth layout with its motion, and a val split
-        "paired_length": list(opts.paired_length),
-        "synth": list(opts.synth),
-    }
+def check_data_settings(data: DictConfig) -> None:
+    overlap = sorted(set(data.train_photos) & set(data.test_photos))
+    if overlap:
+        raise ReproError(
+            f"data: photographs {overlap} are in both train_photos and test_photos; test photos are held out"
+        )
+    low, high = data.paired_length
+    if not 0 <= low <= high:
+        raise ReproError(f"data.paired_length must be [LOW, HIGH] with 0 <= LOW <= HIGH, got [{low}, {high}]")
 
 
-def build_data(opts: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
-    """Build (or reuse) the paired, unpaired and test sets under ``data_dir``; returns the manifest.
+def build_data(cfg: DictConfig, data_dir: Path) -> dict[str, Any]:
+    """Build (or reuse) the paired, unpaired, validation and test sets of ``cfg.data`` under ``data_dir``;
+    returns the manifest.
 
     Raises:
-        ReproError: a photograph is in both splits or cannot be loaded, or ``data_dir`` holds files that
-            were not made by this command.
+        ReproError: a photograph is in both splits or cannot be loaded, a ``data.synth`` setting is wrong, or
+            ``data_dir`` holds files that were not made by this command.
     """
     from neurmap.synth.synthesis import load_config, synthesize
 
-    settings = data_settings(opts)
+    data = cfg.data
+    check_data_settings(data)
+    settings = {"seed": cfg.seed, **OmegaConf.to_container(data), "layout": 2}
     manifest_path = data_dir / "manifest.json"
     if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("settings") == settings:
+        if json.loads(manifest_path.read_text()).get("settings") == settings:
             log(f"data: reusing {data_dir} (same settings)")
-            return manifest
+            return json.loads(manifest_path.read_text())
         log(f"data: settings changed, rebuilding {data_dir}")
         shutil.rmtree(data_dir)
     elif data_dir.exists() and any(data_dir.iterdir()):
-        raise ReproError(f"{data_dir} exists without manifest.json (not made by {PROG}); pass another --work")
-    overlap = sorted(set(opts.train_photos) & set(opts.test_photos))
-    if overlap:
-        raise ReproError(
-            f"photographs {overlap} are in both --train-photos and --test-photos; test photos are held out"
-        )
+        raise ReproError(f"{data_dir} exists without manifest.json (not made by {PROG}); choose another work=")
     try:
-        synth_cfg = load_config([f"seed={opts.seed}", "workers=1", *opts.synth])
+        synth = load_config([f"seed={cfg.seed}", "workers=1", *data.synth])
     except UsageError as err:
-        raise ReproError(f"--synth: {err}") from None
+        raise ReproError(f"data.synth: {err}") from None
 
     start = time.perf_counter()
     staging = data_dir.with_name(data_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    from neurmap.data.io import write_mfmap
-
-    sources = {s: staging / "photos" / s for s in ("train", "val", "test")}
+    photos = {s: staging / "photos" / s for s in ("train", "val", "test")}
     counts = {"paired": 0, "unpaired": 0, "val": 0, "test": 0}
-    for name in [*opts.train_photos, *opts.test_photos]:
+
+    def crops(photo: np.ndarray, name: str, size: int, count: int, stream: int | None) -> list[tuple[int, Any, Any]]:
+        """(index, crop, its generator) of ``count`` crops: random from stream ``stream``, or a grid (None)."""
+        rng = None if stream is None else np.random.default_rng([cfg.seed, stream, zlib.crc32(name.encode())])
+        boxes = crop_boxes(photo.shape[:2], size, count, rng)
+        return [(j, photo[y : y + h, x : x + w], rng) for j, (y, x, h, w) in enumerate(boxes)]
+
+    for name in [*data.train_photos, *data.test_photos]:
         photo = load_photo(name)
-        key = zlib.crc32(name.encode())
-        if name in opts.test_photos:
-            for j, (y, x, h, w) in enumerate(_crop_boxes(photo.shape[:2], opts.crop, opts.test_crops, None)):
-                write_image(sources["test"] / f"{name}_{j}.png", photo[y : y + h, x : x + w])
+        if name in data.test_photos:
+            for j, crop, _ in crops(photo, name, data.crop, data.test_crops, None):
+                write_image(photos["test"] / f"{name}_{j}.png", crop)
             continue
-        unpaired_rng = np.random.default_rng([opts.seed, 1, key])
-        for j, (y, x, h, w) in enumerate(_crop_boxes(photo.shape[:2], opts.crop, opts.train_crops, unpaired_rng)):
-            write_image(sources["train"] / f"{name}_{j}.png", photo[y : y + h, x : x + w])
-        paired_rng = np.random.default_rng([opts.seed, 2, key])
-        for j, (y, x, h, w) in enumerate(_crop_boxes(photo.shape[:2], opts.crop, opts.train_crops, paired_rng)):
-            blurry, sharp, flow = _uniform_pair(photo[y : y + h, x : x + w], paired_rng, opts.paired_length)
+        for j, crop, _ in crops(photo, name, data.crop, data.train_crops, 1):
+            write_image(photos["train"] / f"{name}_{j}.png", crop)
+        for j, crop, rng in crops(photo, name, data.crop, data.train_crops, 2):
+            blurry, sharp, flow = uniform_pair(crop, rng, list(data.paired_length))
             stem = staging / "paired" / "train" / f"{name}_{j}"
             write_image(stem.with_name(f"{stem.name}_blurryimg.png"), blurry)
             write_image(stem.with_name(f"{stem.name}_gtimg.png"), sharp)
             write_mfmap(stem.with_name(f"{stem.name}_mfmap.mat"), flow)
             counts["paired"] += 1
-        # validation (M's EPE curve, D's PSNR during training): other crops of the *training* photographs
-        val_rng = np.random.default_rng([opts.seed, 3, key])
-        for j, (y, x, h, w) in enumerate(_crop_boxes(photo.shape[:2], opts.val_crop, opts.val_crops, val_rng)):
-            write_image(sources["val"] / f"{name}_{j}.png", photo[y : y + h, x : x + w])
-    for split, seed in (("train", opts.seed), ("val", opts.seed + 2), ("test", opts.seed + 1)):
-        cfg = synth_cfg.copy()
-        cfg.seed = seed
-        summary = synthesize(sources[split], staging / "kernel_synth" / split, cfg, progress=False)
+        for j, crop, _ in crops(
+            photo, name, data.val_crop, data.val_crops, 3
+        ):  # M's EPE curve and D's PSNR in training
+            write_image(photos["val"] / f"{name}_{j}.png", crop)
+    for split, seed in (("train", cfg.seed), ("val", cfg.seed + 2), ("test", cfg.seed + 1)):
+        split_cfg = synth.copy()
+        split_cfg.seed = seed
+        summary = synthesize(photos[split], staging / "kernel_synth" / split, split_cfg, progress=False)
         counts["unpaired" if split == "train" else split] = summary["written"]
-    manifest = {
-        "settings": settings,
-        "counts": counts,
-        "synthesize": {k: v for k, v in _plain(synth_cfg).items() if k in ("kernel", "seed")},
-        "seconds": time.perf_counter() - start,
-    }
+    flow = OmegaConf.to_container(synth.kernel.flow)
+    manifest = {"settings": settings, "counts": counts, "flow": flow, "seconds": time.perf_counter() - start}
     atomic_write(staging / "manifest.json", json.dumps(manifest, indent=2))
     shutil.rmtree(data_dir, ignore_errors=True)
     staging.rename(data_dir)
     return manifest
-
-
-def _plain(cfg: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True)

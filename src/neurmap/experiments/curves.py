@@ -11,8 +11,8 @@
 
 Each writes ``<out>.md`` (a table with the command behind it) and ``<out>.png`` (titled panels).
 
-    python -m neurmap.experiments.mini.curves motion RUN --weights DMPHN_FOLDER --out reports/mini_motion_curve
-    python -m neurmap.experiments.mini.curves length EVAL_SWEEP --out reports/mini_length_curve
+    python -m neurmap.experiments.curves motion RUN --weights DMPHN_FOLDER --out reports/mini_motion_curve
+    python -m neurmap.experiments.curves length EVAL_SWEEP --out reports/mini_length_curve
 """
 
 from __future__ import annotations
@@ -158,9 +158,7 @@ def _length_figure(rows: list[dict[str, Any]]):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog="python -m neurmap.experiments.mini.curves", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m neurmap.experiments.curves", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="curve", required=True)
     motion = sub.add_parser("motion", help="M's EPE and the reblur signal against pretraining iterations")
     motion.add_argument("run", type=Path, help="an experiment=mini_motion run folder")
@@ -173,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     length.add_argument("eval_sweep", type=Path, nargs="+", help="neurmap.evaluate multiruns over the fine-tunes")
     length.add_argument("--out", type=Path, default=Path("reports/mini_length_curve"))
     opts = parser.parse_args(argv)
-    command = shown("python -m neurmap.experiments.mini.curves " + " ".join(argv))
+    command = shown("python -m neurmap.experiments.curves " + " ".join(argv))
     if opts.curve == "motion":
         rows = motion_rows(opts.run, opts.weights, opts.mini, opts.crops_per_image, opts.set)
         keys = ["iteration", *sorted({k for r in rows for k in r} - {"iteration"})]

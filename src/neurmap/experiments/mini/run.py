@@ -1,0 +1,294 @@
+"""The mini reproduction's stages, each the command a user would type, run one after the other: build the data
+(in process, cached); without the released weights, train a from-scratch start (``experiment=mini_scratch``);
+with ``minutes_per_method``, time a few iterations and size the runs; pretrain M (``experiment=mini_motion``)
+unless ``motion_ckpt`` gives one; the fine-tunes as Hydra multiruns of ``experiment=mini_neurmap`` over the
+variants (one for those with M, which start it from the pretraining, one for those without); the ceiling; one
+evaluation multirun over every checkpoint; ``neurmap.collect`` over it.
+
+Each command's output goes to ``<work>/logs/<stage>.log``; a failing one stops the run naming its log
+(:class:`StageFailed`). Every job is composed here first, so a bad override stops the run before anything trains.
+The settings stay as composed; what the run decides and measures is recorded in :class:`Run`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from neurmap.cli import UsageError, check_overrides
+from neurmap.experiments.mini.common import PROG, ReproError, StageFailed, log, shown
+from neurmap.experiments.mini.data import build_data, skimage_data
+
+__all__ = ["EVAL_SET", "MOTION_VARIANTS", "Run", "Stage", "duration", "run"]
+
+#: Variants with a motion network M: they start M from the motion-pretraining run.
+MOTION_VARIANTS = ("neurmap", "net2", "net3", "oracle_motion")
+#: Relative cost of a fine-tune: sweeps list the longest first, so the joblib launcher starts them first.
+COST = {"neurmap": 4, "oracle_motion": 4, "net3": 4, "net2": 3, "net1": 2, "baseline": 1}
+#: The ceiling's paired data: the test family's own pairs.
+CEILING = ("variant=baseline", "data.paired.records.root=${paths.mini}/kernel_synth/train")
+EVAL_SET = "kernel_synth"  # the test set of data=kernel_synth
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step: its name, the command a user would type (``env`` shown as a prefix), the folder it writes."""
+
+    name: str
+    argv: tuple[str, ...]  # after "python"; empty for a step done in process
+    env: dict[str, str] = field(default_factory=dict)
+    out: Path | None = None
+
+    @property
+    def command(self) -> str:
+        prefix = [f"{k}={v}" for k, v in self.env.items()]
+        return shown(" ".join([*prefix, "python", *(shlex.quote(a) for a in self.argv)]))
+
+
+@dataclass
+class Run:
+    """One reproduction: its settings (read-only), its command line, and what it decided and measured."""
+
+    cfg: DictConfig
+    argv: list[str]
+    released: bool = False
+    start: str = ""  # the start the fine-tunes load (release folder or the scratch run's last.ckpt)
+    motion_ckpt: str = ""  # the M the fine-tunes with M start from ("" = Xavier)
+    iterations: dict[str, int | None] = field(default_factory=dict)  # experiment -> iterations (None: its yaml)
+    ckpts: dict[str, str] = field(default_factory=dict)  # run key ("start", variant) -> checkpoint evaluated
+    stages: list[tuple[Stage, float, str]] = field(default_factory=list)  # (stage, seconds, note) as they ran
+    manifest: dict[str, Any] = field(default_factory=dict)
+    load: list[float] = field(default_factory=list)  # 1-min load average at the start and at the end
+    seconds: float = math.nan
+
+    @property
+    def work(self) -> Path:
+        return Path(self.cfg.work).expanduser()
+
+    def path(self, *parts: str) -> str:
+        """A path under the work folder as the commands show it (relative to the current folder when below it)."""
+        return rel(self.work.joinpath(*parts))
+
+
+def rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def loadavg() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+
+
+def duration(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    minutes, sec = divmod(seconds, 60)
+    return f"{int(minutes)} min {sec:04.1f} s" if minutes else f"{sec:.1f} s"
+
+
+def _value(path: str) -> str:
+    """A path as a Hydra override value, quoted when it holds characters of the override grammar."""
+    return f"'{path}'" if any(c in path for c in "=,[]{}()'\" ") else path
+
+
+def train_overrides(run: Run, experiment: str, variants: Sequence[str] = (), motion: bool = False) -> list[str]:
+    """Hydra overrides of a training (``variants``: one value, or several for a multirun), without the run
+    folder and the launcher; ``motion`` starts M from the motion-pretraining run."""
+    cfg = run.cfg
+    args = [f"experiment={experiment}", *([f"variant={','.join(variants)}"] if variants else [])]
+    if experiment != "mini_motion":
+        args.append(f"backbone={cfg.backbone_name}")
+    args += [f"seed={cfg.seed}", f"paths.mini={run.path('data')}"]
+    if run.iterations.get(experiment) is not None:
+        args.append(f"iterations={run.iterations[experiment]}")
+    if experiment == "mini_motion":
+        return [*args, *cfg.motion_overrides]
+    if experiment == "mini_neurmap":
+        args.append(f"backbone.pretrained={_value(run.start) or 'null'}")
+        if motion and run.motion_ckpt:
+            args.append(f"model.motion_pretrained={_value(run.motion_ckpt)}")
+    return [*args, *cfg.train_overrides]
+
+
+def _launcher(run: Run, group: str) -> list[str]:
+    return [group, f"hydra.launcher.n_jobs={run.cfg.jobs}"] if run.cfg.jobs > 1 else []
+
+
+def training(run: Run, name: str, experiment: str, folder: str, extra: Sequence[str] = ()) -> Stage:
+    """One training run of ``experiment`` into ``<work>/runs/<folder>``, alone on the machine (every core)."""
+    out = run.work / "runs" / folder
+    argv = ("-m", "neurmap.train", *train_overrides(run, experiment), *extra, f"hydra.run.dir={rel(out)}")
+    return Stage(name, argv, out=out)
+
+
+def sweep(run: Run, name: str, variants: Sequence[str], motion: bool) -> Stage:
+    """A fine-tune multirun over ``variants`` (longest first), into ``<work>/sweeps/<name>``."""
+    out = run.work / "sweeps" / name
+    overrides = train_overrides(run, "mini_neurmap", sorted(variants, key=lambda v: -COST.get(v, 0)), motion)
+    argv = ("-m", "neurmap.train", "-m", *_launcher(run, "cluster=joblib"), *overrides, f"hydra.sweep.dir={rel(out)}")
+    return Stage(f"fine-tunes {name.replace('_', ' ')}", argv, {"OMP_NUM_THREADS": str(run.cfg.threads)}, out)
+
+
+def evaluation(run: Run) -> Stage:
+    """One evaluation multirun over every checkpoint of ``run.ckpts`` on the held-out test set."""
+    cfg = run.cfg
+    argv = ("-m", "neurmap.evaluate", "-m", *_launcher(run, "hydra/launcher=joblib"), f"data={EVAL_SET}")
+    argv += (f"ckpt={','.join(run.ckpts.values())}", f"backbone={cfg.backbone_name}", f"seed={cfg.seed}", "device=cpu")
+    argv += (f"paths.kernel_synth={run.path('data', 'kernel_synth')}", f"paths.log_dir={run.path()}", "progress=false")
+    argv += ("metrics.signal=true", f"hydra.sweep.dir={run.path('sweeps', 'evaluate')}", *cfg.eval_overrides)
+    return Stage("evaluate", argv, {"OMP_NUM_THREADS": str(cfg.threads)}, run.work / "sweeps" / "evaluate")
+
+
+def check_configs(stages: Sequence[Stage]) -> None:
+    """Compose every job of ``stages`` as the commands will, so that a bad override stops the run first."""
+    for stage in stages:
+        module, overrides = stage.argv[1], [a for a in stage.argv[2:] if a != "-m"]
+        try:
+            check_overrides(module.rsplit(".", 1)[1], overrides, multirun="-m" in stage.argv[2:])
+        except UsageError as err:
+            raise ReproError(f"{module} overrides of {stage.name}: {err}") from None
+
+
+def execute(run: Run, stage: Stage) -> None:
+    """Run ``stage`` as a subprocess (output to ``<work>/logs/<stage>.log``) in an emptied output folder (a
+    stale last.ckpt would be versioned, not replaced); record its wall time."""
+    if stage.out is not None:
+        shutil.rmtree(stage.out, ignore_errors=True)
+    log_path = run.work / "logs" / f"{stage.name.replace(' ', '_')}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log(f"{stage.name}\n    $ {stage.command}\n    log: {log_path}")
+    start = time.perf_counter()
+    with open(log_path, "w") as handle:
+        env = {**os.environ, **stage.env, "PYTHONUNBUFFERED": "1"}
+        code = subprocess.run(
+            [sys.executable, *stage.argv], stdout=handle, stderr=subprocess.STDOUT, env=env
+        ).returncode
+    run.stages.append((stage, time.perf_counter() - start, ""))
+    if code != 0:
+        lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+        last = " ".join(lines[-1].split())[:300] if lines else "(no output)"
+        raise StageFailed(f"{stage.name} failed with exit status {code} (log: {log_path}): {last}")
+    log(f"{stage.name}: done in {duration(run.stages[-1][1])}")
+
+
+def last_ckpt(run_dir: Path) -> str:
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise ReproError(f"the run in {run_dir} finished without {ckpt}")
+    return rel(ckpt)
+
+
+def iterations_in(minutes: float, seconds_per_iteration: float) -> int:
+    """How many iterations of ``seconds_per_iteration`` fit in ``minutes`` (at least 1)."""
+    if not seconds_per_iteration > 0:
+        raise ReproError(f"a timed iteration took {seconds_per_iteration} s; cannot size the runs")
+    return max(1, int(minutes * 60.0 // seconds_per_iteration))
+
+
+def fit_iterations(run: Run, experiments: Sequence[str], timed: int = 5, warmup: int = 3) -> None:
+    """``minutes_per_method``: time iterations of each experiment on this machine with the run's own overrides
+    and record how many fit in the budget (every fine-tune gets the NeurMAP count)."""
+    from statistics import median
+
+    from neurmap.benchmarks.iteration import time_iterations
+
+    minutes = run.cfg.minutes_per_method
+    for experiment in experiments:
+        args = train_overrides(run, experiment, ["neurmap"] if experiment == "mini_neurmap" else [])
+        start = time.perf_counter()
+        seconds = median(time_iterations(args, timed, warmup)[0])
+        run.iterations[experiment] = count = iterations_in(minutes, seconds)
+        note = f"{timed} timed after {warmup}: {seconds:.3f} s each -> {count} iterations in {minutes:g} min"
+        run.stages.append((Stage(f"time {experiment}", ()), time.perf_counter() - start, note))
+        log(note)
+
+
+def run(cfg: DictConfig, argv: Sequence[str]) -> Run:
+    """The whole reproduction: data, start, motion pretraining, fine-tune sweeps, evaluation sweep, collection.
+    Returns the record the report reads (the data is built and nothing else with ``data_only``)."""
+    t0 = time.perf_counter()
+    if "neurmap" not in cfg.variants or not set(cfg.variants) <= set(MOTION_VARIANTS) | {"net1"}:
+        raise ReproError(
+            f"variants must include neurmap, among neurmap, net1, net2, net3, oracle_motion; got {list(cfg.variants)}"
+        )
+    if cfg.minutes_per_method is not None and not cfg.minutes_per_method > 0:
+        raise ReproError(f"minutes_per_method must be > 0, got {cfg.minutes_per_method}")
+    if not cfg.report_name or "/" in cfg.report_name:
+        raise ReproError(f"report_name must be a file name without a folder, got {cfg.report_name!r}")
+    weights = Path(cfg.weights).expanduser() if cfg.weights else None
+    result = Run(cfg, list(argv), released=weights is not None and weights.exists(), load=[loadavg()])
+    result.iterations = {
+        "mini_neurmap": cfg.iterations,
+        "mini_motion": cfg.motion_iterations,
+        "mini_scratch": cfg.scratch_iterations,
+    }
+    result.work.mkdir(parents=True, exist_ok=True)
+    skimage_data()  # fail before anything else when scikit-image is missing
+    result.manifest = build_data(cfg, result.work / "data")
+    note = "{paired} paired, {unpaired} unpaired, {test} test images".format(**result.manifest["counts"])
+    result.stages.append((Stage("build data", ("-m", PROG, *argv, "data_only=true")), time.perf_counter() - t0, note))
+    if cfg.data_only:
+        return result
+
+    if result.released:
+        result.start = str(weights) if weights.is_absolute() else rel(weights)
+    else:
+        log(f"released weights not found at {weights}: training a from-scratch start first")
+        scratch = training(result, "train scratch start", "mini_scratch", "scratch_baseline")
+        check_configs([scratch])
+        execute(result, scratch)
+        result.start = last_ckpt(scratch.out)
+    variants = ["baseline", *cfg.variants]
+    with_m = [v for v in variants if v in MOTION_VARIANTS] if cfg.motion_pretrain else []
+    without_m = [v for v in variants if v not in with_m]
+    if cfg.minutes_per_method is not None:
+        fit_iterations(result, ["mini_neurmap", *(["mini_motion"] if with_m and not cfg.motion_ckpt else [])])
+    motion = None
+    if with_m and cfg.motion_ckpt:
+        if not Path(cfg.motion_ckpt).is_file():
+            raise ReproError(f"motion_ckpt={cfg.motion_ckpt}: no such file (make reproduce-mini-motion writes it)")
+        result.motion_ckpt = rel(Path(cfg.motion_ckpt))
+    elif with_m:
+        motion = training(result, "pretrain M", "mini_motion", "motion_pretrain")
+        result.motion_ckpt = rel(motion.out / "checkpoints" / "last.ckpt")
+    ceiling = training(result, "fine-tune ceiling", "mini_neurmap", "ceiling", CEILING) if cfg.ceiling else None
+    sweeps = [(sweep(result, "with_motion", with_m, True), with_m)] if with_m else []
+    if without_m:
+        sweeps.append((sweep(result, "without_motion" if with_m else "all", without_m, False), without_m))
+    sweeps.sort(key=lambda item: -sum(COST.get(v, 0) for v in item[1]))  # the longer sweep first
+    check_configs([s for s in (motion, *(stage for stage, _ in sweeps), ceiling) if s is not None])
+
+    if motion is not None:
+        execute(result, motion)
+        last_ckpt(motion.out)
+    result.ckpts = {"start": result.start}
+    for stage, names in sweeps:
+        execute(result, stage)
+        for name in names:  # job folders are <num>_<variant>-<backbone> (conf/hydra/default.yaml)
+            found = sorted(stage.out.glob(f"*_{name}-*"))
+            if len(found) != 1:
+                raise ReproError(f"expected one job folder of variant {name} in {stage.out}, found {len(found)}")
+            result.ckpts[name] = last_ckpt(found[0])
+    if ceiling is not None:
+        execute(result, ceiling)
+        result.ckpts["ceiling"] = last_ckpt(ceiling.out)
+    evaluate = evaluation(result)
+    check_configs([evaluate])
+    execute(result, evaluate)
+    execute(result, Stage("collect", ("-m", "neurmap.collect", result.path("sweeps", "evaluate"))))
+    result.load.append(loadavg())
+    result.seconds = time.perf_counter() - t0
+    return result
