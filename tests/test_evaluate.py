@@ -59,6 +59,8 @@ def test_evaluate_kernel_synth_writes_tables_with_motion_error(ckpt, tmp_path, f
     assert len(rows) == 3 and rows[0]["protocol"] == "plain"
     for key in ("psnr", "ssim_torchmetrics", "input_psnr", "motion_mse_authors", "motion_mse_full", "motion_epe"):
         assert all(float(r[key]) >= 0 for r in rows), key
+    # every fake motion map is 3 px long everywhere: a zero map is 3 px off
+    assert all(abs(float(r["motion_epe_zero"]) - 3.0) < 1e-6 for r in rows)
     # the fake blur is a 3-tap box of 3 px: the input PSNR is finite and the same as PSNR(B, S)
     assert abs(summaries[0]["input_psnr"] - sum(float(r["input_psnr"]) for r in rows) / 3) < 1e-9
     table = (out / "summary.md").read_text()

@@ -19,6 +19,7 @@ from neurmap.experiments.mini.common import PROG, ReproError, shown
 from neurmap.experiments.mini.run import EVAL_SET, Run, Stage, duration, train_overrides
 from neurmap.utils.files import atomic_write
 from neurmap.utils.machine import machine
+from neurmap.utils.tables import to_markdown
 
 __all__ = ["motion_learning", "paired_difference", "render", "standing", "target_verdicts", "write_report"]
 
@@ -135,21 +136,6 @@ def gather(run: Run) -> tuple[dict[str, dict[str, float]], dict[str, list[dict[s
     return summaries, per_image
 
 
-def zero_map_epe(test_dir: Path) -> float:
-    """Mean end-point error (px) of a motion map of zero on the test set: the error of an M that learned nothing."""
-    from neurmap.data.io import read_mfmap
-    from neurmap.metrics.motion import motion_epe
-
-    maps = [read_mfmap(path)[None] for path in sorted(test_dir.glob("*_mfmap.mat"))]
-    errors = [float(motion_epe(torch.zeros_like(gt), gt)) for gt in maps]
-    return statistics.fmean(errors) if errors else math.nan
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
 def figure(run: Run, path: Path) -> dict[str, str]:
     """One held-out test image through every run: top row blurry, each output, sharp; bottom row the
     ground-truth motion and each M's motion in flow colours (one colour scale). Returns the rows' labels."""
@@ -187,7 +173,7 @@ def figure(run: Run, path: Path) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ report
 
 
-def results_table(run: Run, summaries: dict[str, dict[str, float]], zero_epe: float) -> str:
+def results_table(run: Run, summaries: dict[str, dict[str, float]]) -> str:
     """Blurry input, start, each fine-tune and a zero motion map; the last columns are changes from the start."""
     start = summaries.get("start", {})
     released = "released GoPro-trained DMPHN(1-2-4)" if run.released else "trained here from scratch (release absent)"
@@ -200,9 +186,10 @@ def results_table(run: Run, summaries: dict[str, dict[str, float]], zero_epe: fl
             rows.append(
                 [label, *(fmt(row.get(k), spec) for k, _, spec in COLUMNS), *(delta if key != "start" else ["—"] * 2)]
             )
-    zero = ["—" if k != "motion_epe" else fmt(zero_epe, spec) for k, _, spec in COLUMNS]
+    zero = ["—" if k != "motion_epe" else fmt(start.get("motion_epe_zero"), spec) for k, _, spec in COLUMNS]
     rows.append(["*reference: motion map of zero*", *zero, "—", "—"])
-    return table(["method", *(c[1] for c in COLUMNS), "ΔPSNR vs start", "ΔLPIPS vs start"], rows)
+    header = ["method", *(c[1] for c in COLUMNS), "ΔPSNR vs start", "ΔLPIPS vs start"]
+    return to_markdown([dict(zip(header, row)) for row in rows]).rstrip()
 
 
 def context(
@@ -215,7 +202,7 @@ def context(
 
     composed = compose(train_overrides(run, "mini_neurmap", ["neurmap"], True), run.work / ".compose")
     start = summaries.get("start", {})
-    zero_epe = zero_map_epe(run.work / "data" / "kernel_synth" / "test")
+    zero_epe = start.get("motion_epe_zero", math.nan)
     epe = num(summaries.get("neurmap", {}).get("motion_epe"))
     diff = {m: paired_difference(per_image.get("neurmap", []), per_image.get("baseline", []), m) for m, _ in DELTAS}
     verdicts = target_verdicts(per_image)
@@ -234,7 +221,7 @@ def context(
         "machine": machine(),
         "loads": ", ".join(f"{v:.2f}" for v in run.load if not math.isnan(v)) or "unknown",
         "paper": PAPER,
-        "results_table": results_table(run, summaries, zero_epe),
+        "results_table": results_table(run, summaries),
         "verdicts": verdicts,
         "targets_met": sum(v["met"] for v in verdicts),
         "diff": diff,
