@@ -78,7 +78,7 @@ MINI        ?= logs/reproduce_mini
 MOTION_RUN  ?= $(MINI)/motion
 MOTION_CKPT ?= $(MOTION_RUN)/checkpoints/last.ckpt
 LENGTHS     ?= 100,200,400,800
-MINI_JOBS   := cluster=joblib hydra.launcher.n_jobs=2 experiment=mini_neurmap backbone.pretrained=$(NEURMAP_DMPHN_WEIGHTS)
+MINI_JOBS   := cluster=joblib hydra.launcher.n_jobs=2 experiment=mini_neurmap model.deblur.pretrained=$(NEURMAP_DMPHN_WEIGHTS)
 
 reproduce-mini-motion: $(STAMP)  ## pretrain the mini's M on on-the-fly blur (~1 h, resumable), then its curve
 	$(PIP) install --quiet -e ".[repro]"

@@ -30,10 +30,10 @@ def released(*parts: str) -> Path | None:
 # Overrides that shrink every part of a run so one iteration takes well under a second on CPU.
 TINY = [
     "backbone=unet",
-    "backbone.net.width=8",
-    "model.motion_net.width=8",
-    "model.discriminator.width=8",
-    "model.discriminator.n_layers=2",
+    "model.deblur.net.width=8",
+    "model.motion.net.width=8",
+    "model.disc.net.width=8",
+    "model.disc.net.n_layers=2",
     "data=builtin",
     "data.batch_size_paired=2",
     "data.batch_size_unpaired=2",
@@ -53,12 +53,19 @@ TINY = [
 ]
 
 
+#: Where a group's option lands when it is not at the group's own name (``# @package`` header).
+PACKAGES = {"backbone": "model.deblur"}
+
+
 def tiny_overrides(*extra: str) -> list[str]:
-    """TINY plus ``extra``; a group chosen in ``extra`` (``backbone=dmphn``) drops TINY's settings of it."""
-    chosen = {e.split("=", 1)[0] for e in extra if "=" in e and "." not in e.split("=", 1)[0]}
-    kept = [t for t in TINY if t.split("=", 1)[0].split(".", 1)[0] not in chosen]
-    if {"variant=motion_pretrain", "experiment=mini_motion"} & set(extra):  # a model without a discriminator
-        kept = [t for t in kept if not t.startswith("model.discriminator.")]
+    """TINY plus ``extra``; a group chosen or removed in ``extra`` (``backbone=dmphn``, ``~backbone``) drops TINY's
+    settings of it."""
+    groups = [e.split("=", 1)[0].lstrip("~") for e in extra if "=" in e or e.startswith("~")]
+    chosen = {g for g in groups if "." not in g}
+    dropped = tuple(f"{g}=" for g in chosen) + tuple(f"{PACKAGES.get(g, g)}." for g in chosen)
+    kept = [t for t in TINY if not t.startswith(dropped)]
+    if {"variant=motion_pretrain", "experiment=mini_motion"} & set(extra):  # M alone: no D, no discriminator
+        kept = [t for t in kept if not t.startswith(("backbone=", "model.deblur.", "model.disc."))]
     return kept + list(extra)
 
 

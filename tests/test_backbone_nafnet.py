@@ -143,7 +143,7 @@ def test_torch_export_matches_eager():
 @pytest.mark.parametrize(("name", "width"), [("nafnet_w32", 32), ("nafnet_w64", 64)])
 def test_yaml_configs(name, width):
     cfg = backbone_node(name)
-    assert cfg.name == name and cfg.pretrained_key == "params" and cfg.lr == 5.0e-5
+    assert cfg.name == name and cfg.pretrained_key == "params" and cfg.optimizer.lr == 5.0e-5
     assert cfg.net.width == width and list(cfg.net.enc_blk_nums) == [1, 1, 1, 28]
     assert cfg.pad_multiple == 2 ** len(cfg.net.enc_blk_nums) and list(cfg.stage_weights) == [1.0]
     assert cfg.grad_clip is None

@@ -40,7 +40,7 @@ def test_hydra_composition_errors_are_one_line_with_status_2(overrides, message,
 
 
 def test_plain_commands_share_the_unknown_key_message():
-    with pytest.raises(UsageError, match="unknown key 'tilee'; the keys are: backbone, bits, ckpt"):
+    with pytest.raises(UsageError, match="unknown key 'tilee'; the keys are: bits, ckpt, compare"):
         settings("deblur", ["tilee=3"])
     with pytest.raises(UsageError, match="unknown key 'kernel.nope'; the keys of kernel are: blurs_per_image"):
         settings("synthesize", ["kernel.nope=1"])
@@ -124,7 +124,7 @@ def test_a_resume_must_match_its_checkpoint(tmp_path):
         train(compose(tiny_overrides("iterations=3", "test=false", *term), run))
     with pytest.raises(UsageError, match="trained with iterations=3, this run has iterations=5: resume with"):
         train(compose(tiny_overrides("iterations=5", "ckpt_path=last", "test=false"), run))
-    with pytest.raises(UsageError, match="trained with backbone.name=unet, this run has backbone.name=dmphn"):
+    with pytest.raises(UsageError, match="trained with model.deblur.name=unet, this run has model.deblur.name=dmphn"):
         train(compose(tiny_overrides("iterations=3", "backbone=dmphn", "ckpt_path=last", "test=false"), run))
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"\x80\x04junk")

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from neurmap.config import instantiate_datamodule
+from neurmap.config import backbone_node, instantiate_datamodule, instantiate_system
 from tests.conftest import CONF, REPO, compose
 
 GROUPS = [
     "backbone",
     "data",
     "loss",
-    "optim",
     "variant",
     "ratio",
     "model",
@@ -55,9 +56,11 @@ def test_every_option_composes_and_instantiates(tiny_cfg, fake_data_root, monkey
         extra.append(f"paths.mini={mini}")
     if option == "random_blur":  # motion-pretraining data: sharp photos, M alone
         extra += ["variant=motion_pretrain", f"paths.photos={fake_data_root / 'kernel_synth' / 'train'}"]
+    if option == "motion_pretrain" and group == "model":  # M alone: no D (variant=motion_pretrain does the same)
+        extra.append("~backbone")
     cfg = tiny_cfg(f"{group}={option}", *extra)
     assert OmegaConf.missing_keys(cfg) == set()
-    system = instantiate(cfg.model)
+    system = instantiate_system(cfg)
     # model=motion_pretrain on its own (not through variant=motion_pretrain) still builds M alone
     kind = "motion_pretrain" if cfg.model._target_.endswith(".MotionPretrainSystem") else cfg.variant.name
     assert system.n_optimizers == OPTIMIZERS[kind], (kind, system.n_optimizers)
@@ -75,7 +78,7 @@ def test_every_option_composes_and_instantiates(tiny_cfg, fake_data_root, monkey
 def test_trainer_options_compose(tiny_cfg, option):
     cfg = tiny_cfg(f"trainer={option}")
     assert cfg.trainer.use_distributed_sampler is False  # the datamodule shards each loader itself
-    assert cfg.trainer.get("gradient_clip_val") is None  # clipping is per network, in optim/backbone
+    assert cfg.trainer.get("gradient_clip_val") is None  # clipping is per network: model.<network>.grad_clip
     # GPU options cannot start here; check they instantiate once pointed at the CPU.
     instantiate(cfg.trainer, accelerator="cpu", devices=1, precision="32-true", logger=False)
 
@@ -88,8 +91,41 @@ def test_paper_literal_preset_holds_the_papers_constants(tiny_cfg):
     assert loss.natural == 0.1
     assert loss.kernel_blurry == loss.kernel_sharp == loss.kernel_deblurred == loss.sharp_prior == 1.0
     assert cfg.model.reblur.alpha == 40.0 and cfg.model.reblur.n_samples == 15
-    assert [cfg.optim[n].optimizer.lr for n in ("deblur", "motion", "disc")] == [5e-5, 1e-4, 1e-4]
-    assert list(cfg.optim.deblur.optimizer.betas) == [0.9, 0.999]
+    # §4.1: three Adams, lr D 5e-5 (a published backbone), M 1e-4, N 1e-4, betas (0.9, 0.999), eps 1e-8
+    system = instantiate_system(cfg)
+    optimizers, _ = system.configure_optimizers()
+    assert system.opt_names == ["deblur", "motion", "disc"]
+    assert all(isinstance(o, torch.optim.Adam) for o in optimizers)
+    settings = [(g["lr"], g["betas"], g["eps"]) for g in (o.param_groups[0] for o in optimizers)]
+    assert settings == [(5e-5, (0.9, 0.999), 1e-8), (1e-4, (0.9, 0.999), 1e-8), (1e-4, (0.9, 0.999), 1e-8)]
+
+
+@pytest.mark.parametrize(("backbone", "network"), [("unet", "UNet"), ("mprnet", "MPRNet")])
+def test_the_backbone_choice_is_d_with_its_own_optimizer(backbone, network, tmp_path):
+    """`backbone=<name>` on the command line puts the option at model.deblur (the run's choices still name it):
+    the system's D is that network, trained with the option's learning rate and gradient clipping."""
+    from neurmap.cli import check_overrides
+
+    (job,) = check_overrides("train", [f"backbone={backbone}", "variant=baseline"], multirun=False)
+    assert job.hydra.runtime.choices.backbone == backbone
+    system = instantiate_system(compose([f"backbone={backbone}", "variant=baseline"], tmp_path))
+    option = backbone_node(backbone)
+    assert type(system.deblur_net.net).__name__ == network
+    (optimizer,), _ = system.configure_optimizers()
+    assert {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for p in system.deblur_net.parameters()}
+    assert optimizer.param_groups[0]["lr"] == option.optimizer.lr
+    assert system._optim["deblur"]["grad_clip"] == option.grad_clip
+    assert system.deblur_net.pad_multiple == option.pad_multiple
+
+
+@pytest.mark.parametrize(
+    "overrides", [[], ["backbone=mprnet"], ["variant=motion_pretrain"], ["experiment=table1_mprnet"]]
+)
+def test_the_model_node_reads_no_other_group(overrides, tmp_path):
+    """Every network's settings live in the model node: none of its values is an interpolation of another
+    group (the run passes loss, variant and iterations to the system)."""
+    model = OmegaConf.to_yaml(compose(overrides, tmp_path).model)  # unresolved
+    assert re.findall(r"\$\{(?!oc\.env:)[^}]*\}", model) == []  # environment variables only
 
 
 def test_mini_fine_tunes_use_the_sweeps_choice(tiny_cfg):
@@ -139,9 +175,9 @@ def _run_train(*args: str, tmp_path) -> subprocess.CompletedProcess:
     ("args", "needle"),
     [
         (["iterations=???"], "iterations"),
-        (["+model.motion_net.widht=3"], "widht"),
+        (["+model.motion.net.widht=3"], "widht"),
         (["trainer.max_steps=100"], "trainer.max_steps=100 has no effect here: the run length is `iterations`"),
-        (["+trainer.gradient_clip_val=1.0"], "set backbone.grad_clip"),
+        (["+trainer.gradient_clip_val=1.0"], "set model.<deblur|motion|disc>.grad_clip"),
         (["+loss.kernel_blury=1.0"], "kernel_blury"),
     ],
 )
@@ -176,12 +212,12 @@ def test_paper_table_recipes(recipe, backbone, layout, batch, tmp_path):
     from neurmap.config import compose
 
     cfg = compose([f"experiment={recipe}"], tmp_path)
-    assert cfg.backbone.name == backbone and cfg.variant.name == "neurmap"
+    assert cfg.model.deblur.name == backbone and cfg.variant.name == "neurmap"
     assert cfg.data.unpaired_blur.records._target_ == f"neurmap.data.layouts.{layout}"
     assert cfg.data.batch_size_paired == cfg.data.batch_size_unpaired == batch
     assert cfg.data.paired.transform.crop_size == 256 and cfg.iterations == 210000
     assert (cfg.loss.lam, cfg.loss.beta, cfg.loss.kernel_blurry, cfg.model.reblur.alpha) == (100.0, 0.1, 1.0, 40.0)
-    assert cfg.backbone.grad_clip == (0.01 if backbone == "mprnet" else None)
+    assert cfg.model.deblur.grad_clip == (0.01 if backbone == "mprnet" else None)
 
 
 def test_the_logged_config_says_which_terms_lambda_fed(tmp_path):

@@ -55,6 +55,14 @@ def test_nafnet_layernorm_exports(tmp_path):
     assert check_export(net, "onnx", path, [(32, 48), (45, 70)]) < 1e-4
 
 
+def test_release_weights_export_by_backbone_name(tmp_path, capsys):
+    """`backbone=<name>` (at model.deblur) says which network a plain state dict is for."""
+    torch.save(instantiate(backbone_node("unet").net).state_dict(), tmp_path / "unet.pth")
+    out = tmp_path / "unet.pt"
+    assert export_main([f"ckpt={tmp_path / 'unet.pth'}", "backbone=unet", "format=torchscript", f"output={out}"]) == 0
+    assert out.is_file() and "(torchscript, unet" in capsys.readouterr().out
+
+
 def test_export_errors_are_one_line(ckpt, tmp_path, capsys):
     assert export_main([f"ckpt={ckpt}", "format=tflite"]) == 2
     assert "format must be one of ['onnx', 'torchscript'], got 'tflite'" in capsys.readouterr().err

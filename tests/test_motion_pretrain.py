@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 
+from neurmap.cli import UsageError
+from neurmap.config import instantiate_system
 from neurmap.losses.terms import flow_supervision
 from neurmap.nets.motion import MotionNet, load_motion_pretrained
+from neurmap.tasks.inference import load_networks
 from neurmap.tasks.training import train
 from tests.conftest import compose, tiny_overrides
 
@@ -27,7 +29,7 @@ MOTION = [
     "data.paired.num_images=32",
     "data.val.builtin_camera.num_images=6",
     "model.weights.flow=1.0",
-    "model.motion_net.width=16",  # the default M; the tiny width-8 one does not learn this fast
+    "model.motion.net.width=16",  # the default M; the tiny width-8 one does not learn this fast
 ]
 
 
@@ -51,6 +53,7 @@ def test_motion_pretraining_builds_m_only_and_beats_a_zero_map(pretrained):
     ckpt = torch.load(pretrained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     prefixes = {k.split(".", 1)[0] for k in ckpt["state_dict"]}
     assert prefixes == {"motion_net"}  # neither D nor N was built
+    assert "deblur" not in ckpt["hyper_parameters"]["config"]["model"]  # variant=motion_pretrain sets backbone=null
     rows = _rows(pretrained)
     epe, zero = _column(rows, "val/builtin_camera/motion_epe"), _column(rows, "val/builtin_camera/motion_epe_zero")
     assert len(epe) == 2 and len(set(zero)) == 1
@@ -61,14 +64,21 @@ def test_motion_pretraining_builds_m_only_and_beats_a_zero_map(pretrained):
     assert best, "the best checkpoint is kept by motion EPE (mode min)"
 
 
+def test_motion_pretraining_has_no_d(pretrained, tmp_path):
+    with pytest.raises(UsageError, match="holds no deblurring network"):
+        load_networks(pretrained / "checkpoints" / "last.ckpt")
+    with pytest.raises(InstantiationException, match="motion pretraining trains M alone, but backbone=unet puts a D"):
+        instantiate_system(compose(tiny_overrides("variant=motion_pretrain", "backbone=unet"), tmp_path / "r"))
+
+
 def test_pretrained_m_loads_into_neurmap_through_the_config(pretrained, tmp_path):
     ckpt = pretrained / "checkpoints" / "last.ckpt"
-    cfg = compose(tiny_overrides(f"model.motion_pretrained={ckpt}", "model.motion_net.width=16"), tmp_path / "run")
-    system = instantiate(cfg.model, _convert_="all")
+    cfg = compose(tiny_overrides(f"model.motion_pretrained={ckpt}", "model.motion.net.width=16"), tmp_path / "run")
+    system = instantiate_system(cfg)
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     for key, value in system.motion_net.state_dict().items():
         assert torch.equal(value, saved[f"motion_net.{key}"]), key
-    fresh = instantiate(compose(tiny_overrides("model.motion_net.width=16"), tmp_path / "f").model, _convert_="all")
+    fresh = instantiate_system(compose(tiny_overrides("model.motion.net.width=16"), tmp_path / "f"))
     weight = next(iter(fresh.motion_net.state_dict()))
     assert not torch.equal(fresh.motion_net.state_dict()[weight], system.motion_net.state_dict()[weight])
 
@@ -84,7 +94,7 @@ def test_motion_pretrained_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="shape mismatches"):
         load_motion_pretrained(net, tmp_path / "narrow.pt")
     with pytest.raises(InstantiationException, match="no motion network"):
-        instantiate(compose(tiny_overrides("variant=net1", "model.motion_pretrained=x"), tmp_path / "r").model)
+        instantiate_system(compose(tiny_overrides("variant=net1", "model.motion_pretrained=x"), tmp_path / "r"))
 
 
 def test_flow_supervision_is_sign_invariant_and_zero_at_the_truth():
@@ -151,4 +161,4 @@ def test_grad_norms_equal_the_norm_of_each_terms_gradient():
 
 def test_warmup_needs_paired_data(tmp_path):
     with pytest.raises(InstantiationException, match="model.warmup_iterations=2 keeps D on the content loss"):
-        instantiate(compose(tiny_overrides("variant=unsupervised", "model.warmup_iterations=2"), tmp_path / "r").model)
+        instantiate_system(compose(tiny_overrides("variant=unsupervised", "model.warmup_iterations=2"), tmp_path / "r"))

@@ -23,15 +23,15 @@ from neurmap.experiments.mini.run import Run, check_configs, evaluation, fit_ite
 
 # Tiny networks and crops for every training run (shown in the report's commands like any override).
 TINY_TRAIN = [
-    "backbone.net.width=8",
-    "model.motion_net.width=8",
-    "model.discriminator.width=8",
-    "model.discriminator.n_layers=2",
+    "model.deblur.net.width=8",
+    "model.motion.net.width=8",
+    "model.disc.net.width=8",
+    "model.disc.net.n_layers=2",
     "data.paired.transform.crop_size=32",
     "logger=none",
     "trainer.enable_progress_bar=false",
 ]
-TINY_MOTION = ["model.motion_net.width=8", "logger=none", "data.paired.crop_size=32", "data.val.random_blur.samples=2"]
+TINY_MOTION = ["model.motion.net.width=8", "logger=none", "data.paired.crop_size=32", "data.val.random_blur.samples=2"]
 TINY_DATA = ["data.train_photos=[chelsea,coins]", "data.test_photos=[camera]", "data.crop=240"]
 TINY_DATA += ["data.train_crops=2", "data.test_crops=1"]
 
@@ -278,5 +278,5 @@ def test_reports_show_the_weights_variable_and_relative_paths(monkeypatch, tmp_p
     weights = tmp_path / "release" / "dmphn_1_2_4"
     monkeypatch.setenv("NEURMAP_DMPHN_WEIGHTS", str(weights))
     monkeypatch.chdir(tmp_path)
-    line = f"python -m neurmap.train backbone.pretrained={weights} hydra.run.dir={tmp_path}/logs/run"
-    assert shown(line) == "python -m neurmap.train backbone.pretrained=$NEURMAP_DMPHN_WEIGHTS hydra.run.dir=logs/run"
+    line = f"neurmap.train model.deblur.pretrained={weights} hydra.run.dir={tmp_path}/logs/run"
+    assert shown(line) == "neurmap.train model.deblur.pretrained=$NEURMAP_DMPHN_WEIGHTS hydra.run.dir=logs/run"

@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
+from neurmap.config import instantiate_system
 from neurmap.losses.objectives import BatchSplit, split_batch
 from neurmap.losses.terms import flow_supervision
 from neurmap.metrics.motion import motion_epe
@@ -50,7 +50,7 @@ def blurry_batch():
 def _system(tiny_cfg, variant="net2", *extra):
     torch.manual_seed(0)
     overrides = (f"variant={variant}", "loss.sharp_prior=0", "loss.deblurred_motion_tv=0", "loss.natural=0", *extra)
-    return instantiate(tiny_cfg(*overrides).model)
+    return instantiate_system(tiny_cfg(*overrides))
 
 
 def test_true_motion_points_d_to_the_sharp_image_and_zero_motion_no_better(tiny_cfg, blurry_batch):
@@ -92,7 +92,7 @@ def test_oracle_motion_without_data_motion_stops_with_one_line(tiny_cfg, blurry_
 
 def test_oracle_motion_needs_r(tiny_cfg):
     with pytest.raises(Exception, match="oracle_motion feeds R"):
-        instantiate(tiny_cfg("variant=baseline", "variant.oracle_motion=true").model)
+        instantiate_system(tiny_cfg("variant=baseline", "variant.oracle_motion=true"))
 
 
 def test_batch_split_carries_the_unpaired_motion_only_when_the_data_has_it():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from neurmap.config import instantiate_datamodule
+from neurmap.config import instantiate_datamodule, instantiate_system
 
 VARIANTS = {"baseline": 1, "net1": 2, "net2": 2, "net3": 3, "neurmap": 3, "unsupervised": 3}
 NETS = {"deblur": "deblur_net", "motion": "motion_net", "disc": "discriminator"}
@@ -18,7 +18,7 @@ NETS = {"deblur": "deblur_net", "motion": "motion_net", "disc": "discriminator"}
 def _fit(cfg, callbacks=(), batches: int | None = None):
     L.seed_everything(0)
     datamodule = instantiate_datamodule(cfg)
-    system = instantiate(cfg.model)
+    system = instantiate_system(cfg)
     iterations = batches if batches is not None else int(cfg.iterations)
     trainer = instantiate(
         cfg.trainer,
@@ -97,7 +97,7 @@ def test_optimizers_partition_the_trainable_parameters(tiny_cfg):
 def test_learning_rates_decay_linearly_to_zero(tiny_cfg):
     cfg = tiny_cfg("variant=neurmap", "iterations=4")
     system, trainer = _fit(cfg, batches=3)
-    base = {"deblur": cfg.backbone.lr, "motion": 1e-4, "disc": 1e-4}  # paper §4.1 for M and N
+    base = {n: cfg.model[n].optimizer.lr for n in ("deblur", "motion", "disc")}
     for name, optimizer in zip(system.opt_names, trainer.optimizers):
         assert optimizer.param_groups[0]["lr"] == pytest.approx(base[name] * (1 - 3 / 4))
 
@@ -106,15 +106,15 @@ def test_gradient_clipping_bounds_the_update(tiny_cfg):
     clip = 1e-3
     cfg = tiny_cfg(
         "variant=baseline",
-        "optim.deblur.optimizer._target_=torch.optim.SGD",
-        "~optim.deblur.optimizer.betas",
-        "~optim.deblur.optimizer.eps",
-        "optim.deblur.optimizer.lr=1.0",
-        f"backbone.grad_clip={clip}",
+        "model.deblur.optimizer._target_=torch.optim.SGD",
+        "~model.deblur.optimizer.betas",
+        "~model.deblur.optimizer.eps",
+        "model.deblur.optimizer.lr=1.0",
+        f"model.deblur.grad_clip={clip}",
         "iterations=1",
     )
     L.seed_everything(0)
-    system = instantiate(cfg.model)
+    system = instantiate_system(cfg)
     before = [p.detach().clone() for p in system.deblur_net.parameters()]
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, max_steps=1, limit_val_batches=0)
     trainer.fit(system, datamodule=instantiate_datamodule(cfg))
@@ -149,9 +149,9 @@ def test_authors_code_preset_composes_and_runs(tiny_cfg):
 
 def test_invalid_variant_values_are_rejected(tiny_cfg):
     with pytest.raises(Exception, match="variant.discriminator"):
-        instantiate(tiny_cfg("variant.discriminator=patch").model)
+        instantiate_system(tiny_cfg("variant.discriminator=patch"))
     with pytest.raises(Exception, match="paired"):
-        instantiate(tiny_cfg("variant.paired=false", "variant.unpaired=false").model)
+        instantiate_system(tiny_cfg("variant.paired=false", "variant.unpaired=false"))
 
 
 def test_lr_factor_function():

@@ -28,7 +28,7 @@ def _column(rows: list[dict[str, str]], key: str) -> list[float]:
 
 def test_fast_dev_run_of_the_default_config(tmp_path):
     cfg = compose(["debug=fdr"], tmp_path / "run")
-    assert cfg.variant.name == "neurmap" and cfg.backbone.name == "unet" and cfg.loss.name == "paper_literal"
+    assert cfg.variant.name == "neurmap" and cfg.model.deblur.name == "unet" and cfg.loss.name == "paper_literal"
     train(cfg)
 
 
@@ -48,21 +48,22 @@ def test_tiny_run_writes_checkpoints_metrics_and_panels(tmp_path, capsys):
 
 
 def test_baseline_checkpoint_starts_a_neurmap_run(tmp_path):
-    """neurmap.tasks.training loads backbone.pretrained into D: with D's learning rate at 0, the fine-tune's
+    """model.deblur.pretrained starts D: with D's learning rate at 0, the fine-tune's
     last.ckpt holds exactly the baseline's D weights (and a neurmap run's other networks)."""
     base = tmp_path / "baseline"
     train(compose(tiny_overrides("variant=baseline", "test=false"), base))
     ckpt = base / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     fine = tmp_path / "finetune"
-    train(compose(tiny_overrides(f"backbone.pretrained={ckpt}", "backbone.lr=0", "iterations=2", "test=false"), fine))
+    frozen = ("model.deblur.optimizer.lr=0", "iterations=2", "test=false")
+    train(compose(tiny_overrides(f"model.deblur.pretrained={ckpt}", *frozen), fine))
     after = torch.load(fine / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     deblur = {k: v for k, v in after.items() if k.startswith("deblur_net.")}
     assert deblur and all(torch.equal(v, state[k]) for k, v in deblur.items())
     assert any(k.startswith("motion_net.") for k in after)
     # and without the override D starts elsewhere (so the check above can fail)
     scratch = tmp_path / "scratch"
-    train(compose(tiny_overrides("backbone.lr=0", "iterations=2", "test=false"), scratch))
+    train(compose(tiny_overrides(*frozen), scratch))
     other = torch.load(scratch / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert not all(torch.equal(other[k], state[k]) for k in deblur)
 

@@ -286,7 +286,7 @@ def check_not_finished(output_dir: Path, key: str = "paths.output_dir") -> None:
         ckpt = output_dir / "checkpoints" / "last.ckpt"
         raise UsageError(
             f"{key}={output_dir} holds a finished run ({FINAL_METRICS}); a new or resumed run writes its own folder: "
-            f"leave {key} out, and to go on from it pass backbone.pretrained={ckpt}"
+            f"leave {key} out, and to go on from it pass model.deblur.pretrained={ckpt}"
         )
 
 

@@ -1,13 +1,24 @@
-"""Compose ``conf/train.yaml`` outside the command line (tests, benchmarks, notebooks)."""
+"""Compose ``conf/train.yaml`` outside the command line (tests, benchmarks, notebooks), build a run's system
+and datamodule from it, and read the run configs saved in checkpoints."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-__all__ = ["CONFIG_DIR", "FINAL_METRICS", "backbone_node", "compose", "instantiate_datamodule"]
+__all__ = [
+    "CONFIG_DIR",
+    "FINAL_METRICS",
+    "RUN_SETTINGS",
+    "backbone_node",
+    "compose",
+    "instantiate_datamodule",
+    "instantiate_system",
+    "saved_config",
+]
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 #: Written into every run directory at the end of training ({"iterations": n, "metrics": {name: value}}),
@@ -60,6 +71,45 @@ def instantiate_datamodule(cfg: DictConfig) -> Any:
     return instantiate(cfg.data, use_paired=bool(cfg.variant.paired), use_unpaired=bool(cfg.variant.unpaired))
 
 
+#: The run-level settings a system may take besides its ``model`` node (the model group reads no other group).
+RUN_SETTINGS = ("loss", "variant", "iterations")
+
+
+def instantiate_system(cfg: DictConfig) -> Any:
+    """The LightningModule of a composed run config: ``cfg.model`` (each network with its optimizer) given the
+    :data:`RUN_SETTINGS` its class takes (NeurMAP: all three; motion pretraining: ``iterations``)."""
+    import inspect
+
+    from hydra.utils import get_class, instantiate
+
+    takes = inspect.signature(get_class(cfg.model._target_)).parameters
+    run = {k: cfg[k] for k in RUN_SETTINGS if k in takes}
+    run = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in run.items()}
+    return instantiate(cfg.model, _convert_="all", **run)
+
+
+def saved_config(config: Any) -> DictConfig:
+    """A checkpoint's saved run config (``hyper_parameters.config``) in this version's shape: each network with
+    its optimizer in the model node (``model.deblur``, ``model.motion``, ``model.disc``). Configs saved before
+    held D at ``backbone``, the optimizers at ``optim`` and the networks at ``model.deblur_net``,
+    ``model.motion_net`` and ``model.discriminator``: they are moved to the new places."""
+    plain = OmegaConf.to_container(config) if OmegaConf.is_config(config) else copy.deepcopy(dict(config))
+    optim = plain.pop("optim", None)
+    if optim is None:
+        return OmegaConf.create(plain)
+    backbone, model = plain.pop("backbone", None), plain["model"]
+    for key in ("optim", "loss", "variant", "iterations"):  # the run passes the last three now
+        model.pop(key, None)
+    stage_weights = model.pop("content_stage_weights", None)
+    if model.pop("deblur_net", None) is not None and backbone is not None:  # not motion pretraining
+        deblur = {k: v for k, v in backbone.items() if k != "lr"} | optim["deblur"]  # lr: in the optimizer
+        model["deblur"] = deblur | ({"stage_weights": stage_weights} if stage_weights is not None else {})
+    for name, net in (("motion", "motion_net"), ("disc", "discriminator")):
+        if net in model:
+            model[name] = {"net": model.pop(net), **optim[name]}
+    return OmegaConf.create(plain)
+
+
 def compose(overrides: list[str], output_dir: str | Path, config_name: str = "train") -> DictConfig:
     """The config ``python -m neurmap.<config_name> <overrides>`` would run, with its run directory at
     ``output_dir`` (so ``${hydra:runtime.output_dir}`` resolves). Like in a real run, the returned
@@ -81,7 +131,8 @@ def compose(overrides: list[str], output_dir: str | Path, config_name: str = "tr
 
 
 def backbone_node(name: str) -> DictConfig:
-    """``conf/backbone/<name>.yaml`` with its ``defaults`` applied (the node ``backbone=<name>`` puts in a run)."""
+    """``conf/backbone/<name>.yaml`` with its ``defaults`` applied (the node ``backbone=<name>`` puts at
+    ``model.deblur``)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -90,4 +141,4 @@ def backbone_node(name: str) -> DictConfig:
         raise FileNotFoundError(f"conf/backbone/{name}.yaml: no such backbone")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose(config_name=f"backbone/{name}").backbone
+        return hydra_compose(config_name=f"backbone/{name}").model.deblur

@@ -19,7 +19,7 @@ class DeblurSettings:
     """``python -m neurmap.deblur`` (commented in conf/deblur.yaml)."""
 
     ckpt: str = MISSING
-    backbone: Any = None  # the conf/backbone node chosen by backbone=<name>, or None
+    model: Any = None  # {deblur: the conf/backbone node chosen by backbone=<name>}, or None
     device: str = MISSING
     precision: str = MISSING
     tile: int | None = MISSING
@@ -38,7 +38,7 @@ class ExportSettings:
     """``python -m neurmap.export`` (commented in conf/export.yaml)."""
 
     ckpt: str = MISSING
-    backbone: Any = None  # the conf/backbone node chosen by backbone=<name>, or None
+    model: Any = None  # {deblur: the conf/backbone node chosen by backbone=<name>}, or None
     format: str = MISSING
     output: str | None = MISSING
     overwrite: bool = MISSING

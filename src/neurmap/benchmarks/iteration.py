@@ -19,11 +19,10 @@ from tempfile import TemporaryDirectory
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from neurmap.benchmarks.common import machine, timing_row
-from neurmap.config import compose, instantiate_datamodule
+from neurmap.config import compose, instantiate_datamodule, instantiate_system
 from neurmap.nets.reblur import Reblur
 from neurmap.tasks import training
 
@@ -49,7 +48,7 @@ def time_iterations(overrides: list[str], iterations: int, warmup: int) -> tuple
         )
         L.seed_everything(0)
         datamodule = instantiate_datamodule(cfg)
-        system = instantiate(cfg.model)
+        system = instantiate_system(cfg)
         times, _ = training.time_iterations(cfg, datamodule, system, iterations + warmup)
         batch = int(cfg.data.batch_size_paired) * bool(cfg.variant.paired) + int(cfg.data.batch_size_unpaired) * bool(
             cfg.variant.unpaired
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     reblur_times = time_reblur(batch, crop, int(cfg.model.reblur.n_samples), float(cfg.model.reblur.alpha))
 
     print(f"machine: {machine()}")
-    print(f"config: backbone={cfg.backbone.name} crop={crop} overrides={args.overrides or '-'}\n")
+    print(f"config: backbone={cfg.model.deblur.name} crop={crop} overrides={args.overrides or '-'}\n")
     print("| step | median ms | min ms | what |")
     print("|---|---|---|---|")
     print(timing_row("NeurMAP iteration", neurmap, f"D fwd once + M, N, D steps; {batch} blurry images"))

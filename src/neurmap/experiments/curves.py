@@ -59,7 +59,7 @@ def motion_rows(run: Path, weights: str, mini: Path, per_image: int, overrides: 
     ckpts = sorted(run.glob("checkpoints/best-step=*.ckpt"), key=lambda p: int(p.stem.split("=")[1]))
     for ckpt in ckpts:
         step = int(ckpt.stem.split("=")[1])
-        system = load_system([f"paths.mini={mini}", f"backbone.pretrained={weights}", "variant=net2",
+        system = load_system([f"paths.mini={mini}", f"model.deblur.pretrained={weights}", "variant=net2",
                               f"model.motion_pretrained='{ckpt}'", *overrides])  # fmt: skip
         summary = summarize(measure(system, mini / "kernel_synth" / "test", 96, per_image))
         row: dict[str, Any] = {"iteration": step, **{f"val_epe/{k}": v for k, v in val.get(step, {}).items()}}

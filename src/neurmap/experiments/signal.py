@@ -34,16 +34,11 @@ __all__ = ["fit_reblur_scale", "load_system", "measure", "summarize"]
 
 def load_system(overrides: Sequence[str]) -> Any:
     """The NeurMAP system of ``python -m neurmap.train experiment=mini_neurmap <overrides>``, in eval mode."""
-    from hydra.utils import instantiate
-
-    from neurmap.config import compose
-    from neurmap.nets.backbones import load_pretrained
+    from neurmap.config import compose, instantiate_system
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(["experiment=mini_neurmap", *overrides], tmp)
-        system = instantiate(cfg.model)
-    if cfg.backbone.get("pretrained"):
-        load_pretrained(system.deblur_net, cfg.backbone.pretrained, key=cfg.backbone.get("pretrained_key"))
+        system = instantiate_system(cfg)  # D starts from model.deblur.pretrained
     return system.eval()
 
 
@@ -133,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m neurmap.experiments.signal", description=__doc__.split("\n")[0])
     parser.add_argument("--mini", default="logs/reproduce_mini/data", help="the mini reproduction's data folder")
     parser.add_argument("--split", default="test", help="kernel_synth split measured: test (held out) or val")
-    parser.add_argument("--weights", required=True, help="start D: backbone.pretrained (released DMPHN folder)")
+    parser.add_argument("--weights", required=True, help="start D: model.deblur.pretrained (released DMPHN folder)")
     parser.add_argument("--motion", action="append", default=[], help="M checkpoint (repeatable; 'none' = Xavier)")
     parser.add_argument("--scale", type=float, action="append", default=None, help="model.motion_scale (repeatable)")
     parser.add_argument(
@@ -148,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.manual_seed(0)
     mini = Path(opts.mini)
     results = []
-    base = [f"paths.mini={mini}", f"backbone.pretrained={opts.weights}", "variant=net2", *opts.set]
+    base = [f"paths.mini={mini}", f"model.deblur.pretrained={opts.weights}", "variant=net2", *opts.set]
     for ckpt in opts.motion or ["none"]:
         motion = [] if ckpt == "none" else [f"model.motion_pretrained='{ckpt}'"]
         scales = list(opts.scale or [1.0])

@@ -245,7 +245,7 @@ def content_loss(stages: list[Tensor], sharp: Tensor, stage_weights: list[float]
     ``stage_weights`` align with the LAST outputs."""
     if len(stage_weights) > len(stages):
         raise ValueError(
-            f"content_stage_weights has {len(stage_weights)} weights but the backbone returns {len(stages)} outputs"
+            f"model.deblur.stage_weights has {len(stage_weights)} weights but D returns {len(stages)} outputs"
         )
     total = sharp.new_zeros(())
     for weight, out in zip(stage_weights, stages[-len(stage_weights) :]):

@@ -41,8 +41,9 @@ def finite_on_every_rank(total: torch.Tensor) -> bool:
 class ManualSystem(L.LightningModule):
     """Base of the neurmap systems: one optimizer per named network, stepped by hand.
 
-    Subclasses set ``self.opt_names`` (optimizer order), ``self._optim`` (per name: ``optimizer`` factory and
-    ``grad_clip``), ``self.iterations`` and ``self.check_finite``, and implement :meth:`networks`.
+    Subclasses set ``self.opt_names`` (optimizer order; each name is the network's node in ``model``), call
+    :meth:`_check_optim` with those nodes, set ``self.iterations`` and ``self.check_finite``, and implement
+    :meth:`networks`.
     """
 
     opt_names: list[str]
@@ -54,11 +55,12 @@ class ManualSystem(L.LightningModule):
         """The trained network of each optimizer name."""
         raise NotImplementedError
 
-    def _check_optim(self, optim: Mapping[str, Any]) -> None:
+    def _check_optim(self, nodes: Mapping[str, Mapping[str, Any]]) -> None:
+        """Keep each trained network's ``optimizer`` factory and ``grad_clip`` (``model.<name>`` of the config)."""
         for name in self.opt_names:
-            if name not in optim or "optimizer" not in optim[name]:
-                raise ValueError(f"optim.{name}.optimizer is missing: each trained network needs its optimizer")
-        self._optim = {name: optim[name] for name in self.opt_names}
+            if not (nodes.get(name) or {}).get("optimizer"):
+                raise ValueError(f"model.{name}.optimizer is missing: each trained network needs its optimizer")
+        self._optim = {name: {k: nodes[name].get(k) for k in ("optimizer", "grad_clip")} for name in self.opt_names}
 
     def remember_config(self, config: Mapping[str, Any], provenance: Mapping[str, Any] | None = None) -> None:
         """Store the resolved run configuration (plain containers) and its provenance (git revision, command,

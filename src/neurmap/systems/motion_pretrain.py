@@ -48,27 +48,34 @@ class MotionPretrainSystem(ManualSystem):
     """Trains the motion network M alone on paired batches (``{"paired": {"blur", "sharp", "motion"?}}``).
 
     Args:
-        motion_net: M (:class:`~neurmap.nets.motion.MotionNet`).
+        motion: M and its optimizer (``model.motion``): ``net`` (:class:`~neurmap.nets.motion.MotionNet`),
+            ``optimizer`` (a factory taking parameters) and ``grad_clip`` (max global grad-norm, or None).
         reblur: R (:class:`~neurmap.nets.reblur.Reblur`); its ``alpha`` converts px to motion units.
         weights: ``reblur``, ``sharp``, ``tv``, ``flow`` (0 = no direct supervision) and ``flow_norm``
             (``epe`` or ``mse``), from ``conf/model/motion_pretrain.yaml``.
-        optim: ``{"motion": {"optimizer": factory, "grad_clip": float | None}}``.
         iterations: training length; the learning rate decays linearly to 0 over it.
         init_gain: Xavier gain of M's initialisation.
         check_finite: stop with a clear error when the loss becomes NaN/inf.
+        deblur: must stay None: no D is built (``variant=motion_pretrain`` sets ``backbone=null``); a
+            backbone chosen on the command line is refused rather than silently left untrained.
     """
 
     def __init__(
         self,
-        motion_net: nn.Module,
+        motion: Mapping[str, Any],
         reblur: nn.Module,
         weights: Mapping[str, Any],
-        optim: Mapping[str, Any],
         iterations: int,
         init_gain: float = 1.0,
         check_finite: bool = True,
+        deblur: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if deblur is not None:
+            raise ValueError(
+                f"motion pretraining trains M alone, but backbone={deblur.get('name')} puts a D at model.deblur; "
+                "leave backbone= out, or remove it with ~backbone"
+            )
         w = from_mapping(MotionPretrainWeights, weights, "model.weights")
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -78,10 +85,10 @@ class MotionPretrainSystem(ManualSystem):
             raise ValueError("model.weights: every weight is 0, nothing would train M")
         self.iterations = int(iterations)
         self.check_finite = bool(check_finite)
-        self.motion_net = xavier_init_(motion_net, init_gain)
+        self.motion_net = xavier_init_(motion["net"], init_gain)
         self.reblur = reblur
         self.opt_names = ["motion"]
-        self._check_optim(optim)
+        self._check_optim({"motion": motion})
         self.save_hyperparameters(
             {"weights": dataclasses.asdict(w), "iterations": self.iterations, "variant": {"name": "motion_pretrain"}}
         )

@@ -39,6 +39,7 @@ from neurmap.losses.objectives import (
 from neurmap.losses.pool import MotionPool
 from neurmap.metrics.motion import motion_epe
 from neurmap.metrics.signal import gradient_cosines
+from neurmap.nets.backbones import DeblurNet, load_pretrained
 from neurmap.nets.init import xavier_init_
 from neurmap.nets.motion import load_motion_pretrained
 from neurmap.nets.reblur import canonicalize_motion
@@ -60,19 +61,27 @@ def grad_norms(parts: Mapping[str, torch.Tensor], params: list[torch.Tensor]) ->
 class NeurMAPSystem(ManualSystem):
     """Orchestrates the deblurring network D, motion network M and discriminator N.
 
+    Each network comes with its optimizer (``model.deblur``, ``model.motion``, ``model.disc``): a mapping with
+    ``net``, ``optimizer`` (a factory taking parameters, e.g. a Hydra ``_partial_`` Adam) and ``grad_clip`` (max
+    global grad-norm, or None). The modules keep the names ``deblur_net``, ``motion_net`` and ``discriminator``
+    (the checkpoints' state-dict keys).
+
     Args:
-        deblur_net: D, a :class:`~neurmap.nets.backbones.DeblurNet` ([0,1] images in and out).
-        motion_net: M, returns (B, 2, H, W) motion in normalised units; dropped when
+        deblur: D (``conf/backbone``): ``net`` (the backbone, [0,1] images in and out, wrapped in a
+            :class:`~neurmap.nets.backbones.DeblurNet` padding to ``pad_multiple``), ``stage_weights`` (the
+            content-loss weights of a multi-output backbone's outputs, aligned with the LAST outputs, final
+            last: ``[1.0]`` supervises the final image only, ``[1, 1, 1]`` every stage of MPRNet / every scale of
+            MIMO-UNet; targets are area-resized), ``pretrained`` and ``pretrained_key`` (weights to start D
+            from, :func:`~neurmap.nets.backbones.load_pretrained`; None = the backbone's own init), and the
+            optimizer.
+        motion: M, whose ``net`` returns (B, 2, H, W) motion in normalised units; dropped when
             ``variant.motion`` is false.
-        discriminator: N, returns a list of per-scale logit maps; dropped when
+        disc: N, whose ``net`` returns a list of per-scale logit maps; dropped when
             ``variant.discriminator == "none"``.
         reblur: R, parameter-free (:class:`~neurmap.nets.reblur.Reblur`).
         loss: the weights of ``conf/loss`` (:class:`~neurmap.losses.objectives.LossWeights`, a mapping).
         variant: ``conf/variant`` (:class:`~neurmap.losses.objectives.Variant`): which parts of NeurMAP are
             on (Table 3 ablations).
-        optim: per network (``deblur``, ``motion``, ``disc``) a mapping with ``optimizer`` (a
-            factory taking parameters, e.g. a Hydra ``_partial_`` Adam) and ``grad_clip``
-            (max global grad-norm, or None).
         iterations: training length in iterations (one batch = one iteration, whatever the number
             of optimizers); learning rates decay linearly to 0 over it.
         relative_motion: reblur with M_rel = M(B) - M(S_hat) (the paper and the authors' code), or
@@ -80,9 +89,6 @@ class NeurMAPSystem(ManualSystem):
         pool_size: samples in the running pool behind E[|M(S)|].
         init_gain: Xavier gain for M and N (paper §4.1).
         check_finite: stop with a clear error when a loss becomes NaN/inf.
-        content_stage_weights: content-loss weights of a multi-output backbone's outputs, aligned
-            with the LAST outputs (final last): ``[1.0]`` supervises the final image only, ``[1, 1, 1]``
-            every stage of MPRNet / every scale of MIMO-UNet (targets are area-resized).
         channels_last: NHWC memory format for the networks and images (faster convolutions on
             recent GPUs with mixed precision).
         compile: ``torch.compile`` options for D (e.g. ``{"mode": "max-autotune"}``); None = eager.
@@ -101,19 +107,17 @@ class NeurMAPSystem(ManualSystem):
 
     def __init__(
         self,
-        deblur_net: nn.Module,
-        motion_net: nn.Module | None,
-        discriminator: nn.Module | None,
+        deblur: Mapping[str, Any],
+        motion: Mapping[str, Any] | None,
+        disc: Mapping[str, Any] | None,
         reblur: nn.Module,
         loss: Mapping[str, Any],
         variant: Mapping[str, Any],
-        optim: Mapping[str, Any],
         iterations: int,
         relative_motion: bool = True,
         pool_size: int = 50,
         init_gain: float = 1.0,
         check_finite: bool = True,
-        content_stage_weights: tuple[float, ...] | list[float] = (1.0,),
         channels_last: bool = False,
         compile: Mapping[str, Any] | None = None,
         motion_pretrained: str | None = None,
@@ -152,9 +156,9 @@ class NeurMAPSystem(ManualSystem):
         self.check_finite = bool(check_finite)
         self.channels_last = bool(channels_last)
         self.compile_options = dict(compile) if compile is not None else None
-        self.content_stage_weights = [float(w) for w in content_stage_weights]
+        self.content_stage_weights = [float(w) for w in deblur.get("stage_weights", (1.0,))]
         if not self.content_stage_weights:
-            raise ValueError("content_stage_weights must hold at least the final output's weight")
+            raise ValueError("model.deblur.stage_weights must hold at least the final output's weight")
         self.save_hyperparameters(
             {
                 "loss": dataclasses.asdict(weights),
@@ -166,16 +170,20 @@ class NeurMAPSystem(ManualSystem):
             }
         )
 
-        self.deblur_net = deblur_net
+        self.deblur_net = DeblurNet(deblur["net"], int(deblur["pad_multiple"]))
+        if deblur.get("pretrained"):
+            load_pretrained(self.deblur_net, deblur["pretrained"], key=deblur.get("pretrained_key"))
         self.reblur = reblur
+        motion_net = (motion or {}).get("net")
+        discriminator = (disc or {}).get("net")
+        if self.variant.motion and motion_net is None:
+            raise ValueError(f"variant {variant.name!r} needs a motion network (model.motion.net), got None")
+        if self.variant.discriminator != "none" and discriminator is None:
+            raise ValueError(f"variant {variant.name!r} needs a discriminator (model.disc.net), got None")
         self.motion_net = xavier_init_(motion_net, init_gain) if self.variant.motion else None
         if motion_pretrained:
             load_motion_pretrained(self.motion_net, motion_pretrained)
         self.discriminator = xavier_init_(discriminator, init_gain) if self.variant.discriminator != "none" else None
-        if self.variant.motion and motion_net is None:
-            raise ValueError(f"variant {variant.name!r} needs a motion network, got None")
-        if self.variant.discriminator != "none" and discriminator is None:
-            raise ValueError(f"variant {variant.name!r} needs a discriminator, got None")
         self.pool = MotionPool(pool_size) if self.variant.motion else None
 
         # Optimizer order = configure_optimizers order; the step order is motion, disc, deblur.
@@ -184,7 +192,7 @@ class NeurMAPSystem(ManualSystem):
             self.opt_names.append("motion")
         if self.variant.discriminator != "none":
             self.opt_names.append("disc")
-        self._check_optim(optim)
+        self._check_optim({"deblur": deblur, "motion": motion or {}, "disc": disc or {}})
 
     def networks(self) -> dict[str, nn.Module]:
         return {"deblur": self.deblur_net, "motion": self.motion_net, "disc": self.discriminator}
@@ -403,8 +411,8 @@ class NeurMAPSystem(ManualSystem):
         super().on_load_checkpoint(checkpoint)
         saved = checkpoint.get("hyper_parameters", {}).get("variant")
         if saved is not None and saved.get("name") != self.variant.name:
-            # Starting a new variant from another run's weights goes through backbone.pretrained instead.
+            # Starting a new variant from another run's weights goes through model.deblur.pretrained instead.
             raise ValueError(
                 f"checkpoint was trained as variant {saved.get('name')!r}, this run is {self.variant.name!r}; "
-                "to fine-tune from it use backbone.pretrained=<ckpt> instead of ckpt_path"
+                "to fine-tune from it use model.deblur.pretrained=<ckpt> instead of ckpt_path"
             )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from neurmap.cli import UsageError, resolve_device
@@ -131,7 +131,7 @@ def deblur(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> 
     start = time.perf_counter()
     device = resolve_device(str(cfg.device))
     _autocast(device, str(cfg.precision))  # a bad precision stops here, before any network or image is loaded
-    backbone = cfg.backbone  # the conf/backbone node chosen by backbone=<name>, or None
+    backbone = OmegaConf.select(cfg, "model.deblur")  # the conf/backbone node backbone=<name> puts there, or None
     if cfg.tile is not None and not 0 <= cfg.overlap < cfg.tile:
         raise UsageError(f"overlap={cfg.overlap} must be >= 0 and smaller than tile={cfg.tile}")
     if cfg.bits not in (8, 16):

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from tqdm import tqdm
 
@@ -221,7 +221,7 @@ def evaluate(cfg: DictConfig) -> list[Row]:
         ):
             raise UsageError(f"{key}={value}: expected an integer >= {low} (px){' or null' if key == 'tile' else ''}")
     device = resolve_device(str(cfg.device))
-    nets = load_networks(ckpt, cfg.get("backbone"), motion=bool(cfg.metrics.motion))
+    nets = load_networks(ckpt, OmegaConf.select(cfg, "model.deblur"), motion=bool(cfg.metrics.motion))
     nets.deblur.to(device)
     if nets.motion is not None:
         nets.motion.to(device)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from neurmap.cli import UsageError
@@ -134,7 +134,7 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, object]:
     ckpt = Path(cfg.ckpt)
     output = Path(cfg.output) if cfg.output else ckpt.with_name(f"{ckpt.stem}_deblur{FORMATS[fmt]}")
     _check_output(output, ckpt, bool(cfg.overwrite))
-    nets = load_networks(cfg.ckpt, cfg.backbone, motion=False)
+    nets = load_networks(cfg.ckpt, OmegaConf.select(cfg, "model.deblur"), motion=False)  # backbone=<name>, or None
     module = Exportable(nets.deblur).eval()
     export(module, fmt, output, cfg.example_size)
     error = None

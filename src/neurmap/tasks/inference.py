@@ -14,6 +14,7 @@ result equals the whole-image one; otherwise the ramp hides the seams.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from neurmap.cli import UsageError
+from neurmap.config import instantiate_system, saved_config
 from neurmap.nets.backbones import DeblurNet, load_pretrained
 from neurmap.nets.backbones.weights import load_state_dict_strict
 
@@ -69,9 +71,13 @@ class Networks:
         for diagnostics that need the training objective (:meth:`~neurmap.systems.neurmap.NeurMAPSystem.signal`)."""
         if self.config is None or self.state is None:
             raise UsageError("release weights hold D only; the training system needs a neurmap checkpoint")
-        model = OmegaConf.to_container(self.config.model, resolve=True)
-        model["motion_pretrained"] = None  # the checkpoint holds M's weights
-        system = instantiate(model)
+        config = copy.deepcopy(self.config)
+        config.model.motion_pretrained = None  # the checkpoint holds M's and D's weights
+        if config.model.get("deblur") is not None:
+            config.model.deblur.pretrained = None
+        # the logged config records which loss terms lambda and beta fed (loss.lam_feeds): not weights
+        config.loss = {k: v for k, v in config.loss.items() if not str(k).endswith("_feeds")}
+        system = instantiate_system(config)
         system.load_state_dict(self.state)
         return system.eval()
 
@@ -94,8 +100,9 @@ def load_networks(ckpt: str | os.PathLike, backbone: DictConfig | None = None, m
     Args:
         ckpt: a neurmap ``.ckpt`` (from ``python -m neurmap.train``), or, with ``backbone``, any file or
             folder :func:`~neurmap.nets.backbones.load_pretrained` accepts.
-        backbone: a ``conf/backbone`` node. With a neurmap checkpoint it must name the checkpoint's own
-            backbone (a mismatch is an error); with anything else it says which network to build.
+        backbone: a ``conf/backbone`` node (``model.deblur`` of a config composed with ``backbone=<name>``). With
+            a neurmap checkpoint it must name the checkpoint's own backbone (a mismatch is an error); with
+            anything else it says which network to build.
         motion: also load M when the checkpoint has one.
 
     Raises:
@@ -117,20 +124,23 @@ def load_networks(ckpt: str | os.PathLike, backbone: DictConfig | None = None, m
         net = DeblurNet(instantiate(backbone.net), backbone.pad_multiple)
         load_pretrained(net, path, backbone.get("pretrained_key"))
         return Networks(net.eval(), None, float("nan"), str(backbone.name), int(backbone.pad_multiple))
-    config = OmegaConf.create(config)
-    trained = str(config.backbone.name)
+    config = saved_config(config)  # checkpoints written before D moved into the model node too
+    node = config.model.get("deblur")
+    if node is None:
+        raise UsageError(f"{path} holds no deblurring network (a variant=motion_pretrain run trains M alone)")
+    trained = str(node.name)
     if backbone is not None and str(backbone.name) != trained:
         raise UsageError(
             f"{path} was trained with backbone={trained}, not backbone={backbone.name}; drop the backbone "
             f"override (the checkpoint names its own) or pass a {backbone.name} checkpoint"
         )
     state = obj.get("state_dict", {})
-    net = DeblurNet(instantiate(config.backbone.net), config.backbone.pad_multiple)
+    net = DeblurNet(instantiate(node.net), node.pad_multiple)
     load_state_dict_strict(net, _prefixed(state, "deblur_net."), str(path))
     motion_net = None
     motion_state = _prefixed(state, "motion_net.")
-    if motion and motion_state and "motion_net" in config.get("model", {}):
-        motion_net = instantiate(config.model.motion_net)
+    if motion and motion_state and "motion" in config.model:
+        motion_net = instantiate(config.model.motion.net)
         load_state_dict_strict(motion_net, motion_state, str(path))
         motion_net.eval()
     # R owns alpha (model.reblur.alpha); checkpoints written before that kept it in loss.alpha
@@ -138,7 +148,7 @@ def load_networks(ckpt: str | os.PathLike, backbone: DictConfig | None = None, m
     alpha = float(OmegaConf.select(config, "model.reblur.alpha", default=old_alpha))
     relative = bool(config.get("model", {}).get("relative_motion", True))
     scale = float(config.get("model", {}).get("motion_scale", 1.0))
-    pad = int(config.backbone.pad_multiple)
+    pad = int(node.pad_multiple)
     return Networks(net.eval(), motion_net, alpha, trained, pad, relative, scale, config, state)
 
 

@@ -27,8 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from neurmap.cli import UsageError, check_not_finished
-from neurmap.config import CONFIG_DIR, FINAL_METRICS, instantiate_datamodule
-from neurmap.nets.backbones import load_pretrained
+from neurmap.config import CONFIG_DIR, FINAL_METRICS, instantiate_datamodule, instantiate_system, saved_config
 from neurmap.utils.files import write_json
 
 log = logging.getLogger("neurmap.train")
@@ -53,8 +52,7 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
 NO_EFFECT = {
     "trainer.max_steps": "the run length is `iterations` (max_steps = iterations x the variant's optimizers); "
     "set iterations=N instead",
-    "trainer.gradient_clip_val": "NeurMAP clips each network itself; set backbone.grad_clip or "
-    "optim.<motion|disc>.grad_clip instead",
+    "trainer.gradient_clip_val": "NeurMAP clips each network itself; set model.<deblur|motion|disc>.grad_clip instead",
     "trainer.accumulate_grad_batches": "every batch steps every optimizer; raise data.batch_size_paired / "
     "data.batch_size_unpaired instead",
 }
@@ -132,7 +130,17 @@ def provenance() -> dict[str, Any]:
 
 #: Settings a resumed run must share with its checkpoint: they shape the learning-rate schedule and the
 #: networks whose state is restored.
-RESUME_KEYS = ("iterations", "backbone.name", "variant.name", "backbone.lr", "optim")
+RESUME_KEYS = (
+    "iterations",
+    "model.deblur.name",
+    "variant.name",
+    "model.deblur.optimizer",
+    "model.deblur.grad_clip",
+    "model.motion.optimizer",
+    "model.motion.grad_clip",
+    "model.disc.optimizer",
+    "model.disc.grad_clip",
+)
 
 
 def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
@@ -173,7 +181,7 @@ def _check_resume(cfg: DictConfig, path: Path) -> None:
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UsageError(f"ckpt_path={path}: not a neurmap training checkpoint ({first})") from None
-    saved_cfg = OmegaConf.create(saved)
+    saved_cfg = saved_config(saved)
     for key in RESUME_KEYS:
         before, now = OmegaConf.select(saved_cfg, key, default=None), OmegaConf.select(cfg, key, default=None)
         before = OmegaConf.to_container(before) if OmegaConf.is_config(before) else before
@@ -181,7 +189,7 @@ def _check_resume(cfg: DictConfig, path: Path) -> None:
         if before != now:
             raise UsageError(
                 f"ckpt_path={path} was trained with {key}={before}, this run has {key}={now}: resume with "
-                f"{key}={before}, or start a new run from its weights with backbone.pretrained={path}"
+                f"{key}={before}, or start a new run from its weights with model.deblur.pretrained={path}"
             )
 
 
@@ -203,12 +211,11 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = instantiate_datamodule(cfg)
     if cfg.variant.get("oracle_motion"):
         _check_oracle_data(datamodule, cfg)
-    system = instantiate(cfg.model, _convert_="all")
+    system = instantiate_system(cfg)  # D starts from model.deblur.pretrained, M from model.motion_pretrained
     system.remember_config(run_config, provenance())
-    deblur_net = getattr(system, "deblur_net", None)  # variant=motion_pretrain builds M only
-    if cfg.backbone.get("pretrained") and deblur_net is not None:
-        load_pretrained(deblur_net, cfg.backbone.pretrained, key=cfg.backbone.get("pretrained_key"))
-        log.info("deblurring network initialised from %s", cfg.backbone.pretrained)
+    deblur = cfg.model.get("deblur")  # variant=motion_pretrain builds M only
+    if deblur is not None and deblur.get("pretrained"):
+        log.info("deblurring network initialised from %s", deblur.pretrained)
     if cfg.model.get("motion_pretrained"):
         log.info("motion network initialised from %s", cfg.model.motion_pretrained)
 
@@ -229,7 +236,7 @@ def train(cfg: DictConfig) -> float | None:
     log.info(
         "variant %s, backbone %s, data %s: %d iterations x %d optimizers",
         cfg.variant.name,
-        cfg.backbone.name if deblur_net is not None else "none (M only)",
+        deblur.name if deblur is not None else "none (M only)",
         cfg.data.get("_target_", "?").rsplit(".", 1)[-1],
         cfg.iterations,
         system.n_optimizers,

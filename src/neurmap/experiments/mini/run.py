@@ -117,7 +117,7 @@ def train_overrides(run: Run, experiment: str, variants: Sequence[str] = (), mot
     if experiment == "mini_motion":
         return [*args, *cfg.motion_overrides]
     if experiment == "mini_neurmap":
-        args.append(f"backbone.pretrained={_value(run.start) or 'null'}")
+        args.append(f"model.deblur.pretrained={_value(run.start) or 'null'}")
         if motion and run.motion_ckpt:
             args.append(f"model.motion_pretrained={_value(run.motion_ckpt)}")
     return [*args, *cfg.train_overrides]

@@ -179,7 +179,7 @@ class DMPHN(nn.Module):
         if max(found) > self.levels:
             raise ValueError(
                 f"'{folder}' holds DMPHN weights for {max(found)} levels but the model has {self.levels} "
-                f"(set backbone.net.levels={max(found)})"
+                f"(set model.deblur.net.levels={max(found)})"
             )
         for name in names:
             state = torch.load(folder / name, map_location="cpu", weights_only=True)

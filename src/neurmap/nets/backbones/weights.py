@@ -100,7 +100,7 @@ def extract_state_dict(obj: object, key: str | None, source: str) -> dict[str, t
         if nested is None:
             raise ValueError(
                 f"checkpoint '{source}' is not a flat state dict and has none of the keys {list(COMMON_KEYS)}; "
-                f"its keys: {_names(sorted(map(str, obj)))}; name the right one with backbone.pretrained_key"
+                f"its keys: {_names(sorted(map(str, obj)))}; name the right one with model.deblur.pretrained_key"
             )
         obj = obj[nested]
     state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
