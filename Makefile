@@ -9,6 +9,8 @@ PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 STAMP      := $(VENV)/.installed
 ARGS       ?=
+# pytest-xdist workers of make test / test-fast; the tests share the cores among them (tests/conftest.py)
+TEST_JOBS  ?= 2
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 
@@ -37,10 +39,10 @@ train: $(STAMP)  ## train the default NeurMAP run on built-in data (pass ARGS='k
 	$(PY) -m neurmap.train $(ARGS)
 
 test: $(STAMP) metric-assets  ## run every test (CPU, offline)
-	WANDB_MODE=disabled $(PY) -m pytest $(ARGS)
+	WANDB_MODE=disabled $(PY) -m pytest -n $(TEST_JOBS) --dist worksteal $(ARGS)
 
 test-fast: $(STAMP)  ## skip the tests marked slow
-	WANDB_MODE=disabled $(PY) -m pytest -m "not slow" $(ARGS)
+	WANDB_MODE=disabled $(PY) -m pytest -n $(TEST_JOBS) --dist worksteal -m "not slow" $(ARGS)
 
 lint: $(STAMP)  ## ruff check and format check
 	$(PY) -m ruff check src tests

@@ -6,6 +6,12 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
+# Under pytest-xdist (``-n N``) the cores are shared among the workers: every torch, this process's and those of
+# the commands the tests start, gets its share. A process with more threads than free cores waits at every op's
+# thread barrier while another holds a core (steps 10-40x slower were measured on 2 cores).
+THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 from pathlib import Path  # noqa: E402
 
@@ -71,7 +77,7 @@ def tiny_overrides(*extra: str) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")
