@@ -223,9 +223,8 @@ def test_paper_table_recipes(recipe, backbone, layout, batch, tmp_path):
 def test_the_logged_config_says_which_terms_lambda_fed(tmp_path):
     from neurmap.tasks.training import _check_config
 
-    literal = _check_config(compose([], tmp_path / "a"))["loss"]
-    assert literal["lam_feeds"] == ["content", "reblur_deblur", "reblur_motion"] and literal["beta_feeds"] == [
-        "natural"
-    ]
-    apart = _check_config(compose(["loss.content=50"], tmp_path / "b"))["loss"]
-    assert apart["lam"] == 100 and apart["content"] == 50 and "content" not in apart["lam_feeds"]
+    feeds = _check_config(compose([], tmp_path / "a"))["loss_feeds"]
+    assert feeds == {"lam": ["content", "reblur_deblur", "reblur_motion"], "beta": ["natural"]}
+    apart = _check_config(compose(["loss.content=50"], tmp_path / "b"))
+    assert apart["loss"]["lam"] == 100 and apart["loss"]["content"] == 50
+    assert "content" not in apart["loss_feeds"]["lam"] and "lam_feeds" not in apart["loss"]  # weights only in loss

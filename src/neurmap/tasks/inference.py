@@ -75,8 +75,6 @@ class Networks:
         config.model.motion_pretrained = None  # the checkpoint holds M's and D's weights
         if config.model.get("deblur") is not None:
             config.model.deblur.pretrained = None
-        # the logged config records which loss terms lambda and beta fed (loss.lam_feeds): not weights
-        config.loss = {k: v for k, v in config.loss.items() if not str(k).endswith("_feeds")}
         system = instantiate_system(config)
         system.load_state_dict(self.state)
         return system.eval()

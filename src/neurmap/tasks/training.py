@@ -75,17 +75,18 @@ def _check_config(cfg: DictConfig) -> dict[str, Any]:
 def _record_lambda_beta(cfg: DictConfig, resolved: dict[str, Any]) -> None:
     """The paper's lambda and beta reach the loss terms by interpolation (``reblur_motion: ${.lam}``); a term set
     on its own (``loss.content=50``) no longer follows them. The logged config says which terms each one fed
-    (``loss.lam_feeds``, ``loss.beta_feeds``), and a line names the terms set apart, so ``lam: 100`` is never read
-    as the weight of a term that used another."""
+    (``loss_feeds.lam``, ``loss_feeds.beta``, beside the ``loss`` node so that node stays the weights a system is
+    built from), and a line names the terms set apart, so ``lam: 100`` is never read as the weight of a term that
+    used another."""
     loss = cfg.get("loss")
     if not isinstance(loss, DictConfig) or "lam" not in loss or not isinstance(resolved.get("loss"), dict):
         return
     raw, used = OmegaConf.to_container(loss, resolve=False), resolved["loss"]
-    for knob in ("lam", "beta"):
-        used[f"{knob}_feeds"] = sorted(k for k, v in raw.items() if v == f"${{.{knob}}}")
-    apart = {k: used[k] for k in ("reblur_motion", "reblur_deblur", "content") if k not in used["lam_feeds"]}
+    feeds = {knob: sorted(k for k, v in raw.items() if v == f"${{.{knob}}}") for knob in ("lam", "beta")}
+    resolved["loss_feeds"] = feeds
+    apart = {k: used[k] for k in ("reblur_motion", "reblur_deblur", "content") if k not in feeds["lam"]}
     if any(v != used["lam"] for v in apart.values()):
-        log.info("loss.lam=%s feeds %s; set apart: %s", used["lam"], used["lam_feeds"], apart)
+        log.info("loss.lam=%s feeds %s; set apart: %s", used["lam"], feeds["lam"], apart)
 
 
 def _check_oracle_data(datamodule: Any, cfg: DictConfig) -> None:
