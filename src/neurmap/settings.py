@@ -110,6 +110,8 @@ class MiniData:
     test_crops: int = MISSING
     val_crop: int = MISSING
     val_crops: int = MISSING
+    paired_val_crops: int = MISSING
+    motion_procedural: int = MISSING
     paired_length: list[float] = MISSING
     synth: list[str] = MISSING
 
@@ -123,6 +125,7 @@ class MiniSettings:
     out: str = MISSING
     report_name: str = MISSING
     seed: int = MISSING
+    preset: str | None = MISSING
     backbone_name: str = MISSING
     variants: list[str] = MISSING
     ceiling: bool = MISSING

@@ -1,6 +1,8 @@
 """The mini reproduction's data: photographs bundled with scikit-image, split by photograph, made into a paired
-set (one uniform linear blur per crop), unpaired and validation sets and a held-out test set (Gong et al.'s
-spatially varying camera-motion blur, with the ground-truth motion). Deterministic by the seed, cached in
+set and its validation split (one uniform linear blur per crop: the source family), unpaired and validation sets
+and a held-out test set (Gong et al.'s spatially varying camera-motion blur, the target family, with the
+ground-truth motion; his strong ranges unless ``preset=mild``), and the sharp images of M's pretraining (the
+training crops and procedural dead-leaves images). Deterministic by the seed, cached in
 ``<work>/data`` with a manifest of the settings, rebuilt when they change."""
 
 from __future__ import annotations
@@ -113,11 +115,12 @@ def build_data(cfg: DictConfig, data_dir: Path) -> dict[str, Any]:
         ReproError: a photograph is in both splits or cannot be loaded, a ``data.synth`` setting is wrong, or
             ``data_dir`` holds files that were not made by this command.
     """
+    from neurmap.synth.procedural import dead_leaves
     from neurmap.synth.synthesis import load_config, synthesize
 
     data = cfg.data
     check_data_settings(data)
-    settings = {"seed": cfg.seed, **OmegaConf.to_container(data), "layout": 2}
+    settings = {"seed": cfg.seed, "preset": cfg.preset, **OmegaConf.to_container(data), "layout": 3}
     manifest_path = data_dir / "manifest.json"
     if manifest_path.is_file():
         if json.loads(manifest_path.read_text()).get("settings") == settings:
@@ -128,15 +131,22 @@ def build_data(cfg: DictConfig, data_dir: Path) -> dict[str, Any]:
     elif data_dir.exists() and any(data_dir.iterdir()):
         raise ReproError(f"{data_dir} exists without manifest.json (not made by {PROG}); choose another work=")
     try:
-        synth = load_config([f"seed={cfg.seed}", "workers=1", *data.synth])
+        preset = [f"preset={cfg.preset}"] if cfg.preset else []
+        synth = load_config([f"seed={cfg.seed}", "workers=1", *preset, *data.synth])
     except UsageError as err:
         raise ReproError(f"data.synth: {err}") from None
 
     start = time.perf_counter()
     staging = data_dir.with_name(data_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    photos = {s: staging / "photos" / s for s in ("train", "val", "test")}
-    counts = {"paired": 0, "unpaired": 0, "val": 0, "test": 0}
+    photos = {s: staging / "photos" / s for s in ("train", "val", "test", "motion")}
+    counts = {"paired": 0, "paired_val": 0, "unpaired": 0, "val": 0, "test": 0, "motion_photos": 0}
+
+    def pair(stem: Path, crop: np.ndarray, rng: np.random.Generator) -> None:
+        blurry, sharp, flow = uniform_pair(crop, rng, list(data.paired_length))
+        write_image(stem.with_name(f"{stem.name}_blurryimg.png"), blurry)
+        write_image(stem.with_name(f"{stem.name}_gtimg.png"), sharp)
+        write_mfmap(stem.with_name(f"{stem.name}_mfmap.mat"), flow)
 
     def crops(photo: np.ndarray, name: str, size: int, count: int, stream: int | None) -> list[tuple[int, Any, Any]]:
         """(index, crop, its generator) of ``count`` crops: random from stream ``stream``, or a grid (None)."""
@@ -152,17 +162,21 @@ def build_data(cfg: DictConfig, data_dir: Path) -> dict[str, Any]:
             continue
         for j, crop, _ in crops(photo, name, data.crop, data.train_crops, 1):
             write_image(photos["train"] / f"{name}_{j}.png", crop)
+            write_image(photos["motion"] / f"{name}_{j}.png", crop)
         for j, crop, rng in crops(photo, name, data.crop, data.train_crops, 2):
-            blurry, sharp, flow = uniform_pair(crop, rng, list(data.paired_length))
-            stem = staging / "paired" / "train" / f"{name}_{j}"
-            write_image(stem.with_name(f"{stem.name}_blurryimg.png"), blurry)
-            write_image(stem.with_name(f"{stem.name}_gtimg.png"), sharp)
-            write_mfmap(stem.with_name(f"{stem.name}_mfmap.mat"), flow)
+            pair(staging / "paired" / "train" / f"{name}_{j}", crop, rng)
             counts["paired"] += 1
+        for j, crop, rng in crops(photo, name, data.val_crop, data.paired_val_crops, 4):  # the source's plateau
+            pair(staging / "paired" / "val" / f"{name}_{j}", crop, rng)
+            counts["paired_val"] += 1
         for j, crop, _ in crops(
             photo, name, data.val_crop, data.val_crops, 3
         ):  # M's EPE curve and D's PSNR in training
             write_image(photos["val"] / f"{name}_{j}.png", crop)
+    leaves = np.random.default_rng([cfg.seed, 5])
+    for k in range(data.motion_procedural):  # M's pretraining sees more scenes than eleven photographs
+        write_image(photos["motion"] / f"leaves_{k:04d}.png", dead_leaves(data.crop, leaves, r_max=data.crop / 6))
+    counts["motion_photos"] = len(data.train_photos) * data.train_crops + data.motion_procedural
     for split, seed in (("train", cfg.seed), ("val", cfg.seed + 2), ("test", cfg.seed + 1)):
         split_cfg = synth.copy()
         split_cfg.seed = seed
