@@ -9,11 +9,14 @@ need them skip.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from neurmap import reproduce_mini as entry
 from neurmap.cli import settings
@@ -33,7 +36,10 @@ TINY_TRAIN = [
 ]
 TINY_MOTION = ["model.motion.net.width=8", "logger=none", "data.paired.crop_size=32", "data.val.random_blur.samples=2"]
 TINY_DATA = ["data.train_photos=[chelsea,coins]", "data.test_photos=[camera]", "data.crop=240"]
-TINY_DATA += ["data.train_crops=2", "data.test_crops=1"]
+TINY_DATA += ["data.train_crops=2", "data.test_crops=1", "data.paired_val_crops=1", "data.motion_procedural=2"]
+# The source stage validates every iteration and stops at once on a plateau of 100 dB.
+TINY_SOURCE = ["trainer.val_check_interval=1", "callbacks.early_stopping.patience=1"]
+TINY_SOURCE += ["callbacks.early_stopping.min_delta=100", "+data.val.mini_val.records.max_images=1"]
 
 
 def listing(key: str, items: list[str]) -> str:
@@ -44,8 +50,9 @@ def listing(key: str, items: list[str]) -> str:
 def tiny(tmp_path, *extra: str) -> list[str]:
     args = [f"work={tmp_path / 'work'}", f"out={tmp_path / 'reports'}", f"weights={tmp_path / 'no'}"]
     args += ["backbone_name=unet"]
-    args += ["iterations=2", "scratch_iterations=2", "motion_iterations=2", "jobs=2", *TINY_DATA]
-    return [*args, listing("train_overrides", TINY_TRAIN), listing("motion_overrides", TINY_MOTION), *extra]
+    args += ["iterations=2", "scratch_iterations=2", "motion_iterations=2", "source_iterations=6", "jobs=2"]
+    args += [*TINY_DATA, listing("train_overrides", TINY_TRAIN), listing("motion_overrides", TINY_MOTION)]
+    return [*args, listing("source_overrides", TINY_SOURCE), *extra]
 
 
 def tiny_run(tmp_path, *extra: str) -> Run:
@@ -68,7 +75,7 @@ def finished(tmp_path_factory):
 def _table(text: str) -> dict[str, list[str]]:
     """Rows of the results table: label -> cells."""
     section = text.split("## Results", 1)[1].split("##", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| run |")]
     return {cells[0]: cells[1:] for cells in ([c.strip() for c in r.strip("|").split("|")] for r in rows)}
 
 
@@ -79,17 +86,19 @@ def test_report_numbers_are_the_collectors_table(finished):
     tmp_path, text = finished
     with open(tmp_path / "work" / "sweeps" / "evaluate" / "sweep_summary.csv") as handle:
         rows = {r["ckpt"]: r for r in csv.DictReader(handle)}
-    assert len(rows) == 3 and all(r["status"] == "done" for r in rows.values())
+    assert len(rows) == 4 and all(r["status"] == "done" for r in rows.values())
     table = _table(text)
-    labels = ["blurry input", "start: trained here", "supervised fine-tune", "NeurMAP", "*reference: motion map"]
-    assert [label[: len(prefix)] for label, prefix in zip(table, labels)] == labels and len(table) == 5
+    labels = ["blurry input", "trained here from scratch", "start: source-converged (", "supervised fine-tune"]
+    labels += ["NeurMAP", "*reference: motion map"]
+    assert [label[: len(prefix)] for label, prefix in zip(table, labels)] == labels and len(table) == 6
     for job, label in (("_neurmap-unet", "NeurMAP"), ("_baseline-unet", "supervised")):
         (row,) = [r for c, r in rows.items() if job in c]
         cells = next(v for k, v in table.items() if k.startswith(label))
         assert cells[0] == f"{float(row['test/kernel_synth/psnr']):.2f}"
         assert cells[2] == f"{float(row['test/kernel_synth/lpips']):.4f}"
+        assert cells[6] == f"{float(row['test/kernel_synth/signal_cos/unpaired']):+.2f}" if label == "NeurMAP" else "—"
         assert (cells[4] != "—") == (label == "NeurMAP") and (cells[5] != "—") == (label == "NeurMAP")
-    assert "python -m neurmap.evaluate -m" in text and "**Target" in text
+    assert "python -m neurmap.evaluate -m" in text and "## Targets" in text
 
 
 def test_stages_are_the_commands_a_user_would_type(tmp_path):
@@ -119,7 +128,9 @@ def test_data_is_deterministic_cached_and_split_by_photograph(tmp_path):
     cfg = settings("reproduce_mini", tiny(tmp_path))
     first = data.build_data(cfg, tmp_path / "a")
     again = data.build_data(cfg, tmp_path / "a")
-    assert again == first and first["counts"] == {"paired": 4, "unpaired": 4, "val": 2, "test": 1}
+    counts = {"paired": 4, "paired_val": 2, "unpaired": 4, "val": 2, "test": 1, "motion_photos": 6}
+    assert again == first and first["counts"] == counts
+    assert len(list((tmp_path / "a" / "photos" / "motion").glob("leaves_*.png"))) == 2
     data.build_data(cfg, tmp_path / "b")
     for rel in ("paired/train/coins_1_blurryimg.png", "kernel_synth/test/camera_0_000_blurryimg.png"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
@@ -137,6 +148,49 @@ def test_data_is_deterministic_cached_and_split_by_photograph(tmp_path):
     data.build_data(settings("reproduce_mini", [*tiny(tmp_path), "seed=1"]), tmp_path / "a")  # rebuilt in place
     name = "paired/train/coins_1_blurryimg.png"
     assert (tmp_path / "a" / name).read_bytes() != (tmp_path / "b" / name).read_bytes()
+
+
+def test_the_target_is_gongs_strong_blur_with_its_motion_and_mild_is_one_setting_away(tmp_path):
+    """Gong's default (strong) ranges, tx/ty up to 27 px, build the unpaired, val and test sets with their true
+    motion; data.synth=[preset=mild] (19 px) gives the milder bed, whose motion is shorter on the same crops."""
+    pytest.importorskip("skimage")
+    from neurmap.data.io import read_mfmap
+
+    lengths = {}
+    for preset, limit in ((None, 27.0), ("mild", 19.0)):
+        root = tmp_path / str(preset)
+        synth = "data.synth=['preset=mild']" if preset else "data.synth=[]"
+        manifest = data.build_data(settings("reproduce_mini", [*tiny(tmp_path), synth]), root)
+        assert manifest["flow"]["tx_max"] == manifest["flow"]["ty_max"] == limit
+        for split in ("train", "val", "test"):
+            blurry = sorted((root / "kernel_synth" / split).glob("*_blurryimg.png"))
+            assert blurry and all(Path(str(p).replace("_blurryimg.png", "_mfmap.mat")).is_file() for p in blurry)
+        maps = [read_mfmap(p) for p in sorted((root / "kernel_synth" / "test").glob("*_mfmap.mat"))]
+        lengths[preset] = float(torch.stack([m.norm(dim=0).mean() for m in maps]).mean())
+    assert lengths[None] > lengths["mild"] > 0
+
+
+@pytest.mark.slow  # three tiny trainings
+def test_source_stage_stops_on_its_val_plateau_and_is_reused(tmp_path, capsys):
+    """source_only: the source stage runs until its paired-val PSNR stops improving (here: no gain of 100 dB
+    in one validation, so it stops at the second of at most 6 iterations), keeps its best checkpoint, and a
+    second run with the same settings reuses it without training."""
+    pytest.importorskip("skimage")
+    args = tiny(tmp_path, "source_only=true")
+    assert entry.main(args) == 0
+    source = tmp_path / "work" / "runs" / "source"
+    best = source / "checkpoints" / "best.ckpt"
+    assert best.is_file() and json.loads((source / "final_metrics.json").read_text())["iterations"] == 2
+    stamp = best.stat().st_mtime_ns
+    capsys.readouterr()
+    assert entry.main(args) == 0
+    assert "converge on the source: reusing" in capsys.readouterr().out
+    assert best.stat().st_mtime_ns == stamp
+    stranger = tmp_path / "other" / "runs" / "source"
+    stranger.mkdir(parents=True)
+    (stranger / "mine.txt").write_text("keep")
+    assert entry.main([*args, f"work={tmp_path / 'other'}"]) == 2  # a folder this command did not write
+    assert (stranger / "mine.txt").read_text() == "keep"
 
 
 def test_photos_are_rgb_in_unit_range():

@@ -28,6 +28,20 @@ def test_gradient_cosine_of_linear_losses_is_the_angle_between_their_coefficient
     assert w.grad is None  # nothing accumulated
 
 
+def test_unpaired_signal_is_the_cosine_of_the_weighted_sum():
+    """Two terms with known gradients (3, 0) and (0, 1) against a reference of gradient (1, 1): the sum's
+    gradient is (3, 1), whose cosine with (1, 1) is 4 / (sqrt(10) sqrt(2)); neither term alone gives it."""
+    w = torch.zeros(2, requires_grad=True)
+    reference = w.sum()
+    parts = {"reblur": 3 * w[0], "natural": w[1]}
+    cos = gradient_cosines(reference, parts, [w], combined="unpaired")
+    assert cos["unpaired"].item() == pytest.approx(4 / (math.sqrt(10) * math.sqrt(2)), abs=1e-6)
+    assert cos["reblur"].item() == pytest.approx(1 / math.sqrt(2), abs=1e-6)
+    assert cos["natural"].item() == pytest.approx(1 / math.sqrt(2), abs=1e-6)
+    opposed = gradient_cosines(reference, {"a": 3 * w[0], "b": -5 * w[0]}, [w], combined="unpaired")
+    assert opposed["unpaired"].item() == pytest.approx(-1 / math.sqrt(2), abs=1e-6)  # (-2, 0): the larger term wins
+
+
 class _ZeroMotion(torch.nn.Module):
     """An M that sees no blur anywhere."""
 
@@ -62,6 +76,7 @@ def test_true_motion_points_d_to_the_sharp_image_and_zero_motion_no_better(tiny_
     assert true.shape == zero.shape == (4,)
     assert true.mean() > 0, true
     assert zero.mean() <= true.mean(), (zero, true)
+    assert torch.allclose(cos["signal_cos/unpaired"], zero)  # the reblur term is D's only unpaired term here
     assert all(p.grad is None for p in system.deblur_net.parameters())
 
 

@@ -7,6 +7,7 @@ import math
 import lightning as L
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from neurmap.config import instantiate_datamodule, instantiate_system
@@ -178,3 +179,19 @@ def test_gpu_users_switches_run_on_cpu(tiny_cfg, switches):
     if "model.channels_last=true" in switches:
         conv = next(m for m in system.deblur_net.modules() if isinstance(m, torch.nn.Conv2d))
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_frozen_m_never_moves_and_still_feeds_the_sharp_pool(tiny_cfg, tmp_path):
+    """variant=neurmap_frozen_m: no M step (two optimizers, N then D), M's weights stay those it started from,
+    and the E[|M(S)|] pool behind the sharp-image prior is still fed."""
+    pretrained, _ = _fit(tiny_cfg("variant=neurmap"), batches=1)
+    path = tmp_path / "motion.pt"
+    torch.save(pretrained.motion_net.state_dict(), path)
+    audit = _StepAudit()
+    system, _ = _fit(tiny_cfg("variant=neurmap_frozen_m", f"model.motion_pretrained={path}"), [audit], batches=2)
+    assert system.opt_names == ["deblur", "disc"]
+    assert [name for name, _ in audit.events] == ["disc", "deblur"] * 2
+    assert not _changed(torch.load(path, weights_only=True), system.motion_net)
+    assert int(system.pool.count) > 0
+    with pytest.raises(InstantiationException, match="freezes M as it starts, but model.motion_pretrained is not set"):
+        instantiate_system(tiny_cfg("variant=neurmap_frozen_m"))

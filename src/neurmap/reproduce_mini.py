@@ -1,11 +1,13 @@
 """The mini reproduction, NeurMAP against supervised fine-tuning at CPU scale.
 
-Builds a paired, an unpaired and a held-out test set from photographs bundled with scikit-image, fine-tunes the
-released DMPHN(1-2-4) (``weights``, default $NEURMAP_DMPHN_WEIGHTS) with the supervised loss, NeurMAP and its
-ablations through the same commands a user would type, evaluates them on the held-out set and writes
-<out>/<report_name>.md. Exit status: 0 done, 1 a stage failed (its log is named), 2 a bad setting.
+Builds a paired, an unpaired and a held-out test set from photographs bundled with scikit-image (the target:
+Gong's strong camera-motion blur), converges the released DMPHN(1-2-4) (``weights``, default
+$NEURMAP_DMPHN_WEIGHTS) on the paired family, continues it with the supervised loss, NeurMAP and its ablations
+through the same commands a user would type, evaluates them on the held-out set and writes
+<out>/<report_name>.md (out defaults to the work folder). Exit status: 0 done, 1 a stage failed (its log is named), 2 a bad setting.
 The experiment in detail: neurmap.experiments.mini. Examples:
-  python -m neurmap.reproduce_mini iterations=400 motion_ckpt=logs/reproduce_mini/motion/checkpoints/last.ckpt
+  python -m neurmap.reproduce_mini source_only=true     # the source-converged start alone (cached)
+  python -m neurmap.reproduce_mini motion_ckpt=logs/reproduce_mini/motion/checkpoints/last.ckpt out=reports
   python -m neurmap.reproduce_mini "train_overrides=['trainer=gpu','trainer.precision=bf16-mixed']" jobs=1
 """
 
@@ -32,7 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = cli.parse_args(argv).overrides
     try:
         record = run(settings("reproduce_mini", overrides), overrides)
-        if not record.cfg.data_only:
+        if record.cfg.data_only:
+            log(f"data ready in {record.path('data')}")
+        elif record.cfg.source_only:
+            log(f"source-converged start: {record.start} ({record.source_iterations} iterations)")
+        else:
             log(f"total {record.seconds / 60:.1f} min; wrote {write_report(record)}")
     except (ReproError, FileNotFoundError, HydraException, ValueError) as err:
         return fail(PROG, err)

@@ -125,12 +125,15 @@ class MiniSettings:
     out: str = MISSING
     report_name: str = MISSING
     seed: int = MISSING
-    preset: str | None = MISSING
     backbone_name: str = MISSING
     variants: list[str] = MISSING
     ceiling: bool = MISSING
     iterations: int | None = MISSING
     scratch_iterations: int | None = MISSING
+    source: bool = MISSING
+    source_ckpt: str | None = MISSING
+    source_iterations: int | None = MISSING
+    source_only: bool = MISSING
     motion_pretrain: bool = MISSING
     motion_ckpt: str | None = MISSING
     motion_iterations: int | None = MISSING
@@ -141,5 +144,6 @@ class MiniSettings:
     data_only: bool = MISSING
     train_overrides: list[str] = MISSING
     motion_overrides: list[str] = MISSING
+    source_overrides: list[str] = MISSING
     eval_overrides: list[str] = MISSING
     data: MiniData = field(default_factory=MiniData)

@@ -82,6 +82,7 @@ class Variant:
     paired: bool = MISSING  # content loss on the paired loader
     unpaired: bool = MISSING  # MAP terms on the unpaired loaders
     oracle_motion: bool = MISSING  # ablation: R gets the unpaired images' true motion in D's reblur term
+    motion_learns: bool = MISSING  # M has its own step (the paper); false = M stays as it started (frozen)
 
 
 @dataclass
@@ -132,6 +133,8 @@ def check_variant(v: Variant) -> Variant:
         raise ValueError("variant needs paired or unpaired data: both variant.paired and variant.unpaired are false")
     if (v.motion or v.discriminator != "none") and not v.unpaired:
         raise ValueError(f"variant {v.name!r} uses NeurMAP terms but variant.unpaired is false")
+    if not v.motion_learns and not v.motion:
+        raise ValueError(f"variant {v.name!r}: motion_learns=false freezes M, but variant.motion is false")
     if v.oracle_motion and not v.motion:
         raise ValueError(f"variant {v.name!r}: oracle_motion feeds R the true motion, but variant.motion is false")
     return v

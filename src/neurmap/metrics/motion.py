@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from neurmap.nets.reblur import canonicalize_motion
 
-__all__ = ["motion_epe", "motion_errors", "motion_mse"]
+__all__ = ["length_ratio", "motion_epe", "motion_errors", "motion_mse"]
 
 
 def _check(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -65,11 +65,20 @@ def motion_errors(
         authors_scale: the factor of the authors' script (20, conf/evaluate.yaml).
 
     Returns:
-        ``motion_mse_authors`` (x authors_scale), ``motion_mse_full`` (x alpha) and ``motion_epe`` (x alpha,
-        px), each (B,).
+        ``motion_mse_authors`` (x authors_scale), ``motion_mse_full`` (x alpha), ``motion_epe`` (x alpha, px)
+        and ``motion_length_ratio`` (:func:`length_ratio`, x alpha), each (B,).
     """
     return {
         "motion_mse_authors": motion_mse(raw_relative * authors_scale, target_px),
         "motion_mse_full": motion_mse(raw_relative * alpha, target_px),
         "motion_epe": motion_epe(raw_relative * alpha, target_px),
+        "motion_length_ratio": length_ratio(raw_relative * alpha, target_px),
     }
+
+
+def length_ratio(pred_px: torch.Tensor, target_px: torch.Tensor) -> torch.Tensor:
+    """Per-image mean predicted blur length over mean true length, (B,): 1 = M's lengths are right on average,
+    below 1 = M underestimates the blur (R then reblurs too little); NaN where the true motion is zero."""
+    pred = _check(pred_px, target_px).double()
+    truth = target_px.double().norm(dim=1).mean(dim=(1, 2))
+    return pred.norm(dim=1).mean(dim=(1, 2)) / truth.where(truth > 0, torch.nan)

@@ -7,6 +7,9 @@ positive cosine with it moves D towards the sharp image; a negative cosine moves
 blur when M underestimates the blur length. The cosine ignores the terms' weights, so it reads the same under
 any ``conf/loss`` preset.
 
+The per-term cosines cannot show the direction D actually takes from the unpaired images: that is the gradient
+of the terms' **weighted sum**, whose cosine (``combined``) also depends on the terms' weights and gradient norms.
+
 The value is computed per image (or crop) and averaged over images by the caller: the mean of per-crop cosines.
 """
 
@@ -27,7 +30,10 @@ def _flat_grad(value: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Ten
 
 
 def gradient_cosines(
-    reference: torch.Tensor, terms: Mapping[str, torch.Tensor], params: Sequence[torch.Tensor]
+    reference: torch.Tensor,
+    terms: Mapping[str, torch.Tensor],
+    params: Sequence[torch.Tensor],
+    combined: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Cosine between the gradient of each term and that of ``reference``, with respect to ``params``.
 
@@ -37,6 +43,7 @@ def gradient_cosines(
         reference: scalar loss whose descent direction is the right one (the supervised loss).
         terms: name -> scalar loss, each a function of ``params``.
         params: the parameters to differentiate (D's).
+        combined: also the cosine of the sum of ``terms`` (weighted terms: the step's direction), under this name.
 
     Returns:
         name -> 0-d float tensor in [-1, 1]; 0 where either gradient vanishes.
@@ -50,9 +57,11 @@ def gradient_cosines(
     """
     params = list(params)
     ref = _flat_grad(reference, params)
+    grads = {name: _flat_grad(value, params) for name, value in terms.items()}
+    if combined is not None and grads:
+        grads[combined] = torch.stack(list(grads.values())).sum(0)
     out = {}
-    for name, value in terms.items():
-        grad = _flat_grad(value, params)
+    for name, grad in grads.items():
         denom = ref.norm() * grad.norm()
         out[name] = (ref @ grad / denom).float() if denom > 0 else ref.new_zeros((), dtype=torch.float32)
     return out

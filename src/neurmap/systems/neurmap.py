@@ -140,6 +140,11 @@ class NeurMAPSystem(ManualSystem):
             )
         if motion_pretrained and not variant.motion:
             raise ValueError(f"model.motion_pretrained is set, but variant {variant.name!r} has no motion network")
+        if variant.motion and not variant.motion_learns and not motion_pretrained:
+            raise ValueError(
+                f"variant {variant.name!r} freezes M as it starts, but model.motion_pretrained is not set "
+                "(a frozen Xavier-initialised M estimates nothing)"
+            )
         if signal_batches < 0:
             raise ValueError(f"model.signal_batches must be >= 0, got {signal_batches}")
         if not motion_scale > 0:
@@ -183,12 +188,14 @@ class NeurMAPSystem(ManualSystem):
         self.motion_net = xavier_init_(motion_net, init_gain) if self.variant.motion else None
         if motion_pretrained:
             load_motion_pretrained(self.motion_net, motion_pretrained)
+        if self.variant.motion and not self.variant.motion_learns:
+            self.motion_net.requires_grad_(False)
         self.discriminator = xavier_init_(discriminator, init_gain) if self.variant.discriminator != "none" else None
         self.pool = MotionPool(pool_size) if self.variant.motion else None
 
         # Optimizer order = configure_optimizers order; the step order is motion, disc, deblur.
         self.opt_names = ["deblur"]
-        if self.variant.motion:
+        if self.variant.motion and self.variant.motion_learns:
             self.opt_names.append("motion")
         if self.variant.discriminator != "none":
             self.opt_names.append("disc")
@@ -232,8 +239,11 @@ class NeurMAPSystem(ManualSystem):
         stages = self.deblur_net.forward_stages(split.blur)  # S_hat once, reused by all three steps
         s_hat = split.map_rows(stages[-1]).detach()
         logs: dict[str, torch.Tensor] = {}
-        if self.variant.motion:
+        if "motion" in opt:
             logs |= self._step("motion", opt["motion"], self._motion_step, split=split, deblurred=s_hat)
+        elif self.variant.motion:  # M frozen: it only feeds the E[|M(S)|] pool
+            with torch.no_grad():
+                self._push_sharp_motion(self.motion(split.map_rows(split.sharp)))
         if self.variant.discriminator != "none":
             fake = torch.cat([s_hat, split.map_rows(split.blur)]) if self.variant.disc_fake_blurry else s_hat
             real = natural_real(split, self.variant.discriminator)
@@ -329,7 +339,8 @@ class NeurMAPSystem(ManualSystem):
         """Per image, the cosine between D's gradient of each of its MAP terms and of the supervised loss
         ``||D(B) - S||^2`` (:func:`neurmap.metrics.signal.gradient_cosines`): positive = the term moves D
         towards the sharp image. The images are treated as unpaired rows (the terms of ``train/deblur/weighted``);
-        with ground-truth motion, ``reblur_true_motion`` is the reblur term with R fed that motion.
+        ``unpaired`` is the weighted sum of those terms at the run's weights (the direction D takes from unpaired
+        images); with ground-truth motion, ``reblur_true_motion`` is the reblur term with R fed that motion.
 
         Runs with gradients enabled, also under Lightning's inference mode, and writes no ``.grad``. The
         sharp-image prior is left out while the E[|M(S)|] pool is empty (the sanity check).
@@ -352,11 +363,13 @@ class NeurMAPSystem(ManualSystem):
                 parts = deblur_objective(
                     weights, **self._deblur_inputs(BatchSplit(blur, sharp, 0, False), stages, True, oracle)
                 )
+                reference = terms.distance(stages[-1], sharp, "l2")
+                row = gradient_cosines(reference, parts, params, combined="unpaired")
                 if true_motion is not None:
                     reblurred = self.reblur(stages[-1], true_motion)
-                    parts["reblur_true_motion"] = terms.reblur_loss(reblurred, blur, weights.reblur_msssim_ratio)
-                reference = terms.distance(stages[-1], sharp, "l2")
-                rows.append(gradient_cosines(reference, parts, params))
+                    true_term = {"reblur_true_motion": terms.reblur_loss(reblurred, blur, weights.reblur_msssim_ratio)}
+                    row |= gradient_cosines(reference, true_term, params)
+                rows.append(row)
         return {f"signal_cos/{k}": torch.stack([row[k] for row in rows]) for k in rows[0]}
 
     def _eval_step(self, batch: Mapping[str, Any], stage: str, dataloader_idx: int) -> dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """The mini reproduction's data: photographs bundled with scikit-image, split by photograph, made into a paired
 set and its validation split (one uniform linear blur per crop: the source family), unpaired and validation sets
 and a held-out test set (Gong et al.'s spatially varying camera-motion blur, the target family, with the
-ground-truth motion; his strong ranges unless ``preset=mild``), and the sharp images of M's pretraining (the
+ground-truth motion; his strong ranges unless ``data.synth=[preset=mild]``), and the sharp images of M's pretraining (the
 training crops and procedural dead-leaves images). Deterministic by the seed, cached in
 ``<work>/data`` with a manifest of the settings, rebuilt when they change."""
 
@@ -120,7 +120,7 @@ def build_data(cfg: DictConfig, data_dir: Path) -> dict[str, Any]:
 
     data = cfg.data
     check_data_settings(data)
-    settings = {"seed": cfg.seed, "preset": cfg.preset, **OmegaConf.to_container(data), "layout": 3}
+    settings = {"seed": cfg.seed, **OmegaConf.to_container(data), "layout": 3}
     manifest_path = data_dir / "manifest.json"
     if manifest_path.is_file():
         if json.loads(manifest_path.read_text()).get("settings") == settings:
@@ -131,8 +131,7 @@ def build_data(cfg: DictConfig, data_dir: Path) -> dict[str, Any]:
     elif data_dir.exists() and any(data_dir.iterdir()):
         raise ReproError(f"{data_dir} exists without manifest.json (not made by {PROG}); choose another work=")
     try:
-        preset = [f"preset={cfg.preset}"] if cfg.preset else []
-        synth = load_config([f"seed={cfg.seed}", "workers=1", *preset, *data.synth])
+        synth = load_config([f"seed={cfg.seed}", "workers=1", *data.synth])
     except UsageError as err:
         raise ReproError(f"data.synth: {err}") from None
 

@@ -1,11 +1,13 @@
 """The mini reproduction's report: read the collector's table of the evaluation sweep and the per-image files,
 judge them with pure functions (:func:`paired_difference`, :func:`standing`, :func:`target_verdicts`,
-:func:`motion_learning`), and render ``report.md.j2`` (Jinja2; the prose lives in the template) plus one figure."""
+:func:`oracle_share`, :func:`motion_learning`), and render ``report.md.j2`` (Jinja2; the prose lives in the
+template) plus two figures: one test image through every run, and PSNR against LPIPS for every run."""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import math
 import statistics
@@ -21,12 +23,23 @@ from neurmap.utils.files import atomic_write
 from neurmap.utils.machine import machine
 from neurmap.utils.tables import to_markdown
 
-__all__ = ["motion_learning", "paired_difference", "render", "standing", "target_verdicts", "write_report"]
+__all__ = [
+    "motion_learning",
+    "oracle_share",
+    "paired_difference",
+    "render",
+    "source_curve",
+    "standing",
+    "target_verdicts",
+    "write_report",
+]
 
 #: Rows of the results table: run key -> label.
 METHODS = {
+    "released": "released GoPro-trained DMPHN(1-2-4)",
     "baseline": "supervised fine-tune (paired only)",
     "neurmap": "NeurMAP (natural-image discriminator)",
+    "neurmap_frozen_m": "NeurMAP with M frozen after pretraining",
     "net1": "Net1 (no M/R, sharp/blurry discriminator)",
     "net2": "Net2 (M + R, no discriminator)",
     "net3": "Net3 (M + R, sharp-image discriminator)",
@@ -40,10 +53,17 @@ COLUMNS = (
     ("lpips", "LPIPS ↓", ".4f"),
     ("niqe", "NIQE ↓", ".3f"),
     ("motion_epe", "motion EPE (px) ↓", ".2f"),
+    ("motion_length_ratio", "length ratio", ".2f"),
+    ("signal_cos/unpaired", "signal: unpaired (weighted sum)", "+.2f"),
     ("signal_cos/reblur", "signal: reblur", "+.2f"),
     ("signal_cos/reblur_true_motion", "signal: reblur, true motion", "+.2f"),
+    ("signal_cos/sharp_prior", "signal: sharp prior", "+.2f"),
     ("signal_cos/natural", "signal: natural prior", "+.2f"),
 )
+#: The bed can show unpaired value when the oracle is ahead of the supervised arm by at least this (dB).
+ORACLE_MARGIN = 0.3
+#: NeurMAP's target share of the oracle's PSNR gain over the supervised arm.
+TARGET_SHARE = 0.5
 #: The paper's DMPHN row on kernel-synthesized (unseen) blur, and the authors' training scale.
 PAPER = {"psnr_gain": 0.93, "lpips_before": 0.236, "lpips_after": 0.124, "iterations": 210_000, "crop": 256}
 DELTAS = (("psnr", "+.2f"), ("lpips", "+.4f"))
@@ -85,6 +105,24 @@ def target_verdicts(per_image: Mapping[str, PerImage], method: str = "neurmap") 
             out.append({"reference": ref, "metric": key, "mean": mean, "se": se, "n": n,
                         "met": standing(mean, se, n, lower) == "ahead"})  # fmt: skip
     return out
+
+
+def oracle_share(method: float, oracle: float) -> float:
+    """The share of the oracle's gain over the supervised arm that a method recovers (both as differences from
+    the supervised arm); NaN when the oracle gains nothing."""
+    return method / oracle if oracle > 0 and not math.isnan(method) else math.nan
+
+
+def source_curve(metrics_csv: Path) -> list[dict[str, float]]:
+    """The source stage's validation curve from its CSV log: iteration, paired-val PSNR, target-val PSNR (none
+    without the log: a run with ``logger=none``, or a start from ``source_ckpt``)."""
+    rows: list[dict[str, float]] = []
+    for row in _csv(metrics_csv) if metrics_csv.is_file() else []:
+        psnr = num(row.get("val/paired_val/psnr"))
+        if not math.isnan(psnr):
+            rows.append({"iteration": int(num(row["step"])) + 1, "paired_val": psnr,
+                         "target_val": num(row.get("val/mini_val/psnr"))})  # fmt: skip
+    return rows
 
 
 def motion_learning(epe: float, zero_epe: float) -> str | None:
@@ -174,26 +212,55 @@ def figure(run: Run, path: Path) -> dict[str, str]:
 
 
 def results_table(run: Run, summaries: dict[str, dict[str, float]]) -> str:
-    """Blurry input, start, each fine-tune and a zero motion map; the last columns are changes from the start."""
+    """Blurry input, the released D, the start, each arm and a zero motion map; the last columns are changes
+    from the start."""
     start = summaries.get("start", {})
-    released = "released GoPro-trained DMPHN(1-2-4)" if run.released else "trained here from scratch (release absent)"
+    release = METHODS["released"] if run.released else "trained here from scratch (release absent)"
+    if "released" in summaries:
+        begin = f"start: source-converged ({run.source_iterations or '?'} iterations on the pairs)"
+    else:
+        begin = f"start: {release}"
+    labels = METHODS | {"released": release, "start": begin}
     rows = [["blurry input", *(fmt(start.get(f"input_{k}"), spec) for k, _, spec in COLUMNS), "—", "—"]]
-    for key in ("start", "baseline", *run.cfg.variants, "ceiling"):
+    for key in ("released", "start", "baseline", *run.cfg.variants, "ceiling"):
         if key in summaries:
             row = summaries[key]
             delta = [fmt(row.get(m, math.nan) - start.get(m, math.nan), spec) for m, spec in DELTAS]
-            label = METHODS.get(key, f"start: {released}")
-            rows.append(
-                [label, *(fmt(row.get(k), spec) for k, _, spec in COLUMNS), *(delta if key != "start" else ["—"] * 2)]
-            )
+            label = labels[key]
+            fresh = key in ("released", "start")
+            rows.append([label, *(fmt(row.get(k), spec) for k, _, spec in COLUMNS), *(["—"] * 2 if fresh else delta)])
     zero = ["—" if k != "motion_epe" else fmt(start.get("motion_epe_zero"), spec) for k, _, spec in COLUMNS]
     rows.append(["*reference: motion map of zero*", *zero, "—", "—"])
-    header = ["method", *(c[1] for c in COLUMNS), "ΔPSNR vs start", "ΔLPIPS vs start"]
+    header = ["run", *(c[1] for c in COLUMNS), "ΔPSNR vs start", "ΔLPIPS vs start"]
     return to_markdown([dict(zip(header, row)) for row in rows]).rstrip()
 
 
+def tradeoff_figure(summaries: dict[str, dict[str, float]], path: Path, title: str) -> str:
+    """PSNR against LPIPS, one labelled point per run (the paper's claim is largely perceptual)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for key, row in summaries.items():
+        x, y = row.get("lpips", math.nan), row.get("psnr", math.nan)
+        if not (math.isnan(x) or math.isnan(y)):
+            ax.scatter([x], [y], color="tab:red" if key.startswith("neurmap") else "tab:blue")
+            ax.annotate(key, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    ax.set(xlabel="LPIPS (AlexNet) ↓", ylabel="PSNR (dB) ↑", title=title)
+    ax.invert_xaxis()  # better to the right and up
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(path, image.getvalue())
+    return path.name
+
+
 def context(
-    run: Run, summaries: dict[str, dict[str, float]], per_image: dict[str, list], figure: dict[str, str]
+    run: Run, summaries: dict[str, dict[str, float]], per_image: dict[str, list], figures: dict[str, Any]
 ) -> dict[str, Any]:
     """Every value the template words: the settings that ran, tables, differences and verdicts."""
     from omegaconf import OmegaConf
@@ -204,8 +271,17 @@ def context(
     start = summaries.get("start", {})
     zero_epe = start.get("motion_epe_zero", math.nan)
     epe = num(summaries.get("neurmap", {}).get("motion_epe"))
-    diff = {m: paired_difference(per_image.get("neurmap", []), per_image.get("baseline", []), m) for m, _ in DELTAS}
+    baseline = per_image.get("baseline", [])
+    diff = {m: paired_difference(per_image.get("neurmap", []), baseline, m) for m, _ in DELTAS}
+    bracket = {
+        k: {m: paired_difference(rows, baseline, m) for m, _ in DELTAS}
+        for k, rows in per_image.items()
+        if k not in ("released", "start", "baseline")
+    }
+    oracle = bracket.get("oracle_motion", {}).get("psnr", (math.nan, math.nan, 0))
+    unpaired = num(summaries.get("neurmap", {}).get("signal_cos/unpaired"))
     verdicts = target_verdicts(per_image)
+    curve = source_curve(run.work / "runs" / "source" / "csv" / "version_0" / "metrics.csv")
     return {
         "prog": PROG,
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
@@ -214,6 +290,7 @@ def context(
         "setting": lambda key: OmegaConf.select(composed, key),  # what the NeurMAP fine-tune ran with
         "total": duration(run.seconds),
         "within_budget": run.seconds <= 60.0 * run.cfg.budget_minutes,
+        "release": shown(run.release),
         "start_weights": shown(run.start),
         "motion_ckpt": shown(run.motion_ckpt),
         "counts": run.manifest.get("counts", {}),
@@ -223,20 +300,38 @@ def context(
         "paper": PAPER,
         "results_table": results_table(run, summaries),
         "verdicts": verdicts,
-        "targets_met": sum(v["met"] for v in verdicts),
         "diff": diff,
         "standing": {m: standing(*diff[m], lower_is_better=m == "lpips") for m in diff},
         "gain": {
             k: {m: summaries.get(k, {}).get(m, math.nan) - start.get(m, math.nan) for m, _ in DELTAS}
             for k in ("neurmap", "baseline")
         },
-        "motion": {"epe": epe, "zero": zero_epe, "reading": motion_learning(epe, zero_epe)},
-        "bracket": {
-            k: paired_difference(rows, per_image.get("baseline", []), "psnr")
-            for k, rows in per_image.items()
-            if k not in ("start", "baseline")
+        "motion": {
+            "epe": epe,
+            "zero": zero_epe,
+            "reading": motion_learning(epe, zero_epe),
+            "ratio": num(summaries.get("neurmap", {}).get("motion_length_ratio")),
+        },  # fmt: skip
+        "bracket": bracket,
+        "oracle": {
+            "mean": oracle[0],
+            "se": oracle[1],
+            "n": oracle[2],
+            "shows": oracle[0] >= ORACLE_MARGIN and standing(*oracle, lower_is_better=False) == "ahead",
+        },  # fmt: skip
+        "margin": ORACLE_MARGIN,
+        "share": oracle_share(diff["psnr"][0], oracle[0]),
+        "target_share": TARGET_SHARE,
+        "unpaired_signal": unpaired,
+        "targets": {
+            "oracle": oracle[0] >= ORACLE_MARGIN and standing(*oracle, lower_is_better=False) == "ahead",
+            "psnr": standing(*diff["psnr"], lower_is_better=False) == "ahead",
+            "lpips": standing(*diff["lpips"], lower_is_better=True) == "ahead",
+            "share": oracle_share(diff["psnr"][0], oracle[0]) >= TARGET_SHARE,
+            "signal": unpaired > 0,
         },
-        "figure": figure,
+        "source_curve": curve,
+        "figures": figures,
         "command": Stage("run", ("-m", PROG, *run.argv)).command,
         "stages": [
             (stage.command if stage.argv else f"# {stage.name}: in process", stage.name, duration(s), note)
@@ -262,5 +357,13 @@ def write_report(run: Run) -> Path:
     out = Path(run.cfg.out).expanduser() / f"{run.cfg.report_name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     summaries, per_image = gather(run)
-    atomic_write(out, render(context(run, summaries, per_image, figure(run, out.with_suffix(".png")))))
+    figures = {
+        "panel": figure(run, out.with_suffix(".png")),
+        "tradeoff": tradeoff_figure(
+            summaries,
+            out.with_name(f"{out.stem}_psnr_lpips.png"),
+            f"Held-out test, {run.cfg.backbone_name}: PSNR against LPIPS of every run",
+        ),
+    }
+    atomic_write(out, render(context(run, summaries, per_image, figures)))
     return out

@@ -1,17 +1,22 @@
 """The mini reproduction's stages, each the command a user would type, run one after the other: build the data
 (in process, cached); without the released weights, train a from-scratch start (``experiment=mini_scratch``);
-with ``minutes_per_method``, time a few iterations and size the runs; pretrain M (``experiment=mini_motion``)
-unless ``motion_ckpt`` gives one; the fine-tunes as Hydra multiruns of ``experiment=mini_neurmap`` over the
-variants (one for those with M, which start it from the pretraining, one for those without); the ceiling; one
+converge the start on the paired source family (``experiment=mini_source``, early-stopped on the paired val
+split; cached) unless ``source_ckpt`` gives one; with ``minutes_per_method``, time a few iterations and size the
+runs; pretrain M (``experiment=mini_motion``; cached) unless ``motion_ckpt`` gives one; the arms as Hydra
+multiruns of ``experiment=mini_neurmap`` over the variants (one for those with M, which start it from the
+pretraining, one for those without), each continuing from the source-converged start; the ceiling; one
 evaluation multirun over every checkpoint; ``neurmap.collect`` over it.
 
 Each command's output goes to ``<work>/logs/<stage>.log``; a failing one stops the run naming its log
 (:class:`StageFailed`). Every job is composed here first, so a bad override stops the run before anything trains.
-The settings stay as composed; what the run decides and measures is recorded in :class:`Run`.
+A stage's folder holds ``stage.json`` (its command): a cached stage whose folder holds a finished run of the same
+command is reused, and a folder without that record is never deleted. The settings stay as composed; what the run
+decides and measures is recorded in :class:`Run`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shlex
@@ -29,13 +34,16 @@ from omegaconf import DictConfig
 from neurmap.cli import UsageError, check_overrides
 from neurmap.experiments.mini.common import PROG, ReproError, StageFailed, log, shown
 from neurmap.experiments.mini.data import build_data, skimage_data
+from neurmap.utils.files import atomic_write
 
-__all__ = ["EVAL_SET", "MOTION_VARIANTS", "Run", "Stage", "duration", "run"]
+__all__ = ["EVAL_SET", "MOTION_VARIANTS", "RECORD", "Run", "Stage", "duration", "run"]
 
 #: Variants with a motion network M: they start M from the motion-pretraining run.
-MOTION_VARIANTS = ("neurmap", "net2", "net3", "oracle_motion")
+MOTION_VARIANTS = ("neurmap", "neurmap_frozen_m", "net2", "net3", "oracle_motion")
 #: Relative cost of a fine-tune: sweeps list the longest first, so the joblib launcher starts them first.
-COST = {"neurmap": 4, "oracle_motion": 4, "net3": 4, "net2": 3, "net1": 2, "baseline": 1}
+COST = {"neurmap": 4, "oracle_motion": 4, "net3": 4, "neurmap_frozen_m": 3, "net2": 3, "net1": 2, "baseline": 1}
+#: The record of the command that wrote a stage's folder.
+RECORD = "stage.json"
 #: The ceiling's paired data: the test family's own pairs.
 CEILING = ("variant=baseline", "data.paired.records.root=${paths.mini}/kernel_synth/train")
 EVAL_SET = "kernel_synth"  # the test set of data=kernel_synth
@@ -63,7 +71,9 @@ class Run:
     cfg: DictConfig
     argv: list[str]
     released: bool = False
-    start: str = ""  # the start the fine-tunes load (release folder or the scratch run's last.ckpt)
+    release: str = ""  # the released weights (or the scratch run's last.ckpt): the source stage starts there
+    start: str = ""  # the start the arms load (the source-converged best.ckpt, or ``release`` with source=false)
+    source_iterations: int | None = None  # iterations the source stage ran before its plateau
     motion_ckpt: str = ""  # the M the fine-tunes with M start from ("" = Xavier)
     iterations: dict[str, int | None] = field(default_factory=dict)  # experiment -> iterations (None: its yaml)
     ckpts: dict[str, str] = field(default_factory=dict)  # run key ("start", variant) -> checkpoint evaluated
@@ -116,6 +126,9 @@ def train_overrides(run: Run, experiment: str, variants: Sequence[str] = (), mot
         args.append(f"iterations={run.iterations[experiment]}")
     if experiment == "mini_motion":
         return [*args, *cfg.motion_overrides]
+    if experiment == "mini_source":
+        args.append(f"model.deblur.pretrained={_value(run.release) or 'null'}")
+        return [*args, *cfg.train_overrides, *cfg.source_overrides]
     if experiment == "mini_neurmap":
         args.append(f"model.deblur.pretrained={_value(run.start) or 'null'}")
         if motion and run.motion_ckpt:
@@ -162,11 +175,34 @@ def check_configs(stages: Sequence[Stage]) -> None:
             raise ReproError(f"{module} overrides of {stage.name}: {err}") from None
 
 
-def execute(run: Run, stage: Stage) -> None:
-    """Run ``stage`` as a subprocess (output to ``<work>/logs/<stage>.log``) in an emptied output folder (a
-    stale last.ckpt would be versioned, not replaced); record its wall time."""
+def finished(folder: Path, argv: Sequence[str]) -> bool:
+    """Whether ``folder`` holds a finished run written by the command ``argv`` (its record and final metrics)."""
+    from neurmap.config import FINAL_METRICS
+
+    record = folder / RECORD
+    if not (record.is_file() and (folder / FINAL_METRICS).is_file()):
+        return False
+    return json.loads(record.read_text()).get("argv") == list(argv)
+
+
+def execute(run: Run, stage: Stage, cache: bool = False) -> None:
+    """Run ``stage`` as a subprocess (output to ``<work>/logs/<stage>.log``) in a new output folder, recording its
+    command there; with ``cache``, a folder that holds a finished run of the same command is reused instead.
+    A stale folder is removed only when this command wrote it (its record), so a stale last.ckpt is never
+    versioned and nothing of a user's is deleted. Records the wall time."""
     if stage.out is not None:
-        shutil.rmtree(stage.out, ignore_errors=True)
+        if cache and finished(stage.out, stage.argv):
+            log(f"{stage.name}: reusing {rel(stage.out)} (a finished run of the same command)")
+            run.stages.append((stage, 0.0, "reused"))
+            return
+        if stage.out.exists():
+            if not (stage.out / RECORD).is_file():
+                raise ReproError(
+                    f"{stage.out} exists and was not written by {PROG}; move it away or choose another work="
+                )
+            shutil.rmtree(stage.out)
+        stage.out.mkdir(parents=True)
+        atomic_write(stage.out / RECORD, json.dumps({"argv": list(stage.argv)}, indent=2))
     log_path = run.work / "logs" / f"{stage.name.replace(' ', '_')}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log(f"{stage.name}\n    $ {stage.command}\n    log: {log_path}")
@@ -184,11 +220,19 @@ def execute(run: Run, stage: Stage) -> None:
     log(f"{stage.name}: done in {duration(run.stages[-1][1])}")
 
 
-def last_ckpt(run_dir: Path) -> str:
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
+def last_ckpt(run_dir: Path, name: str = "last.ckpt") -> str:
+    ckpt = run_dir / "checkpoints" / name
     if not ckpt.is_file():
         raise ReproError(f"the run in {run_dir} finished without {ckpt}")
     return rel(ckpt)
+
+
+def source_length(run_dir: Path) -> int | None:
+    """Iterations the source stage ran (its ``final_metrics.json``), None when unknown."""
+    from neurmap.config import FINAL_METRICS
+
+    path = run_dir / FINAL_METRICS
+    return int(json.loads(path.read_text())["iterations"]) if path.is_file() else None
 
 
 def iterations_in(minutes: float, seconds_per_iteration: float) -> int:
@@ -222,18 +266,21 @@ def run(cfg: DictConfig, argv: Sequence[str]) -> Run:
     t0 = time.perf_counter()
     if "neurmap" not in cfg.variants or not set(cfg.variants) <= set(MOTION_VARIANTS) | {"net1"}:
         raise ReproError(
-            f"variants must include neurmap, among neurmap, net1, net2, net3, oracle_motion; got {list(cfg.variants)}"
+            f"variants must include neurmap, among {', '.join([*MOTION_VARIANTS, 'net1'])}; got {list(cfg.variants)}"
         )
     if cfg.minutes_per_method is not None and not cfg.minutes_per_method > 0:
         raise ReproError(f"minutes_per_method must be > 0, got {cfg.minutes_per_method}")
     if not cfg.report_name or "/" in cfg.report_name:
         raise ReproError(f"report_name must be a file name without a folder, got {cfg.report_name!r}")
+    if cfg.source_ckpt and not Path(cfg.source_ckpt).is_file():
+        raise ReproError(f"source_ckpt={cfg.source_ckpt}: no such file (make reproduce-mini-source writes it)")
     weights = Path(cfg.weights).expanduser() if cfg.weights else None
     result = Run(cfg, list(argv), released=weights is not None and weights.exists(), load=[loadavg()])
     result.iterations = {
         "mini_neurmap": cfg.iterations,
         "mini_motion": cfg.motion_iterations,
         "mini_scratch": cfg.scratch_iterations,
+        "mini_source": cfg.source_iterations,
     }
     result.work.mkdir(parents=True, exist_ok=True)
     skimage_data()  # fail before anything else when scikit-image is missing
@@ -244,13 +291,25 @@ def run(cfg: DictConfig, argv: Sequence[str]) -> Run:
         return result
 
     if result.released:
-        result.start = str(weights) if weights.is_absolute() else rel(weights)
+        result.release = str(weights) if weights.is_absolute() else rel(weights)
     else:
         log(f"released weights not found at {weights}: training a from-scratch start first")
         scratch = training(result, "train scratch start", "mini_scratch", "scratch_baseline")
         check_configs([scratch])
-        execute(result, scratch)
-        result.start = last_ckpt(scratch.out)
+        execute(result, scratch, cache=True)
+        result.release = last_ckpt(scratch.out)
+    result.start = result.release
+    if cfg.source_ckpt:
+        result.start = rel(Path(cfg.source_ckpt))
+    elif cfg.source:
+        source = training(result, "converge on the source", "mini_source", "source")
+        check_configs([source])
+        execute(result, source, cache=True)
+        result.start = last_ckpt(source.out, "best.ckpt")
+    if cfg.source and result.start != result.release:
+        result.source_iterations = source_length(Path(result.start).parent.parent)
+    if cfg.source_only:
+        return result
     variants = ["baseline", *cfg.variants]
     with_m = [v for v in variants if v in MOTION_VARIANTS] if cfg.motion_pretrain else []
     without_m = [v for v in variants if v not in with_m]
@@ -272,9 +331,9 @@ def run(cfg: DictConfig, argv: Sequence[str]) -> Run:
     check_configs([s for s in (motion, *(stage for stage, _ in sweeps), ceiling) if s is not None])
 
     if motion is not None:
-        execute(result, motion)
+        execute(result, motion, cache=True)
         last_ckpt(motion.out)
-    result.ckpts = {"start": result.start}
+    result.ckpts = {"start": result.start} | ({"released": result.release} if result.start != result.release else {})
     for stage, names in sweeps:
         execute(result, stage)
         for name in names:  # job folders are <num>_<variant>-<backbone> (conf/hydra/default.yaml)
