@@ -1,8 +1,8 @@
 """The mini reproduction's data: photographs bundled with scikit-image, split by photograph, made into a paired
 set and its validation split (one uniform linear blur per crop: the source family), unpaired and validation sets
 and a held-out test set (Gong et al.'s spatially varying camera-motion blur, the target family, with the
-ground-truth motion; his strong ranges unless ``data.synth=[preset=mild]``), and the sharp images of M's pretraining (the
-training crops and procedural dead-leaves images). Deterministic by the seed, cached in
+ground-truth motion; his strong ranges unless ``data.synth=[preset=mild]``), and the sharp images of M's
+pretraining (the training crops and procedural dead-leaves images). Deterministic by the seed, cached in
 ``<work>/data`` with a manifest of the settings, rebuilt when they change."""
 
 from __future__ import annotations
