@@ -15,7 +15,7 @@ TEST_JOBS  ?= 2
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install metric-assets train test test-fast lint format bench bench-data bench-eval bench-backbones sweep-ablations sweep-ratio collect reproduce-mini reproduce-mini-motion reproduce-mini-length reproduce-gpu clean clean-logs
+.PHONY: help install metric-assets train test test-fast lint format bench bench-data bench-eval bench-backbones sweep-ablations sweep-ratio collect reproduce-mini reproduce-mini-source reproduce-mini-motion reproduce-mini-length reproduce-gpu clean clean-logs
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -73,26 +73,31 @@ sweep-ratio: $(STAMP)  ## Table 4 (sharp : natural prior = 1:0.5, 2:0.1, 1:0.1) 
 	$(PY) -m neurmap.collect latest=true
 
 # The mini reproduction (README "Experiments"). The released DMPHN(1-2-4) comes from NEURMAP_DMPHN_WEIGHTS
-# (without it, a from-scratch start is trained first). M's pretraining is a target of its own (about an hour on
-# 2 cores, resumable: re-run the target); reproduce-mini uses its checkpoint when it exists, else pretrains a
-# shorter M itself.
+# (without it, a from-scratch start is trained first). Two long stages are targets of their own, cached in
+# $(MINI) and reused by reproduce-mini: the source-converged start (reproduce-mini-source, ~15 min on 2 cores)
+# and M's pretraining (reproduce-mini-motion, ~40 min, resumable: re-run the target).
 MINI        ?= logs/reproduce_mini
 MOTION_RUN  ?= $(MINI)/motion
 MOTION_CKPT ?= $(MOTION_RUN)/checkpoints/last.ckpt
-LENGTHS     ?= 100,200,400,800
-MINI_JOBS   := cluster=joblib hydra.launcher.n_jobs=2 experiment=mini_neurmap model.deblur.pretrained=$(NEURMAP_DMPHN_WEIGHTS)
+SOURCE_CKPT ?= $(MINI)/runs/source/checkpoints/best.ckpt
+LENGTHS     ?= 250,500,1000
+MINI_JOBS   := cluster=joblib hydra.launcher.n_jobs=2 experiment=mini_neurmap model.deblur.pretrained=$(SOURCE_CKPT)
 
-reproduce-mini-motion: $(STAMP)  ## pretrain the mini's M on on-the-fly blur (~1 h, resumable), then its curve
+reproduce-mini-source: $(STAMP)  ## converge the released D on the mini's paired family (its val plateau), cached
+	$(PIP) install --quiet -e ".[repro]"
+	$(PY) -m neurmap.reproduce_mini work=$(MINI) source_only=true $(ARGS)
+
+reproduce-mini-motion: $(STAMP)  ## pretrain the mini's M on on-the-fly blur (~40 min, resumable), then its curve
 	$(PIP) install --quiet -e ".[repro]"
 	$(PY) -m neurmap.reproduce_mini work=$(MINI) data_only=true
 	$(PY) -m neurmap.train experiment=mini_motion paths.mini=$(MINI)/data ckpt_path=auto hydra.run.dir=$(MOTION_RUN)
-	$(PY) -m neurmap.experiments.curves motion $(MOTION_RUN) --mini $(MINI)/data --weights $(NEURMAP_DMPHN_WEIGHTS)
+	$(PY) -m neurmap.experiments.curves motion $(MOTION_RUN) --mini $(MINI)/data --weights $(SOURCE_CKPT)
 
-reproduce-mini: $(STAMP)  ## NeurMAP vs supervised fine-tuning at CPU scale (2 cores): reports/mini_reproduction.md
+reproduce-mini: $(STAMP)  ## NeurMAP vs supervised from the source-converged start (2 cores): reports/mini_reproduction.md
 	$(PIP) install --quiet -e ".[repro]"
-	$(PY) -m neurmap.reproduce_mini work=$(MINI) $(if $(wildcard $(MOTION_CKPT)),motion_ckpt=$(MOTION_CKPT)) $(ARGS)
+	$(PY) -m neurmap.reproduce_mini work=$(MINI) out=reports $(if $(wildcard $(MOTION_CKPT)),motion_ckpt=$(MOTION_CKPT)) $(ARGS)
 
-reproduce-mini-length: $(STAMP)  ## supervised and NeurMAP at LENGTHS iterations, then the length curve (~45 min)
+reproduce-mini-length: $(STAMP)  ## supervised and NeurMAP at LENGTHS iterations from the source start, then the curve
 	OMP_NUM_THREADS=1 $(PY) -m neurmap.train -m $(MINI_JOBS) paths.mini=$(MINI)/data variant=baseline \
 		iterations=$(LENGTHS) hydra.sweep.dir=$(MINI)/length/baseline
 	OMP_NUM_THREADS=1 $(PY) -m neurmap.train -m $(MINI_JOBS) paths.mini=$(MINI)/data variant=neurmap \
@@ -111,7 +116,8 @@ GPU_TRAIN  := 'trainer=gpu','trainer.precision=bf16-mixed','data.paired.transfor
 GPU_MOTION := 'trainer=gpu','data.paired.transform.crop_size=256','data.batch_size_paired=8'
 reproduce-gpu: $(STAMP)  ## the mini reproduction on one GPU (MINUTES per method): reports/gpu_reproduction.md
 	$(PIP) install --quiet -e ".[repro]"
-	$(PY) -m neurmap.reproduce_mini report_name=gpu_reproduction minutes_per_method=$(MINUTES) variants=[neurmap] \
+	$(PY) -m neurmap.reproduce_mini work=$(MINI)_gpu out=reports report_name=gpu_reproduction \
+		minutes_per_method=$(MINUTES) variants=[neurmap,oracle_motion] \
 		jobs=1 threads=$$(nproc) "train_overrides=[$(GPU_TRAIN)]" "motion_overrides=[$(GPU_MOTION)]" \
 		"eval_overrides=['device=cuda']" $(ARGS)
 
