@@ -108,15 +108,17 @@ def folders(root: Path, count: int = 3, seed: int = 4) -> Path:
 
 
 def mini(root: Path) -> Path:
-    """``root/{paired/train, kernel_synth/{train,val,test}}`` in the kernel_synth layout and the sharp photo
-    crops ``photos/{train,val}``: the tree ``neurmap.reproduce_mini`` builds for ``experiment=mini_*`` (``paths.mini``).
+    """``root/{paired/{train,val}, kernel_synth/{train,val,test}}`` in the kernel_synth layout and the sharp photo
+    crops ``photos/{train,val,motion}``: the tree ``neurmap.reproduce_mini`` builds for ``experiment=mini_*``
+    (``paths.mini``).
     """
     kernel_synth(root)
-    for split in ("train", "val"):
-        target = root / ("paired" if split == "train" else "kernel_synth") / split
+    for folder in ("paired/train", "paired/val", "kernel_synth/val"):
+        target = root / folder
         target.mkdir(parents=True, exist_ok=True)
         for f in (root / "kernel_synth" / "test").iterdir():
             (target / f.name).write_bytes(f.read_bytes())
+    for split in ("train", "val", "motion"):
         photos = root / "photos" / split
         photos.mkdir(parents=True, exist_ok=True)
         for f in (root / "kernel_synth" / "test").glob("*_gtimg.png"):

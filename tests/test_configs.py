@@ -38,6 +38,7 @@ OPTIMIZERS = {
     "unsupervised": 3,
     "motion_pretrain": 1,
     "oracle_motion": 3,
+    "neurmap_frozen_m": 2,
 }
 
 
@@ -56,6 +57,10 @@ def test_every_option_composes_and_instantiates(tiny_cfg, fake_data_root, monkey
         extra.append(f"paths.mini={mini}")
     if option == "random_blur":  # motion-pretraining data: sharp photos, M alone
         extra += ["variant=motion_pretrain", f"paths.photos={fake_data_root / 'kernel_synth' / 'train'}"]
+    if option == "neurmap_frozen_m":  # M frozen as it starts: it needs a start
+        path = tiny_cfg.tmp_path / "motion.pt"
+        torch.save(instantiate_system(tiny_cfg("variant=neurmap")).motion_net.state_dict(), path)
+        extra.append(f"model.motion_pretrained={path}")
     if option == "motion_pretrain" and group == "model":  # M alone: no D (variant=motion_pretrain does the same)
         extra.append("~backbone")
     cfg = tiny_cfg(f"{group}={option}", *extra)
