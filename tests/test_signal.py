@@ -267,3 +267,26 @@ def test_curves_read_lengths_and_val_errors_from_run_records(tmp_path):
         "step,val/a/motion_epe,val/a/motion_epe_zero,train/x\n249,3.5,9.0,\n260,,,1.0\n499,2.5,9.0,\n"
     )
     assert curves._val_epe(tmp_path / "motion") == {250: {"a": 3.5, "a_zero": 9.0}, 500: {"a": 2.5, "a_zero": 9.0}}
+
+
+def test_weight_candidates_read_their_weights_and_val_metrics_and_pick_the_best_psnr_per_variant(tmp_path):
+    import json
+
+    from neurmap.experiments import curves
+
+    sweep = tmp_path / "evaluate"
+    candidates = [("oracle_r10", "oracle_motion", 10, 25.0), ("oracle_r100", "oracle_motion", 100, 25.4)]
+    candidates += [("neurmap_r1", "neurmap", 1, 24.9), ("neurmap_r10", "neurmap", 10, 24.8)]
+    for job, (name, variant, reblur, psnr) in enumerate(candidates):
+        run = tmp_path / "weights" / name
+        (run / ".hydra").mkdir(parents=True)
+        loss = f"loss:\n  reblur_deblur: {reblur}\n  sharp_prior: 0.01\n  natural: 0.01\n"
+        (run / ".hydra" / "config.yaml").write_text(f"variant:\n  name: {variant}\n{loss}")
+        metrics = {"val/k/psnr": psnr, "val/k/input_psnr": 1.0, "val/k/lpips": 0.2, "val/k/signal_cos/unpaired": 0.1}
+        (sweep / str(job)).mkdir(parents=True)
+        record = {"ckpt": str(run / "checkpoints" / "last.ckpt"), "metrics": metrics}
+        (sweep / str(job) / "final_metrics.json").write_text(json.dumps(record))
+    rows = {r["candidate"]: r for r in curves.weight_rows(sweep)}
+    assert rows["oracle_r100"]["reblur_deblur"] == 100.0 and rows["oracle_r100"]["psnr"] == 25.4
+    assert rows["neurmap_r1"]["signal_unpaired"] == 0.1 and math.isnan(rows["neurmap_r1"]["motion_epe"])
+    assert [name for name, r in rows.items() if r["pick"]] == ["neurmap_r1", "oracle_r100"]

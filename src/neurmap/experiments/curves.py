@@ -7,12 +7,17 @@
   released D (:mod:`neurmap.experiments.signal`; reported, never used to choose);
 * ``length``: held-out test PSNR against fine-tuning length for the supervised fine-tune and NeurMAP, from
   one ``neurmap.evaluate`` multirun over the checkpoints of ``iterations=...`` sweeps
-  (``make reproduce-mini-length``).
+  (``make reproduce-mini-length``);
+* ``weights``: the weight candidates of the arms on **validation** images (``split=val``: the target family on
+  training photographs), from one ``neurmap.evaluate`` multirun over their checkpoints: PSNR, LPIPS, M's error,
+  its length ratio and the signal cosines of each, the pick of each variant (best val PSNR), and a PSNR-LPIPS
+  figure.
 
 Each writes ``<out>.md`` (a table with the command behind it) and ``<out>.png`` (titled panels).
 
     python -m neurmap.experiments.curves motion RUN --weights DMPHN_FOLDER --out reports/mini_motion_curve
     python -m neurmap.experiments.curves length EVAL_SWEEP --out reports/mini_length_curve
+    python -m neurmap.experiments.curves weights VAL_EVAL_SWEEP --out reports/mini_weights
 """
 
 from __future__ import annotations
@@ -83,6 +88,64 @@ def length_rows(eval_sweeps: Sequence[Path]) -> list[dict[str, Any]]:
         lpips = next((v for k, v in metrics.items() if k.endswith("/lpips") and "input" not in k), float("nan"))
         rows.append({"variant": str(cfg.variant.name), "iterations": int(cfg.iterations), "psnr": psnr, "lpips": lpips})
     return sorted(rows, key=lambda r: (r["variant"], r["iterations"]))
+
+
+#: The columns of the weight table: (final-metrics suffix, column).
+WEIGHT_METRICS = (
+    ("/psnr", "psnr"),
+    ("/lpips", "lpips"),
+    ("/motion_epe", "motion_epe"),
+    ("/motion_epe_zero", "motion_epe_zero"),
+    ("/motion_length_ratio", "length_ratio"),
+    ("/signal_cos/unpaired", "signal_unpaired"),
+    ("/signal_cos/reblur", "signal_reblur"),
+    ("/signal_cos/reblur_true_motion", "signal_true_motion"),
+)
+
+
+def weight_rows(eval_sweep: Path) -> list[dict[str, Any]]:
+    """One row per evaluated candidate: its run folder's name, variant, the weights of D's unpaired terms, its
+    val metrics, and ``pick`` (the best val PSNR of its variant)."""
+    from omegaconf import OmegaConf
+
+    rows = []
+    for record_path in sorted(eval_sweep.glob("*/final_metrics.json")):
+        record = json.loads(record_path.read_text())
+        run = Path(record["ckpt"]).parent.parent
+        cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+        metrics = {k: v for k, v in record["metrics"].items() if "/input_" not in k}
+        row: dict[str, Any] = {"candidate": run.name, "variant": str(cfg.variant.name)}
+        row |= {k: float(cfg.loss[k]) for k in ("reblur_deblur", "sharp_prior", "natural")}
+        for suffix, column in WEIGHT_METRICS:
+            row[column] = next((float(v) for k, v in metrics.items() if k.endswith(suffix)), float("nan"))
+        rows.append(row)
+    for variant in {r["variant"] for r in rows}:
+        mine = [r for r in rows if r["variant"] == variant]
+        best = max(mine, key=lambda r: r["psnr"] if r["psnr"] == r["psnr"] else float("-inf"))
+        for r in mine:
+            r["pick"] = "yes" if r is best and len(mine) > 1 else ""
+    return sorted(rows, key=lambda r: (r["variant"], r["reblur_deblur"], r["candidate"]))
+
+
+def _weights_figure(rows: list[dict[str, Any]]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for variant in sorted({r["variant"] for r in rows}):
+        mine = [r for r in rows if r["variant"] == variant]
+        ax.scatter([r["lpips"] for r in mine], [r["psnr"] for r in mine], label=variant)
+        for r in mine:
+            ax.annotate(r["candidate"], (r["lpips"], r["psnr"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set(
+        title="Weight candidates on validation: PSNR against LPIPS", xlabel="LPIPS (AlexNet) ↓", ylabel="PSNR (dB) ↑"
+    )
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
 
 
 def _table(rows: list[dict[str, Any]], keys: Sequence[str]) -> str:
@@ -170,6 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     length = sub.add_parser("length", help="test PSNR and LPIPS against fine-tuning length")
     length.add_argument("eval_sweep", type=Path, nargs="+", help="neurmap.evaluate multiruns over the fine-tunes")
     length.add_argument("--out", type=Path, default=Path("reports/mini_length_curve"))
+    weights = sub.add_parser("weights", help="the arms' weight candidates on validation images")
+    weights.add_argument("eval_sweep", type=Path, help="a neurmap.evaluate split=val multirun over the candidates")
+    weights.add_argument("--note", default="", help="a line on how the candidates were trained")
+    weights.add_argument("--out", type=Path, default=Path("reports/mini_weights"))
     opts = parser.parse_args(argv)
     command = shown("python -m neurmap.experiments.curves " + " ".join(argv))
     if opts.curve == "motion":
@@ -185,6 +252,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             "the true length. Reported, never used to choose."
         )
         _write(opts.out, title, command, _table(rows, keys), _motion_figure(rows), note)
+    elif opts.curve == "weights":
+        rows = weight_rows(opts.eval_sweep)
+        keys = ["candidate", "variant", "reblur_deblur", "sharp_prior", "natural", "psnr", "lpips", "motion_epe"]
+        keys += ["motion_epe_zero", "length_ratio", "signal_unpaired", "signal_reblur", "signal_true_motion", "pick"]
+        title = "Weight candidates of the arms, chosen on validation"
+        note = (
+            f"{opts.note} Validation: the target family on training photographs (`split=val`), never the held-out "
+            "test. `reblur_deblur`, `sharp_prior` and `natural` are D's weights of its unpaired terms (content: 100). "
+            "`motion_epe` and `length_ratio`: the motion R receives from M against the true motion. `signal_*`: "
+            "the cosine between D's gradient of the term (`unpaired`: the weighted sum of D's unpaired terms) and "
+            "of the supervised loss. `pick`: the best val PSNR of its variant."
+        ).strip()
+        _write(opts.out, title, command, _table(rows, keys), _weights_figure(rows), note)
     else:
         rows = length_rows(opts.eval_sweep)
         title = "Test PSNR and LPIPS against fine-tuning length"
