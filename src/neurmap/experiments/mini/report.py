@@ -331,6 +331,7 @@ def context(
             "signal": unpaired > 0,
         },
         "source_curve": curve,
+        "source_best": max(curve, key=lambda r: r["paired_val"])["iteration"] if curve else None,
         "figures": figures,
         "command": Stage("run", ("-m", PROG, *run.argv)).command,
         "stages": [
