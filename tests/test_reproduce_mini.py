@@ -117,6 +117,8 @@ def test_stages_are_the_commands_a_user_would_type(tmp_path):
     assert "variant=neurmap,net3,oracle_motion,net2 " in with_m.command  # the longest first
     assert "model.motion_pretrained=motion/last.ckpt" in with_m.command
     assert "variant=net1,baseline " in without_m.command and "motion_pretrained" not in without_m.command
+    alone = sweep(run, "without_motion", ["baseline"], False)  # one job: no launcher, every job's threads
+    assert alone.command.startswith("OMP_NUM_THREADS=2 python -m neurmap.train -m experiment=mini_neurmap")
     assert "variant=baseline" in ceiling.command and "hydra.run.dir=" in ceiling.command
     ckpts = re.search(r"ckpt=(\S+)", evaluate.command).group(1).split(",")
     assert len(ckpts) == 4 and "data=kernel_synth" in evaluate.command and "metrics.signal=true" in evaluate.command

@@ -148,11 +148,14 @@ def training(run: Run, name: str, experiment: str, folder: str, extra: Sequence[
 
 
 def sweep(run: Run, name: str, variants: Sequence[str], motion: bool) -> Stage:
-    """A fine-tune multirun over ``variants`` (longest first), into ``<work>/sweeps/<name>``."""
+    """A fine-tune multirun over ``variants`` (longest first), into ``<work>/sweeps/<name>``; a sweep of one job
+    runs alone with the threads of every job."""
     out = run.work / "sweeps" / name
     overrides = train_overrides(run, "mini_neurmap", sorted(variants, key=lambda v: -COST.get(v, 0)), motion)
-    argv = ("-m", "neurmap.train", "-m", *_launcher(run, "cluster=joblib"), *overrides, f"hydra.sweep.dir={rel(out)}")
-    return Stage(f"fine-tunes {name.replace('_', ' ')}", argv, {"OMP_NUM_THREADS": str(run.cfg.threads)}, out)
+    launcher = _launcher(run, "cluster=joblib") if len(variants) > 1 else []
+    threads = run.cfg.threads if len(variants) > 1 else run.cfg.threads * max(1, run.cfg.jobs)
+    argv = ("-m", "neurmap.train", "-m", *launcher, *overrides, f"hydra.sweep.dir={rel(out)}")
+    return Stage(f"fine-tunes {name.replace('_', ' ')}", argv, {"OMP_NUM_THREADS": str(threads)}, out)
 
 
 def evaluation(run: Run) -> Stage:
