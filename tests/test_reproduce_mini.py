@@ -215,7 +215,7 @@ def test_test_crops_are_a_deterministic_grid():
     ("args", "message"),
     [
         (["data.train_photos=[camera]", "data.test_photos=[camera]"], "in both train_photos and test_photos"),
-        (["variants=[net1]"], "variants must include neurmap"),
+        (["variants=[net1]"], "variants must include method (neurmap)"),
         (["data.paired_length=[5,2]"], "data.paired_length"),
         (["data.synth=['kernel.nope=1']"], "data.synth: unknown key 'kernel.nope'"),
         (["data.synth=[kernel.nope=1]"], "list items holding '='"),

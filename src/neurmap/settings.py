@@ -127,6 +127,7 @@ class MiniSettings:
     seed: int = MISSING
     backbone_name: str = MISSING
     variants: list[str] = MISSING
+    method: str = MISSING
     ceiling: bool = MISSING
     iterations: int | None = MISSING
     scratch_iterations: int | None = MISSING

@@ -267,20 +267,21 @@ def context(
 
     from neurmap.config import compose
 
-    composed = compose(train_overrides(run, "mini_neurmap", ["neurmap"], True), run.work / ".compose")
+    method = run.cfg.method  # the NeurMAP arm the targets judge
+    composed = compose(train_overrides(run, "mini_neurmap", [method], True), run.work / ".compose")
     start = summaries.get("start", {})
     zero_epe = start.get("motion_epe_zero", math.nan)
-    epe = num(summaries.get("neurmap", {}).get("motion_epe"))
+    epe = num(summaries.get(method, {}).get("motion_epe"))
     baseline = per_image.get("baseline", [])
-    diff = {m: paired_difference(per_image.get("neurmap", []), baseline, m) for m, _ in DELTAS}
+    diff = {m: paired_difference(per_image.get(method, []), baseline, m) for m, _ in DELTAS}
     bracket = {
         k: {m: paired_difference(rows, baseline, m) for m, _ in DELTAS}
         for k, rows in per_image.items()
         if k not in ("released", "start", "baseline")
     }
     oracle = bracket.get("oracle_motion", {}).get("psnr", (math.nan, math.nan, 0))
-    unpaired = num(summaries.get("neurmap", {}).get("signal_cos/unpaired"))
-    verdicts = target_verdicts(per_image)
+    unpaired = num(summaries.get(method, {}).get("signal_cos/unpaired"))
+    verdicts = target_verdicts(per_image, method)
     curve = source_curve(run.work / "runs" / "source" / "csv" / "version_0" / "metrics.csv")
     return {
         "prog": PROG,
@@ -304,13 +305,13 @@ def context(
         "standing": {m: standing(*diff[m], lower_is_better=m == "lpips") for m in diff},
         "gain": {
             k: {m: summaries.get(k, {}).get(m, math.nan) - start.get(m, math.nan) for m, _ in DELTAS}
-            for k in ("neurmap", "baseline")
+            for k in (method, "baseline")
         },
         "motion": {
             "epe": epe,
             "zero": zero_epe,
             "reading": motion_learning(epe, zero_epe),
-            "ratio": num(summaries.get("neurmap", {}).get("motion_length_ratio")),
+            "ratio": num(summaries.get(method, {}).get("motion_length_ratio")),
         },  # fmt: skip
         "bracket": bracket,
         "oracle": {
@@ -338,7 +339,9 @@ def context(
             (stage.command if stage.argv else f"# {stage.name}: in process", stage.name, duration(s), note)
             for stage, s, note in run.stages
         ],
-        "complete": all(k in summaries for k in ("start", "baseline", "neurmap")),
+        "complete": all(k in summaries for k in ("start", "baseline", method)),
+        "method": method,
+        "method_label": METHODS.get(method, method),
     }
 
 

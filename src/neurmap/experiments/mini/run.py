@@ -254,7 +254,7 @@ def fit_iterations(run: Run, experiments: Sequence[str], timed: int = 5, warmup:
 
     minutes = run.cfg.minutes_per_method
     for experiment in experiments:
-        args = train_overrides(run, experiment, ["neurmap"] if experiment == "mini_neurmap" else [])
+        args = train_overrides(run, experiment, [run.cfg.method] if experiment == "mini_neurmap" else [])
         start = time.perf_counter()
         seconds = median(time_iterations(args, timed, warmup)[0])
         run.iterations[experiment] = count = iterations_in(minutes, seconds)
@@ -267,9 +267,12 @@ def run(cfg: DictConfig, argv: Sequence[str]) -> Run:
     """The whole reproduction: data, start, motion pretraining, fine-tune sweeps, evaluation sweep, collection.
     Returns the record the report reads (the data is built and nothing else with ``data_only``)."""
     t0 = time.perf_counter()
-    if "neurmap" not in cfg.variants or not set(cfg.variants) <= set(MOTION_VARIANTS) | {"net1"}:
+    if cfg.method not in ("neurmap", "neurmap_frozen_m"):
+        raise ReproError(f"method must be neurmap or neurmap_frozen_m, got {cfg.method!r}")
+    if cfg.method not in cfg.variants or not set(cfg.variants) <= set(MOTION_VARIANTS) | {"net1"}:
         raise ReproError(
-            f"variants must include neurmap, among {', '.join([*MOTION_VARIANTS, 'net1'])}; got {list(cfg.variants)}"
+            f"variants must include method ({cfg.method}), among {', '.join([*MOTION_VARIANTS, 'net1'])}; "
+            f"got {list(cfg.variants)}"
         )
     if cfg.minutes_per_method is not None and not cfg.minutes_per_method > 0:
         raise ReproError(f"minutes_per_method must be > 0, got {cfg.minutes_per_method}")
