@@ -146,5 +146,6 @@ class MiniSettings:
     train_overrides: list[str] = MISSING
     motion_overrides: list[str] = MISSING
     source_overrides: list[str] = MISSING
+    arm_overrides: dict[str, list[str]] = MISSING
     eval_overrides: list[str] = MISSING
     data: MiniData = field(default_factory=MiniData)

@@ -147,11 +147,11 @@ def training(run: Run, name: str, experiment: str, folder: str, extra: Sequence[
     return Stage(name, argv, out=out)
 
 
-def sweep(run: Run, name: str, variants: Sequence[str], motion: bool) -> Stage:
-    """A fine-tune multirun over ``variants`` (longest first), into ``<work>/sweeps/<name>``; a sweep of one job
-    runs alone with the threads of every job."""
+def sweep(run: Run, name: str, variants: Sequence[str], motion: bool, extra: Sequence[str] = ()) -> Stage:
+    """A fine-tune multirun over ``variants`` (longest first) with ``extra`` overrides, into
+    ``<work>/sweeps/<name>``; a sweep of one job runs alone with the threads of every job."""
     out = run.work / "sweeps" / name
-    overrides = train_overrides(run, "mini_neurmap", sorted(variants, key=lambda v: -COST.get(v, 0)), motion)
+    overrides = [*train_overrides(run, "mini_neurmap", sorted(variants, key=lambda v: -COST.get(v, 0)), motion), *extra]
     launcher = _launcher(run, "cluster=joblib") if len(variants) > 1 else []
     threads = run.cfg.threads if len(variants) > 1 else run.cfg.threads * max(1, run.cfg.jobs)
     argv = ("-m", "neurmap.train", "-m", *launcher, *overrides, f"hydra.sweep.dir={rel(out)}")
@@ -330,9 +330,12 @@ def run(cfg: DictConfig, argv: Sequence[str]) -> Run:
         motion = training(result, "pretrain M", "mini_motion", "motion_pretrain")
         result.motion_ckpt = rel(motion.out / "checkpoints" / "last.ckpt")
     ceiling = training(result, "fine-tune ceiling", "mini_neurmap", "ceiling", CEILING) if cfg.ceiling else None
-    sweeps = [(sweep(result, "with_motion", with_m, True), with_m)] if with_m else []
-    if without_m:
-        sweeps.append((sweep(result, "without_motion" if with_m else "all", without_m, False), without_m))
+    own = {v: list(cfg.arm_overrides[v]) for v in variants if cfg.arm_overrides.get(v)}  # arms with their own weights
+    shared_m, shared = [v for v in with_m if v not in own], [v for v in without_m if v not in own]
+    sweeps = [(sweep(result, "with_motion", shared_m, True), shared_m)] if shared_m else []
+    if shared:
+        sweeps.append((sweep(result, "without_motion" if with_m else "all", shared, False), shared))
+    sweeps += [(sweep(result, v, [v], v in with_m, extra), [v]) for v, extra in own.items()]
     sweeps.sort(key=lambda item: -sum(COST.get(v, 0) for v in item[1]))  # the longer sweep first
     check_configs([s for s in (motion, *(stage for stage, _ in sweeps), ceiling) if s is not None])
 
