@@ -140,11 +140,6 @@ class NeurMAPSystem(ManualSystem):
             )
         if motion_pretrained and not variant.motion:
             raise ValueError(f"model.motion_pretrained is set, but variant {variant.name!r} has no motion network")
-        if variant.motion and not variant.motion_learns and not motion_pretrained:
-            raise ValueError(
-                f"variant {variant.name!r} freezes M as it starts, but model.motion_pretrained is not set "
-                "(a frozen Xavier-initialised M estimates nothing)"
-            )
         if signal_batches < 0:
             raise ValueError(f"model.signal_batches must be >= 0, got {signal_batches}")
         if not motion_scale > 0:
@@ -190,6 +185,7 @@ class NeurMAPSystem(ManualSystem):
             load_motion_pretrained(self.motion_net, motion_pretrained)
         if self.variant.motion and not self.variant.motion_learns:
             self.motion_net.requires_grad_(False)
+        self.motion_pretrained = motion_pretrained
         self.discriminator = xavier_init_(discriminator, init_gain) if self.variant.discriminator != "none" else None
         self.pool = MotionPool(pool_size) if self.variant.motion else None
 
@@ -203,6 +199,14 @@ class NeurMAPSystem(ManualSystem):
 
     def networks(self) -> dict[str, nn.Module]:
         return {"deblur": self.deblur_net, "motion": self.motion_net, "disc": self.discriminator}
+
+    def on_fit_start(self) -> None:
+        """A frozen M must start from a pretraining (a checkpoint rebuilt for evaluation holds its weights)."""
+        if self.variant.motion and not self.variant.motion_learns and not self.motion_pretrained:
+            raise ValueError(
+                f"variant {self.variant.name!r} freezes M as it starts, but model.motion_pretrained is not set "
+                "(a frozen Xavier-initialised M estimates nothing)"
+            )
 
     def configure_model(self) -> None:
         """Apply the GPU users' switches once, before training: channels_last and torch.compile."""
