@@ -27,6 +27,7 @@ import csv
 import io
 import json
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -238,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     weights.add_argument("--note", default="", help="a line on how the candidates were trained")
     weights.add_argument("--out", type=Path, default=Path("reports/mini_weights"))
     opts = parser.parse_args(argv)
-    command = shown("python -m neurmap.experiments.curves " + " ".join(argv))
+    command = shown("python -m neurmap.experiments.curves " + shlex.join(argv))
     if opts.curve == "motion":
         rows = motion_rows(opts.run, opts.weights, opts.mini, opts.crops_per_image, opts.set)
         keys = ["iteration", *sorted({k for r in rows for k in r} - {"iteration"})]
