@@ -178,6 +178,19 @@ def check_configs(stages: Sequence[Stage]) -> None:
             raise ReproError(f"{module} overrides of {stage.name}: {err}") from None
 
 
+def side_by_side(run: Run, runs: Sequence[tuple[Stage, list[str]]]) -> list[list[tuple[Stage, list[str]]]]:
+    """Groups of training stages that run at the same time: each single-job stage (one arm, or the ceiling) takes
+    one of the ``jobs`` slots with ``threads`` torch threads; a sweep of several jobs runs alone, its launcher
+    using every slot."""
+    singles = [item for item in runs if len(item[1]) <= 1]
+    groups = [[item] for item in runs if len(item[1]) > 1]
+    slots = max(1, run.cfg.jobs)
+    for item in singles:
+        item[0].env["OMP_NUM_THREADS"] = str(run.cfg.threads if slots > 1 else run.cfg.threads * slots)
+    groups += [singles[i : i + slots] for i in range(0, len(singles), slots)]
+    return groups
+
+
 def finished(folder: Path, argv: Sequence[str]) -> bool:
     """Whether ``folder`` holds a finished run written by the command ``argv`` (its record and final metrics)."""
     from neurmap.config import FINAL_METRICS
@@ -188,39 +201,58 @@ def finished(folder: Path, argv: Sequence[str]) -> bool:
     return json.loads(record.read_text()).get("argv") == list(argv)
 
 
+def _prepare(run: Run, stage: Stage, cache: bool) -> bool:
+    """Make ``stage``'s output folder and record its command there; False when a cached finished run of the same
+    command is reused instead. A stale folder is removed only when this command wrote it (its record), so a stale
+    last.ckpt is never versioned and nothing of a user's is deleted."""
+    if stage.out is None:
+        return True
+    if cache and finished(stage.out, stage.argv):
+        log(f"{stage.name}: reusing {rel(stage.out)} (a finished run of the same command)")
+        run.stages.append((stage, 0.0, "reused"))
+        return False
+    if stage.out.exists():
+        if not (stage.out / RECORD).is_file():
+            raise ReproError(f"{stage.out} exists and was not written by {PROG}; move it away or choose another work=")
+        shutil.rmtree(stage.out)
+    stage.out.mkdir(parents=True)
+    atomic_write(stage.out / RECORD, json.dumps({"argv": list(stage.argv)}, indent=2))
+    return True
+
+
 def execute(run: Run, stage: Stage, cache: bool = False) -> None:
-    """Run ``stage`` as a subprocess (output to ``<work>/logs/<stage>.log``) in a new output folder, recording its
-    command there; with ``cache``, a folder that holds a finished run of the same command is reused instead.
-    A stale folder is removed only when this command wrote it (its record), so a stale last.ckpt is never
-    versioned and nothing of a user's is deleted. Records the wall time."""
-    if stage.out is not None:
-        if cache and finished(stage.out, stage.argv):
-            log(f"{stage.name}: reusing {rel(stage.out)} (a finished run of the same command)")
-            run.stages.append((stage, 0.0, "reused"))
-            return
-        if stage.out.exists():
-            if not (stage.out / RECORD).is_file():
-                raise ReproError(
-                    f"{stage.out} exists and was not written by {PROG}; move it away or choose another work="
-                )
-            shutil.rmtree(stage.out)
-        stage.out.mkdir(parents=True)
-        atomic_write(stage.out / RECORD, json.dumps({"argv": list(stage.argv)}, indent=2))
-    log_path = run.work / "logs" / f"{stage.name.replace(' ', '_')}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log(f"{stage.name}\n    $ {stage.command}\n    log: {log_path}")
-    start = time.perf_counter()
-    with open(log_path, "w") as handle:
+    """Run ``stage`` as a subprocess (output to ``<work>/logs/<stage>.log``) in a new output folder; with
+    ``cache``, a folder that holds a finished run of the same command is reused instead. Records the wall time."""
+    execute_together(run, [stage], cache)
+
+
+def execute_together(run: Run, stages: Sequence[Stage], cache: bool = False) -> None:
+    """Run independent ``stages`` side by side, each a subprocess with its own log, and wait for all of them;
+    the first that failed stops the run. Each records its wall time."""
+    started = []
+    for stage in stages:
+        if not _prepare(run, stage, cache):
+            continue
+        log_path = run.work / "logs" / f"{stage.name.replace(' ', '_')}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log(f"{stage.name}\n    $ {stage.command}\n    log: {log_path}")
+        handle = open(log_path, "w")  # noqa: SIM115 - closed when the process ends
         env = {**os.environ, **stage.env, "PYTHONUNBUFFERED": "1"}
-        code = subprocess.run(
-            [sys.executable, *stage.argv], stdout=handle, stderr=subprocess.STDOUT, env=env
-        ).returncode
-    run.stages.append((stage, time.perf_counter() - start, ""))
-    if code != 0:
-        lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-        last = " ".join(lines[-1].split())[:300] if lines else "(no output)"
-        raise StageFailed(f"{stage.name} failed with exit status {code} (log: {log_path}): {last}")
-    log(f"{stage.name}: done in {duration(run.stages[-1][1])}")
+        process = subprocess.Popen([sys.executable, *stage.argv], stdout=handle, stderr=subprocess.STDOUT, env=env)
+        started.append((stage, process, handle, log_path, time.perf_counter()))
+    failures = []
+    for stage, process, handle, log_path, start in started:
+        code = process.wait()
+        handle.close()
+        run.stages.append((stage, time.perf_counter() - start, ""))
+        if code != 0:
+            lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+            last = " ".join(lines[-1].split())[:300] if lines else "(no output)"
+            failures.append(f"{stage.name} failed with exit status {code} (log: {log_path}): {last}")
+        else:
+            log(f"{stage.name}: done in {duration(run.stages[-1][1])}")
+    if failures:
+        raise StageFailed(failures[0])
 
 
 def last_ckpt(run_dir: Path, name: str = "last.ckpt") -> str:
@@ -343,15 +375,16 @@ def run(cfg: DictConfig, argv: Sequence[str]) -> Run:
         execute(result, motion, cache=True)
         last_ckpt(motion.out)
     result.ckpts = {"start": result.start} | ({"released": result.release} if result.start != result.release else {})
+    runs = [*sweeps, *([(ceiling, [])] if ceiling is not None else [])]
+    for group in side_by_side(result, runs):
+        execute_together(result, [stage for stage, _ in group])
     for stage, names in sweeps:
-        execute(result, stage)
         for name in names:  # job folders are <num>_<variant>-<backbone> (conf/hydra/default.yaml)
             found = sorted(stage.out.glob(f"*_{name}-*"))
             if len(found) != 1:
                 raise ReproError(f"expected one job folder of variant {name} in {stage.out}, found {len(found)}")
             result.ckpts[name] = last_ckpt(found[0])
     if ceiling is not None:
-        execute(result, ceiling)
         result.ckpts["ceiling"] = last_ckpt(ceiling.out)
     evaluate = evaluation(result)
     check_configs([evaluate])
