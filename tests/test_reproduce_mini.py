@@ -22,7 +22,16 @@ from neurmap import reproduce_mini as entry
 from neurmap.cli import settings
 from neurmap.experiments.mini import data, report
 from neurmap.experiments.mini.common import ReproError, shown
-from neurmap.experiments.mini.run import Run, check_configs, evaluation, fit_iterations, iterations_in, sweep, training
+from neurmap.experiments.mini.run import (
+    Run,
+    check_configs,
+    evaluation,
+    fit_iterations,
+    iterations_in,
+    side_by_side,
+    sweep,
+    training,
+)
 
 # Tiny networks and crops for every training run (shown in the report's commands like any override).
 TINY_TRAIN = [
@@ -119,6 +128,15 @@ def test_stages_are_the_commands_a_user_would_type(tmp_path):
     assert "variant=net1,baseline " in without_m.command and "motion_pretrained" not in without_m.command
     alone = sweep(run, "without_motion", ["baseline"], False)  # one job: no launcher, every job's threads
     assert alone.command.startswith("OMP_NUM_THREADS=2 python -m neurmap.train -m experiment=mini_neurmap")
+    # single-job stages share the two slots with one thread each; a sweep of several jobs runs alone
+    oracle = sweep(run, "oracle_motion", ["oracle_motion"], True, ["loss.reblur_deblur=100"])
+    assert oracle.command.endswith(f"loss.reblur_deblur=100 hydra.sweep.dir={oracle.out}")
+    groups = side_by_side(run, [(with_m, ["neurmap", "net2"]), (alone, ["baseline"]), (oracle, ["oracle_motion"])])
+    assert [[stage.name for stage, _ in group] for group in groups] == [
+        ["fine-tunes with motion"],
+        ["fine-tunes without motion", "fine-tunes oracle motion"],
+    ]
+    assert alone.command.startswith("OMP_NUM_THREADS=1 ") and oracle.command.startswith("OMP_NUM_THREADS=1 ")
     assert "variant=baseline" in ceiling.command and "hydra.run.dir=" in ceiling.command
     ckpts = re.search(r"ckpt=(\S+)", evaluate.command).group(1).split(",")
     assert len(ckpts) == 4 and "data=kernel_synth" in evaluate.command and "metrics.signal=true" in evaluate.command
