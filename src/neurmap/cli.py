@@ -6,18 +6,21 @@
   sweeps, launchers) and get the same checks before Hydra starts (:func:`hydra_command`).
 * One error type, :class:`UsageError`, whose message is one line naming the file, key or value and what was
   expected. :func:`explain` shortens Hydra's composition errors and DataLoader-worker errors to that line.
-* Exit status: 0 success, 1 a run that failed (a crash, a failed export check, images that could not be
-  read), 2 a usage or configuration error. ``HYDRA_FULL_ERROR=1`` shows the full traceback of any error.
+* Exit status: 0 success, 1 a run that failed or was stopped (a crash, a failed export check, images that
+  could not be read, Ctrl+C or SIGTERM: :func:`stoppable` makes them alike), 2 a usage or configuration error.
+  ``HYDRA_FULL_ERROR=1`` shows the full traceback of any error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import re
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -27,6 +30,7 @@ from omegaconf.errors import MissingMandatoryValue
 from neurmap.config import CONFIG_DIR, FINAL_METRICS
 
 __all__ = [
+    "Stopped",
     "UsageError",
     "check_not_finished",
     "explain",
@@ -36,12 +40,41 @@ __all__ = [
     "parser",
     "resolve_device",
     "settings",
+    "stoppable",
 ]
 
 
 class UsageError(ValueError):
     """A bad setting, override, path or value: the one error type of every command. The message is one line
     naming the key, file or value, what was expected and, where there is one, the fix."""
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl+C would raise KeyboardInterrupt, so that both stop a command alike."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def stoppable() -> Iterator[None]:
+    """Within it, SIGTERM raises :class:`Stopped` (a KeyboardInterrupt) in the main thread, as Ctrl+C does."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    except ValueError:  # not the main thread: signals stay as they are
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop_message(err: KeyboardInterrupt, resume: str) -> str:
+    """The one line of a command stopped by Ctrl+C or SIGTERM; ``resume`` says how to go on."""
+    how = "SIGTERM" if isinstance(err, Stopped) else "Ctrl+C"
+    return f"stopped by {how}; {resume}"
 
 
 def fail(prog: str, message: object, status: int = 2) -> int:

@@ -28,9 +28,11 @@ class DeblurSettings:
     compare: bool = MISSING
     suffix: str = MISSING
     bits: int = MISSING
+    suffixes_16bit: list[str] = MISSING
     jpeg_quality: int = MISSING
     recursive: bool = MISSING
     overwrite: bool = MISSING
+    on_error: str = MISSING
 
 
 @dataclass
