@@ -19,6 +19,7 @@ from neurmap.data.io import write_image
 from neurmap.tasks.training import train
 from neurmap.train import main as train_main
 from tests.conftest import REPO, compose, tiny_overrides
+from tests.helpers import checksums
 
 
 @pytest.mark.parametrize(
@@ -172,3 +173,94 @@ def test_synthesize_refuses_settings_that_would_write_nothing(tmp_path, capsys):
     assert synthesize_main([str(src), str(tmp_path / "dst"), "kernel.blurs_per_image=0"]) == 2
     assert "kernel.blurs_per_image must be an integer >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "dst").exists()
+
+
+# ------------------------------------------------------------------------------ stops, refusals, one line
+
+
+def test_sigterm_stops_train_with_status_1_and_names_the_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    term = ["+callbacks.term._target_=tests.helpers.SigtermAtIteration", "+callbacks.term.iteration=1"]
+    with pytest.raises(SystemExit) as stop:
+        train(compose(tiny_overrides("iterations=3", "test=false", *term), run))
+    assert stop.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (
+        f"neurmap.train: error: stopped by SIGTERM after 1 iteration(s); saved {run}/checkpoints/last.ckpt: "
+        f"resume with the same settings and hydra.run.dir={run} ckpt_path=last"
+    )
+    assert not (run / FINAL_METRICS).exists()
+
+
+def test_train_in_a_stopped_run_without_ckpt_path_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    stop = ["+callbacks.stop._target_=tests.helpers.CtrlCAtStep", "+callbacks.stop.step=4"]
+    with pytest.raises(SystemExit):
+        train(compose(tiny_overrides("iterations=3", "test=false", *stop), run))
+    capsys.readouterr()
+    before = checksums(run)
+    assert train_main([*tiny_overrides("iterations=3", "test=false"), f"hydra.run.dir={run}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"neurmap.train: error: hydra.run.dir={run} holds a stopped run (checkpoints/interrupted.ckpt); resume it "
+        "with ckpt_path=last, or leave hydra.run.dir out for a new run"
+    )
+    assert checksums(run) == before
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=abc", "seed=abc: expected an integer"),
+        ("model.deblur.optimizer.lr=-1", "model.deblur.optimizer.lr=-1: expected a learning rate >= 0"),
+        ("iterations=abc", "iterations=abc: expected a positive integer"),
+    ],
+)
+def test_wrong_values_name_the_key_and_leave_no_run_folder(tmp_path, capsys, override, message):
+    run = tmp_path / "run"
+    assert train_main([*tiny_overrides(override), f"hydra.run.dir={run}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"neurmap.train: error: {message}"
+    assert not run.exists()
+
+
+def test_an_unwritable_run_folder_is_one_line_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    assert train_main([*tiny_overrides(), f"hydra.run.dir={blocker}/run"]) == 2
+    err = capsys.readouterr().err.strip()
+    expected = f"hydra.run.dir={blocker}/run: cannot write in {blocker} (permission denied or not a folder)"
+    assert err == f"neurmap.train: error: {expected}"
+    assert blocker.read_text() == "mine"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message is for machines without a GPU")
+def test_a_gpu_trainer_without_a_gpu_says_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main([*tiny_overrides("trainer=gpu"), f"hydra.run.dir={run}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "neurmap.train: error: trainer=gpu needs a CUDA GPU, and torch finds none on this machine; train on the CPU "
+        "with trainer=cpu (or trainer.accelerator=cpu)"
+    )
+    assert not run.exists()
+
+
+def test_every_missing_data_folder_is_listed_at_once(tmp_path, capsys):
+    run, none = tmp_path / "run", tmp_path / "none"
+    overrides = [
+        o
+        for o in tiny_overrides("data=folders")
+        if not o.startswith(("data.paired.", "data.unpaired", "data.val.", "data.test."))
+    ]
+    assert train_main([*overrides, f"paths.folders={none}", f"hydra.run.dir={run}"]) == 2
+    missing = [
+        none / "paired" / "train",
+        none / "unpaired" / "blur",
+        none / "unpaired" / "sharp",
+        none / "paired" / "test",
+    ]
+    assert capsys.readouterr().err.strip() == (
+        f"neurmap.train: error: data=folders: 4 data folder(s) do not exist: {', '.join(map(str, missing))} "
+        "(set NEURMAP_DATA or the dataset's own variable, see README 'Data')"
+    )
+    assert not run.exists()

@@ -315,3 +315,14 @@ def test_ctrl_c_and_sigterm_stop_with_one_line_and_status_1(ckpt, photos, tmp_pa
             "(finished images are kept)"
         )
         assert "Traceback" not in err
+
+
+def test_a_junk_checkpoint_gives_no_unsafe_advice(photos, tmp_path, capsys):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a pickle at all")
+    before = checksums(photos)
+    assert deblur_main([str(photos), str(tmp_path / "out"), f"ckpt={junk}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"neurmap.deblur: error: {junk}: not a checkpoint")
+    assert "not a file of plain tensors" in err and "False" not in err and "weights_only=False" not in err
+    assert checksums(photos) == before and not (tmp_path / "out").exists()

@@ -33,6 +33,8 @@ __all__ = [
     "Stopped",
     "UsageError",
     "check_not_finished",
+    "check_not_stopped",
+    "discard_run_dir",
     "explain",
     "fail",
     "hydra_command",
@@ -77,9 +79,23 @@ def stop_message(err: KeyboardInterrupt, resume: str) -> str:
     return f"stopped by {how}; {resume}"
 
 
+def without_unsafe_advice(text: str) -> str:
+    """``text`` with torch's advice to re-run ``torch.load`` with ``weights_only=False`` (which runs whatever code
+    a file holds) replaced by what it means: the file holds more than plain tensors."""
+    start = text.find("Weights only load failed")
+    if start < 0:
+        return text
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|Check the documentation|$)", text[start:], re.S)
+    reason = f": {' '.join(detail.group(1).split())}" if detail else ""
+    return (
+        f"{text[:start]}not a file of plain tensors{reason} (neurmap reads weights only, never pickled objects; "
+        "check that the path names the checkpoint you meant)"
+    )
+
+
 def fail(prog: str, message: object, status: int = 2) -> int:
     """Print ``<prog>: error: <message>`` (one line) on stderr and return ``status``."""
-    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    print(f"{prog}: error: {' '.join(without_unsafe_advice(str(message)).split())}", file=sys.stderr, flush=True)
     return status
 
 
@@ -282,9 +298,39 @@ def help_text(prog: str, config_name: str, doc: str, usage: str) -> str:
     return "\n".join(lines)
 
 
+#: Whether the run (or sweep) folder of the command in progress is new: a usage error then removes it
+#: (:func:`discard_run_dir`), so that no empty run folder is left behind.
+_FRESH = {"run": False, "sweep": False}
+
+
+def discard_run_dir() -> None:
+    """Remove the folder Hydra made for a job that ends in a usage error, when it holds nothing but what Hydra
+    wrote there (``.hydra/``, the job's log) and did not exist before the command; a sweep folder left with no
+    job goes too."""
+    import shutil
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if not _FRESH["sweep" if multirun else "run"]:
+        return
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    hydra_only = {".hydra", f"{hydra_cfg.job.name}.log"}
+    if run_dir.is_dir() and all(p.name in hydra_only or p.suffix == ".log" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+    sweep = Path(hydra_cfg.sweep.dir)
+    if multirun and sweep.is_dir() and all(p.name == "multirun.yaml" for p in sweep.iterdir()):
+        shutil.rmtree(sweep, ignore_errors=True)
+
+
 def hydra_command(prog: str, config_name: str, doc: str, usage: str, app: Callable[[], object]) -> Callable:
     """The entry point of a Hydra app (``app``: the ``@hydra.main`` function): ``--help`` of its own, and
-    every job's composition checked before Hydra starts, so that a bad override is one line and exit 2."""
+    every job's composition checked before Hydra starts, so that a bad override is one line and exit 2. Returns
+    the exit status (a job's ``sys.exit(n)`` becomes ``n``)."""
 
     def main(argv: Sequence[str] | None = None) -> int:
         args = list(sys.argv[1:] if argv is None else argv)
@@ -292,6 +338,7 @@ def hydra_command(prog: str, config_name: str, doc: str, usage: str, app: Callab
             print(help_text(prog, config_name, doc, usage))
             return 0
         hydra_flags = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
+        _FRESH.update(run=False, sweep=False)
         if not hydra_flags:
             multirun = "-m" in args or "--multirun" in args
             try:
@@ -303,10 +350,15 @@ def hydra_command(prog: str, config_name: str, doc: str, usage: str, app: Callab
             try:
                 if configs and not multirun:
                     _check_run_dir(configs[0])  # never bypassed: it keeps a finished run's records
+                elif configs:
+                    _check_sweep_dir(configs[0])
             except UsageError as err:
                 return fail(prog, err)
         sys.argv = [sys.argv[0], *args]
-        app()
+        try:
+            app()
+        except SystemExit as done:
+            return done.code if isinstance(done.code, int) else (0 if done.code is None else fail(prog, done.code, 1))
         return 0
 
     return main
@@ -323,11 +375,42 @@ def check_not_finished(output_dir: Path, key: str = "paths.output_dir") -> None:
         )
 
 
+def check_not_stopped(output_dir: Path, ckpt_path: object, key: str = "paths.output_dir") -> None:
+    """A new run (no ``ckpt_path``) never starts over in the folder of a stopped one, whose checkpoints it would
+    replace: one line that says ``ckpt_path=last``."""
+    if ckpt_path not in (None, ""):
+        return
+    folder = output_dir / "checkpoints"
+    found = [name for name in ("interrupted.ckpt", "last.ckpt") if (folder / name).is_file()]
+    if found:
+        raise UsageError(
+            f"{key}={output_dir} holds a stopped run (checkpoints/{found[0]}); resume it with ckpt_path=last, "
+            f"or leave {key} out for a new run"
+        )
+
+
 def _check_run_dir(cfg: DictConfig) -> None:
-    """Refuse a run folder that holds a finished run before Hydra writes its ``.hydra`` records there."""
+    """Before Hydra writes its ``.hydra`` records: refuse a run folder that holds a finished run or (train) a
+    stopped one without ``ckpt_path``, or that cannot be written."""
+    from neurmap.utils.records import check_writable
+
     run_dir = OmegaConf.select(cfg, "hydra.run.dir")
     if run_dir is not None:
         check_not_finished(Path(str(run_dir)), key="hydra.run.dir")
+        if "ckpt_path" in cfg:
+            check_not_stopped(Path(str(run_dir)), cfg.ckpt_path, key="hydra.run.dir")
+        check_writable(Path(str(run_dir)), "hydra.run.dir")
+        _FRESH["run"] = not Path(str(run_dir)).exists()
+
+
+def _check_sweep_dir(cfg: DictConfig) -> None:
+    """Before Hydra writes a sweep: its folder must be writable."""
+    from neurmap.utils.records import check_writable
+
+    sweep_dir = OmegaConf.select(cfg, "hydra.sweep.dir")
+    if sweep_dir is not None:
+        check_writable(Path(str(sweep_dir)), "hydra.sweep.dir")
+        _FRESH["sweep"] = not Path(str(sweep_dir)).exists()
 
 
 # --------------------------------------------------------------------------------------- plain commands

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from neurmap.cli import UsageError, fail, parser, settings
 from neurmap.config import FINAL_METRICS
 from neurmap.utils.files import atomic_write
+from neurmap.utils.records import check_writable
 from neurmap.utils.tables import to_markdown, write_csv
 
 __all__ = ["collect", "latest_sweep", "main", "to_markdown"]
@@ -80,6 +81,14 @@ def collect(sweep: Path, prefix: str = "test/") -> list[dict[str, Any]]:
     return rows
 
 
+def _metric_keys(sweep: Path) -> set[str]:
+    """Every metric name in the finished jobs' records of ``sweep``."""
+    keys: set[str] = set()
+    for final in sweep.glob(f"*/{FINAL_METRICS}"):
+        keys |= set(json.loads(final.read_text()).get("metrics", {}))
+    return keys
+
+
 def write(rows: Sequence[dict[str, Any]], out: Path) -> None:
     """``out/sweep_summary.md`` and ``out/sweep_summary.csv``."""
     atomic_write(out / "sweep_summary.md", to_markdown(rows))
@@ -102,8 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("give a SWEEP_DIR, or latest=true for the newest sweep under root")
         sweep = Path(args.sweep) if args.sweep else latest_sweep(Path(cfg.root))
         rows = collect(sweep, cfg.prefix)
+        check_writable(sweep, "SWEEP_DIR")
     except (UsageError, FileNotFoundError) as err:
         return fail("neurmap.collect", err)
+    seen = sorted({k.split("/", 1)[0] + "/" for k in _metric_keys(sweep) if "/" in k})
+    if seen and not any(str(k).startswith(cfg.prefix) for row in rows for k in row):
+        print(
+            f"neurmap.collect: warning: no metric starts with prefix={cfg.prefix}; the jobs have {', '.join(seen)}",
+            file=sys.stderr,
+        )
     write(rows, sweep)
     print(f"{sweep} ({len(rows)} runs)\n\n{to_markdown(rows)}\nwritten: {sweep / 'sweep_summary.md'}, .csv")
     return 0

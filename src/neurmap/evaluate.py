@@ -26,7 +26,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from neurmap.cli import UsageError, explain, fail, hydra_command
+from neurmap.cli import UsageError, discard_run_dir, explain, fail, hydra_command, stop_message, stoppable
 from neurmap.config import CONFIG_DIR
 from neurmap.tasks.evaluation import PROG, evaluate
 
@@ -37,11 +37,15 @@ __all__ = ["main"]
 def _app(cfg: DictConfig) -> None:
     """Hydra's task function; user errors end with one line and exit status 2."""
     try:
-        summaries = evaluate(cfg)
+        with stoppable():
+            summaries = evaluate(cfg)
     except (UsageError, FileNotFoundError, InstantiationException, ValueError) as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        discard_run_dir()  # a usage error leaves no run folder behind
         sys.exit(fail(PROG, explain(err)))
+    except KeyboardInterrupt as err:
+        sys.exit(fail(PROG, stop_message(err, "run it again to score every image (no summary was written)"), 1))
     failed = sum(int(row["failed"]) for row in summaries)
     if failed and cfg.on_error != "skip":
         sys.exit(fail(PROG, f"{failed} image(s) could not be read and were skipped (on_error=skip: exit 0)", 1))

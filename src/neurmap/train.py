@@ -8,8 +8,10 @@ them). Examples::
     python -m neurmap.train -m variant=baseline,net1,net2,net3,neurmap
     python -m neurmap.train hydra.run.dir=RUN ckpt_path=last  # resume an interrupted run in its folder
 
-The training itself: :mod:`neurmap.tasks.training`. Exit status 0 done, 1 the run failed, 2 a usage or
-configuration error (one line).
+The training itself: :mod:`neurmap.tasks.training`. Exit status 0 done, 1 the run failed or was stopped
+(SIGTERM, Ctrl+C: one line names the checkpoint to resume from), 2 a usage or configuration error (one line).
+A folder that holds a stopped run (``checkpoints/last.ckpt`` or ``interrupted.ckpt``) is only resumed,
+with ``ckpt_path=last``.
 """
 
 from __future__ import annotations
@@ -21,14 +23,12 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from neurmap.cli import UsageError, explain, fail, hydra_command
+from neurmap.cli import UsageError, discard_run_dir, explain, fail, hydra_command, stop_message
 from neurmap.config import CONFIG_DIR
 from neurmap.data.io import ImageReadError
-from neurmap.tasks.training import train
+from neurmap.tasks.training import PROG, train
 
 __all__ = ["main"]
-
-PROG = "neurmap.train"
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
@@ -48,7 +48,10 @@ def _app(cfg: DictConfig) -> float | None:
         # that does not fit); programming errors raise other types and keep their traceback (exit 1)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        discard_run_dir()  # a usage error leaves no run folder behind
         sys.exit(fail(PROG, explain(err)))
+    except KeyboardInterrupt as err:  # before or after training (during it, train() reports and exits 1)
+        sys.exit(fail(PROG, stop_message(err, "nothing was trained since the last checkpoint"), 1))
 
 
 main = hydra_command(PROG, "train", __doc__, "python -m neurmap.train [-m] [group=option ...] [key=value ...]", _app)

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from neurmap.cli import UsageError, resolve_device
 from neurmap.config import FINAL_METRICS
-from neurmap.data.io import ImageReadError, write_image
+from neurmap.data.io import ImageReadError, data_roots, missing_roots, write_image
 from neurmap.metrics import LPIPS, MetricUnavailable, align_realblur, load_niqe_params, niqe_score, psnr, ssim
 from neurmap.metrics.fidelity import psnr_masked, ssim_masked
 from neurmap.metrics.motion import motion_epe, motion_errors
@@ -74,16 +74,6 @@ def output_dir(cfg: DictConfig, data_name: str) -> Path:
     if ckpt.is_file() and ckpt.parent.name == "checkpoints":
         return ckpt.parent.parent / "eval" / (leaf if ckpt.stem == "last" else f"{leaf}-{ckpt.stem}")
     return Path(cfg.paths.log_dir) / "evaluate" / (ckpt.name if ckpt.is_dir() else ckpt.stem) / leaf
-
-
-def _roots(node: Any) -> list[str]:
-    """The data roots named in a set's resolved config (values of keys ``root*``), in order."""
-    if isinstance(node, dict):
-        found = [str(v) for k, v in node.items() if str(k).startswith("root") and isinstance(v, str)]
-        return found + [r for k, v in node.items() if not str(k).startswith("root") for r in _roots(v)]
-    if isinstance(node, list):
-        return [r for v in node for r in _roots(v)]
-    return []
 
 
 def _record(cfg: DictConfig, data_name: str, names: list[str], sets: DictConfig) -> dict[str, Any]:
@@ -262,6 +252,12 @@ def evaluate(cfg: DictConfig) -> list[Row]:
     out = output_dir(cfg, data_name)
     record = _record(cfg, data_name, names, sets)
     # before any work: a folder that cannot be written, or that holds another evaluation's results, is one line
+    missing = missing_roots(record["sets"])
+    if missing:
+        raise UsageError(
+            f"data={data_name}: {len(missing)} data folder(s) do not exist: {', '.join(missing)} (set NEURMAP_DATA "
+            "or the dataset's own variable, see README 'Data')"
+        )
     check_writable(out, "output_dir")
     check_record(out / RECORD, record, what=f"the results in output_dir={out}", overwrite=bool(cfg.overwrite))
     if read_record(out / RECORD) is None and not cfg.overwrite and any(out.glob("*_per_image.csv")):
@@ -292,7 +288,7 @@ def evaluate(cfg: DictConfig) -> list[Row]:
         summaries.append(_summary(name, rows, len(failed)))
     write_csv(out / "summary.csv", summaries)
     header = f"# {nets.backbone} on data={data_name} ({cfg.split}), checkpoint {ckpt}"
-    scored = [f"- {name}: {', '.join(_roots(record['sets'][name])) or 'built in (no files)'}" for name in names]
+    scored = [f"- {name}: {', '.join(data_roots(record['sets'][name])) or 'built in (no files)'}" for name in names]
     table = f"{header}\n\nData scored (set: roots):\n\n" + "\n".join(scored) + f"\n\n{to_markdown(summaries)}"
     atomic_write(out / "summary.md", table)
     print(table)
