@@ -264,3 +264,42 @@ def test_every_missing_data_folder_is_listed_at_once(tmp_path, capsys):
         "(set NEURMAP_DATA or the dataset's own variable, see README 'Data')"
     )
     assert not run.exists()
+
+
+def test_the_progress_bar_counts_iterations_to_the_end(tmp_path, capsys):
+    train(compose(tiny_overrides("trainer.enable_progress_bar=true", "test=false", "iterations=4"), tmp_path / "run"))
+    err = capsys.readouterr().err
+    assert "4/4" in err and "4/12" not in err
+
+
+def test_one_last_checkpoint_and_a_reason_for_empty_metrics(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(compose(tiny_overrides("test=false", "iterations=1", "trainer.val_check_interval=5"), run))
+    assert sorted(p.name for p in (run / "checkpoints").glob("last*")) == ["last.ckpt"]
+    out = capsys.readouterr().out
+    assert f"checkpoints:   {run}/checkpoints/last.ckpt (last)" in out
+    record = json.loads((run / FINAL_METRICS).read_text())
+    assert record["metrics"] == {} and record["metrics_empty"].startswith("test=false: the test sets were not run")
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "deblur", "export", "synthesize", "collect"])
+def test_every_help_has_one_shape(command, capsys):
+    module = __import__(f"neurmap.{command}", fromlist=["main"])
+    try:
+        status = module.main(["--help"])
+    except SystemExit as done:
+        status = done.code
+    out = capsys.readouterr().out
+    assert status == 0 and not out.startswith("usage")
+    marks = ["\nusage: python -m neurmap.", f"\nsettings (conf/{command}.yaml; key=value", "\n--cfg job prints"]
+    assert [out.index(m) for m in marks] == sorted(out.index(m) for m in marks)
+
+
+@pytest.mark.parametrize(
+    ("command", "key"), [("deblur", "tile: 512"), ("synthesize", "mode: kernel"), ("collect", "latest: false")]
+)
+def test_plain_commands_take_cfg_job(command, key, capsys):
+    module = __import__(f"neurmap.{command}", fromlist=["main"])
+    with pytest.raises(SystemExit) as done:
+        module.main(["--cfg", "job"])
+    assert done.value.code == 0 and key in capsys.readouterr().out.splitlines()

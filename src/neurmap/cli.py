@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from neurmap.config import CONFIG_DIR, FINAL_METRICS
+from neurmap.utils.quiet import quiet_known_noise
 
 __all__ = [
     "Stopped",
@@ -284,16 +285,13 @@ def _what_then_usage(doc: str | None, usage: str) -> str:
 
 def help_text(prog: str, config_name: str, doc: str, usage: str) -> str:
     """``--help`` of a Hydra app: what it does, its usage, its config groups with their options, its
-    settings file; then where Hydra's own help is."""
-    lines = [_what_then_usage(doc, usage), "", "config groups (group=option; conf/<group>/):"]
-    for group, default in _groups(config_name):
-        options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
-        lines.append(f"  {group:10s} {', '.join(options)}  (default: {default.replace('None', 'none')})")
+    settings file; then the flags (the plain commands' help has the same shape, :func:`parser`)."""
+    lines = [_what_then_usage(doc, usage), "", *_groups_text(config_name)]
     body = (Path(CONFIG_DIR) / f"{config_name}.yaml").read_text()
-    lines += ["", f"settings (conf/{config_name}.yaml; key=value, dotted keys reach into the groups):", body]
+    lines += [f"settings (conf/{config_name}.yaml; key=value, dotted keys reach into the groups):", body]
     lines += [
-        "Add -m to sweep comma-separated values (one job each). --cfg job prints the composed config,",
-        "--hydra-help Hydra's own flags; HYDRA_FULL_ERROR=1 shows full tracebacks.",
+        "--cfg job prints the composed settings without running the command. Add -m to sweep comma-separated",
+        "values (one job each); --hydra-help shows Hydra's own flags; HYDRA_FULL_ERROR=1 shows full tracebacks.",
     ]
     return "\n".join(lines)
 
@@ -339,6 +337,7 @@ def hydra_command(prog: str, config_name: str, doc: str, usage: str, app: Callab
             return 0
         hydra_flags = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
         _FRESH.update(run=False, sweep=False)
+        quiet_known_noise()
         if not hydra_flags:
             multirun = "-m" in args or "--multirun" in args
             try:
@@ -416,17 +415,59 @@ def _check_sweep_dir(cfg: DictConfig) -> None:
 # --------------------------------------------------------------------------------------- plain commands
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with ``--cfg job``: print the settings composed from ``conf/<config_name>.yaml`` and the
+    ``key=value`` arguments, and exit 0 without running the command (as the Hydra apps do)."""
+
+    config_name = ""
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: object = None) -> argparse.Namespace:
+        argv = list(sys.argv[1:] if args is None else args)
+        if "--cfg" in argv and not any(a in ("-h", "--help") for a in argv):
+            at = argv.index("--cfg")
+            if argv[at + 1 : at + 2] != ["job"]:
+                self.error("--cfg takes one value, job (print the composed settings)")
+            overrides = [a for a in argv[:at] + argv[at + 2 :] if "=" in a and not a.startswith("-")]
+            try:
+                cfg = settings(self.config_name, overrides)
+            except UsageError as err:
+                sys.exit(fail(self.prog, err))
+            print(OmegaConf.to_yaml(cfg), end="")
+            sys.exit(0)
+        return super().parse_args(argv, namespace)  # type: ignore[arg-type]
+
+
+def _groups_text(config_name: str) -> list[str]:
+    """The ``config groups`` section of a help: each group of the defaults list with its options."""
+    pairs = _groups(config_name)
+    if not pairs:
+        return []
+    lines = ["config groups (group=option; conf/<group>/):"]
+    for group, default in pairs:
+        options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+        lines.append(f"  {group:10s} {', '.join(options)}  (default: {default.replace('None', 'none')})")
+    return [*lines, ""]
+
+
 def parser(prog: str, usage: str, description: str, config_name: str) -> argparse.ArgumentParser:
-    """An argument parser for positionals plus ``key=value`` settings; its help is the command's
-    description, its usage and the commented settings file ``conf/<config_name>.yaml``."""
+    """An argument parser for positionals plus ``key=value`` settings; its help has the Hydra apps' shape
+    (:func:`help_text`): what the command does, its usage, its config groups, the commented settings file
+    ``conf/<config_name>.yaml``, and the flags every command takes (``--cfg job``)."""
     text = (Path(CONFIG_DIR) / f"{config_name}.yaml").read_text()
-    cli = argparse.ArgumentParser(
+    epilog = [
+        *_groups_text(config_name),
+        f"settings (conf/{config_name}.yaml; key=value, dotted keys reach into the groups):",
+        text,
+        "--cfg job prints the composed settings without running the command.",
+    ]
+    cli = _Parser(
         prog=prog,
         usage=argparse.SUPPRESS,  # the help starts with what the command does, then its usage line
         description=_what_then_usage(description, usage),
-        epilog=f"settings (conf/{config_name}.yaml; key=value):\n{text}",
+        epilog="\n".join(epilog),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    cli.config_name = config_name
     cli.error = lambda message: sys.exit(fail(prog, f"{message} (usage: {usage})"))  # type: ignore[method-assign]
     return cli
 

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from neurmap.cli import UsageError, fail, parser, settings
 from neurmap.config import FINAL_METRICS
 from neurmap.utils.files import atomic_write
+from neurmap.utils.quiet import quiet_known_noise
 from neurmap.utils.records import check_writable
 from neurmap.utils.tables import to_markdown, write_csv
 
@@ -102,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.add_argument("sweep", nargs="?", metavar="SWEEP_DIR", help="a multirun folder")
     cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
     args = cli.parse_args(argv)
+    quiet_known_noise()
     if args.sweep is not None and "=" in args.sweep:  # no SWEEP_DIR: the first argument is a setting
         args.overrides.insert(0, args.sweep)
         args.sweep = None

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from neurmap.cli import UsageError, fail, parser, settings, stop_message, stoppable
 from neurmap.tasks.deblurring import PROG, deblur
+from neurmap.utils.quiet import quiet_known_noise
 
 __all__ = ["main"]
 
@@ -35,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.add_argument("output", metavar="OUTPUT", help="output folder (or file name for one image)")
     cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
     args = cli.parse_args(argv)
+    quiet_known_noise()
     try:
         cfg = settings("deblur", args.overrides, required=("ckpt",))
         with stoppable():

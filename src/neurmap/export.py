@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from neurmap.cli import UsageError, fail, parser, settings
 from neurmap.tasks.exporting import export_checkpoint
+from neurmap.utils.quiet import quiet_known_noise
 
 __all__ = ["main"]
 
@@ -29,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli = parser(_PROG, usage, __doc__, "export")
     cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
     args = cli.parse_args(argv)
+    quiet_known_noise()
     try:
         cfg = settings("export", args.overrides, required=("ckpt",))
         result = export_checkpoint(cfg)

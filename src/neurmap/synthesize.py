@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 from neurmap.cli import UsageError, fail, parser, stop_message, stoppable
 from neurmap.synth.synthesis import SynthesisError, load_config, print_summary, synthesize
+from neurmap.utils.quiet import quiet_known_noise
 
 __all__ = ["main"]
 
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.add_argument("dst", metavar="DST", help="output folder (created; must not be inside SRC)")
     cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
     args = cli.parse_args(argv)
+    quiet_known_noise()
     try:
         cfg = load_config(args.overrides)
         with stoppable():

@@ -23,9 +23,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from neurmap.callbacks.progress import IterationProgressBar
 from neurmap.cli import UsageError, check_not_finished, check_not_stopped, without_unsafe_advice
 from neurmap.config import CONFIG_DIR, FINAL_METRICS, instantiate_datamodule, instantiate_system, saved_config
 from neurmap.data.io import missing_roots
@@ -266,6 +268,8 @@ def train(cfg: DictConfig) -> float | None:
         callbacks_cfg.model_checkpoint.monitor = monitor
         callbacks_cfg.model_checkpoint.mode = mode
     callbacks = _instantiate_dict(callbacks_cfg)
+    if cfg.trainer.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(IterationProgressBar())  # Lightning's own would count batches against optimizer steps
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
         cfg.trainer,
@@ -286,7 +290,7 @@ def train(cfg: DictConfig) -> float | None:
         return None
     ckpt_path = _resolve_ckpt_path(cfg, output_dir)
     try:
-        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if cfg.get("test") and not trainer.fast_dev_run and getattr(datamodule, "test", None):
             for result in trainer.test(system, datamodule=datamodule, verbose=False):
