@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from neurmap.cli import UsageError, fail, parser, settings
+from neurmap.cli import UsageError, fail, parser, settings, stop_message, stoppable
 from neurmap.tasks.exporting import export_checkpoint
 from neurmap.utils.quiet import quiet_known_noise
 
@@ -33,9 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_known_noise()
     try:
         cfg = settings("export", args.overrides, required=("ckpt",))
-        result = export_checkpoint(cfg)
+        with stoppable():
+            result = export_checkpoint(cfg)
     except (UsageError, FileNotFoundError, ValueError, ImportError) as err:
         return fail(_PROG, str(err))
+    except KeyboardInterrupt as err:
+        return fail(_PROG, stop_message(err, "run it again (with overwrite=true if the output was already written)"), 1)
     except RuntimeError as err:
         return fail(_PROG, str(err), status=1)
     checked = "" if result["error"] is None else f", max |exported - PyTorch| = {result['error']:.1e}"

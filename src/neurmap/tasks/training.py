@@ -182,6 +182,10 @@ RESUME_KEYS = (
 )
 
 
+#: The config group whose option sets a resume key (its option is named after the value).
+CHOICE_OF = {"model.deblur.name": "backbone", "variant.name": "variant"}
+
+
 def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
     """The checkpoint to resume from: ``last``/``auto`` take the newer of ``last.ckpt`` and ``interrupted.ckpt``
     (Ctrl+C) in this run's folder; a path is taken as it is. The checkpoint must be a neurmap checkpoint of
@@ -227,9 +231,10 @@ def _check_resume(cfg: DictConfig, path: Path) -> None:
         before = OmegaConf.to_container(before) if OmegaConf.is_config(before) else before
         now = OmegaConf.to_container(now, resolve=True) if OmegaConf.is_config(now) else now
         if before != now:
+            setting = CHOICE_OF.get(key, key)  # what a user types: backbone=unet, not model.deblur.name=unet
             raise UsageError(
                 f"ckpt_path={path} was trained with {key}={before}, this run has {key}={now}: resume with "
-                f"{key}={before}, or start a new run from its weights with model.deblur.pretrained={path}"
+                f"{setting}={before}, or start a new run from its weights with model.deblur.pretrained={path}"
             )
 
 
