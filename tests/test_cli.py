@@ -125,7 +125,8 @@ def test_a_resume_must_match_its_checkpoint(tmp_path):
         train(compose(tiny_overrides("iterations=3", "test=false", *term), run))
     with pytest.raises(UsageError, match="trained with iterations=3, this run has iterations=5: resume with"):
         train(compose(tiny_overrides("iterations=5", "ckpt_path=last", "test=false"), run))
-    with pytest.raises(UsageError, match="trained with model.deblur.name=unet, this run has model.deblur.name=dmphn: resume with backbone=unet,"):
+    mismatch = "trained with model.deblur.name=unet, this run has model.deblur.name=dmphn: resume with backbone=unet,"
+    with pytest.raises(UsageError, match=mismatch):
         train(compose(tiny_overrides("iterations=3", "backbone=dmphn", "ckpt_path=last", "test=false"), run))
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"\x80\x04junk")
