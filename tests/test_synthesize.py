@@ -312,7 +312,10 @@ def test_gopro_mode_windows_and_size_mismatch(tmp_path):
     assert summary["written"] == 2  # windows 0-2 and 3-5; frames 6-7 do not fill a window
     assert _outputs(tmp_path / "dst" / "seq" / "blur") == ["frame_0001.png", "frame_0004.png"]
     overlapping = {"mode": "gopro", "gopro": {"frames": 3, "stride": 1}}
-    assert synthesize(tmp_path / "seq", tmp_path / "dst", overlapping, progress=False)["written"] == 4
+    with pytest.raises(UsageError, match="were made by another run .*gopro="):  # other settings: refused
+        synthesize(tmp_path / "seq", tmp_path / "dst", overlapping, progress=False)
+    again = synthesize(tmp_path / "seq", tmp_path / "dst", {**overlapping, "overwrite": True}, progress=False)
+    assert again["written"] == 6 and again["existing"] == 0  # windows starting at frames 0 to 5, all made again
     write_image(tmp_path / "seq" / "frame_0009.png", np.zeros((20, 32, 3), np.float32))
     with pytest.raises(RuntimeError, match=r"frame_0009\.png: 20x32 px, but .*frame_0006\.png"):
         synthesize(tmp_path / "seq", tmp_path / "dst2", overlapping, progress=False)
