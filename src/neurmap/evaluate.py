@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 import hydra
 from hydra.errors import InstantiationException
@@ -41,7 +42,7 @@ def _app(cfg: DictConfig) -> None:
             summaries = evaluate(cfg)
     except (UsageError, FileNotFoundError, InstantiationException, ValueError) as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
+            traceback.print_exc()  # the full traceback, and still the status of a usage error
         discard_run_dir()  # a usage error leaves no run folder behind
         sys.exit(fail(PROG, explain(err)))
     except KeyboardInterrupt as err:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 import hydra
 from hydra.errors import InstantiationException
@@ -47,7 +48,7 @@ def _app(cfg: DictConfig) -> float | None:
         # ValueError: a value the data or a network cannot use (a batch larger than the data, a weight file
         # that does not fit); programming errors raise other types and keep their traceback (exit 1)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
+            traceback.print_exc()  # the full traceback, and still the status of a usage error
         discard_run_dir()  # a usage error leaves no run folder behind
         sys.exit(fail(PROG, explain(err)))
     except KeyboardInterrupt as err:  # before or after training (during it, train() reports and exits 1)
