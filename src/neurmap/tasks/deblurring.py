@@ -137,10 +137,13 @@ RECORD = "deblur_settings.json"
 RECORD_KEYS = ("tile", "overlap", "precision", "motion", "compare", "suffix", "bits", "jpeg_quality")
 
 
-def _record_path(input_path: Path, output_path: Path, jobs: list[tuple[Path, Path]]) -> Path:
-    """The record of a folder OUTPUT is in it; of one image, beside that image."""
+def _record_path(input_path: Path, output_path: Path, jobs: list[tuple[Path, Path]]) -> Path | None:
+    """The record of a folder OUTPUT is in it; none for one image written to a file name of the user's choice
+    (a record there would clutter a folder the command does not own)."""
     if input_path.is_dir():
         return output_path.expanduser().resolve() / RECORD
+    if jobs[0][1] == output_path.expanduser().resolve():
+        return None
     return jobs[0][1].parent / RECORD
 
 
@@ -180,7 +183,7 @@ def deblur(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> 
     jobs = plan(Path(input_path), Path(output_path), str(cfg.suffix), bool(cfg.recursive))
     record_path = _record_path(Path(input_path), Path(output_path), jobs)
     record = _record(cfg)
-    if any(dst.exists() for _, dst in jobs):  # a resume, or another run's outputs that would be skipped
+    if record_path is not None and any(dst.exists() for _, dst in jobs):  # a resume, or another run's outputs
         check_record(record_path, record, what=f"the outputs in {record_path.parent}", overwrite=bool(cfg.overwrite))
     nets = load_networks(cfg.ckpt, backbone, motion=bool(cfg.motion))
     if cfg.motion and nets.motion is None:
@@ -189,7 +192,7 @@ def deblur(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> 
     if nets.motion is not None:
         nets.motion.to(device)
     todo = [(s, d) for s, d in jobs if cfg.overwrite or not d.exists()]
-    if todo:
+    if todo and record_path is not None:
         write_record(record_path, record)
     failed: list[str] = []
     with tqdm(total=len(todo), unit="img", desc="deblur", disable=len(todo) < 2, file=sys.stderr) as bar:
