@@ -293,8 +293,8 @@ def evaluate(cfg: DictConfig) -> list[Row]:
     atomic_write(out / "summary.md", table)
     print(table)
     if HydraConfig.initialized():
-        record = Path(HydraConfig.get().runtime.output_dir) / FINAL_METRICS
-        write_json(record, final_metrics(summaries, cfg.split, str(ckpt), out))
+        run_record = Path(HydraConfig.get().runtime.output_dir) / FINAL_METRICS
+        write_json(run_record, final_metrics(summaries, cfg.split, str(ckpt), out))
     print(f"{PROG}: wrote {out} ({time.perf_counter() - start:.1f} s, {device})")
     return summaries
 
