@@ -307,3 +307,13 @@ def test_plain_commands_take_cfg_job(command, key, capsys):
     with pytest.raises(SystemExit) as done:
         module.main(["--cfg", "job"])
     assert done.value.code == 0 and key in capsys.readouterr().out.splitlines()
+
+
+def test_a_sweep_that_fails_on_a_usage_error_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NEURMAP_LOG_DIR", str(tmp_path / "logs"))
+    assert train_main(["-m", *tiny_overrides("iterations=abc,2")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "neurmap.train: error: iterations=abc: expected a positive integer (the number of training iterations)"
+    )
+    sweeps = tmp_path / "logs" / "train" / "multiruns"
+    assert not sweeps.exists() or not any(sweeps.iterdir())
