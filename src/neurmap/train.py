@@ -34,7 +34,7 @@ __all__ = ["main"]
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _app(cfg: DictConfig) -> float | None:
-    """Hydra's task function; user errors end with one line and exit status 2."""
+    """Hydra's task function; user errors end with one line and exit status 2 (an unreadable image: 1)."""
     try:
         return train(cfg)
     except (
@@ -49,8 +49,10 @@ def _app(cfg: DictConfig) -> float | None:
         # that does not fit); programming errors raise other types and keep their traceback (exit 1)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             traceback.print_exc()  # the full traceback, and still the status of a usage error
-        discard_run_dir()  # a usage error leaves no run folder behind
-        sys.exit(fail(PROG, explain(err)))
+        unreadable = isinstance(err, ImageReadError) or "Caught ImageReadError" in str(err)
+        if not unreadable:  # an unreadable image is a failed run (status 1), not a usage error
+            discard_run_dir()  # a usage error leaves no run folder behind
+        sys.exit(fail(PROG, explain(err), 1 if unreadable else 2))
     except KeyboardInterrupt as err:  # before or after training (during it, train() reports and exits 1)
         sys.exit(fail(PROG, stop_message(err, "nothing was trained since the last checkpoint"), 1))
 
