@@ -23,7 +23,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from neurmap.cli import UsageError, fail, parser, settings
+from neurmap.cli import UsageError, fail, parser, settings, stop_message, stoppable
 from neurmap.config import FINAL_METRICS
 from neurmap.utils.files import atomic_write
 from neurmap.utils.quiet import quiet_known_noise
@@ -112,10 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.sweep is None and not cfg.latest:
             raise UsageError("give a SWEEP_DIR, or latest=true for the newest sweep under root")
         sweep = Path(args.sweep) if args.sweep else latest_sweep(Path(cfg.root))
-        rows = collect(sweep, cfg.prefix)
+        with stoppable():
+            rows = collect(sweep, cfg.prefix)
         check_writable(sweep, "SWEEP_DIR")
     except (UsageError, FileNotFoundError) as err:
         return fail("neurmap.collect", err)
+    except KeyboardInterrupt as err:
+        return fail("neurmap.collect", stop_message(err, "nothing was written; run it again"), 1)
     seen = sorted({k.split("/", 1)[0] + "/" for k in _metric_keys(sweep) if "/" in k})
     if seen and not any(str(k).startswith(cfg.prefix) for row in rows for k in row):
         print(
