@@ -61,8 +61,9 @@ def check_record(path: Path, now: dict[str, Any], *, what: str, overwrite: bool)
 
 
 def write_record(path: Path, now: dict[str, Any]) -> None:
-    """Write the record of this run (atomically)."""
-    write_json(path, _plain(now))
+    """Write the record of this run (atomically); a record that already says the same is left as it is."""
+    if read_record(path) != _plain(now):
+        write_json(path, _plain(now))
 
 
 def check_writable(path: Path, key: str) -> None:
