@@ -217,7 +217,7 @@ def test_train_in_a_stopped_run_without_ckpt_path_is_refused(tmp_path, capsys):
     [
         ("seed=abc", "seed=abc: expected an integer"),
         ("model.deblur.optimizer.lr=-1", "model.deblur.optimizer.lr=-1: expected a learning rate >= 0"),
-        ("iterations=abc", "iterations=abc: expected a positive integer"),
+        ("iterations=abc", "iterations=abc: expected a positive integer (the number of training iterations)"),
     ],
 )
 def test_wrong_values_name_the_key_and_leave_no_run_folder(tmp_path, capsys, override, message):
