@@ -128,10 +128,10 @@ def test_cli_errors_are_one_line(tmp_path):
 LIGHT = ["progress=false", "metrics.lpips=false", "metrics.niqe=false"]
 
 
-def _evaluate_main(tmp_path, *args):
+def _evaluate_main(tmp_path, *args, run="hydra-cli"):
     from neurmap.evaluate import main as evaluate_main
 
-    return evaluate_main([*LIGHT, *args, f"hydra.run.dir={tmp_path / 'hydra-cli'}"])
+    return evaluate_main([*LIGHT, *args, f"hydra.run.dir={tmp_path / run}"])
 
 
 def test_another_checkpoint_in_an_output_folder_is_refused(ckpt, tmp_path, capsys):
@@ -182,4 +182,4 @@ def test_an_unreadable_image_exits_1_with_the_count(ckpt, tmp_path, monkeypatch,
     assert _evaluate_main(tmp_path, *args, f"output_dir={tmp_path / 'a'}") == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == "neurmap.evaluate: error: 1 image(s) could not be read and were skipped (on_error=skip: exit 0)"
-    assert _evaluate_main(tmp_path, *args, f"output_dir={tmp_path / 'b'}", "on_error=skip") == 0
+    assert _evaluate_main(tmp_path, *args, f"output_dir={tmp_path / 'b'}", "on_error=skip", run="hydra-skip") == 0
