@@ -78,3 +78,13 @@ class CtrlCAtStep(L.Callback):
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if trainer.global_step == self.step:
             raise KeyboardInterrupt
+
+
+def checksums(*roots) -> dict[str, str]:
+    """SHA-256 of every file under ``roots`` (files or folders), by path: compare before and after a command to
+    show it left them unchanged."""
+    import hashlib
+    from pathlib import Path
+
+    files = [p for root in map(Path, roots) for p in ([root] if root.is_file() else sorted(root.rglob("*")))]
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}

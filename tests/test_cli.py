@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -19,6 +20,7 @@ from neurmap.data.io import write_image
 from neurmap.tasks.training import train
 from neurmap.train import main as train_main
 from tests.conftest import REPO, compose, tiny_overrides
+from tests.helpers import checksums
 
 
 @pytest.mark.parametrize(
@@ -76,7 +78,8 @@ def test_worker_errors_are_unwrapped_to_the_original_line():
 
 
 def test_corrupt_training_images_in_a_worker_give_one_line(tmp_path):
-    """A folder of corrupt images read by a DataLoader worker process: one line naming a file, status 2."""
+    """A folder of corrupt images read by a DataLoader worker process: one line naming a file, status 1 (a failed
+    run, as in every command)."""
     root = tmp_path / "folders"
     rng = torch.Generator().manual_seed(0)
     for split in ("train", "test"):
@@ -98,7 +101,7 @@ def test_corrupt_training_images_in_a_worker_give_one_line(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "neurmap.train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
-    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.returncode == 1, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("neurmap.train: error: ") and "bad" in last and "Traceback" not in done.stderr
 
@@ -124,7 +127,8 @@ def test_a_resume_must_match_its_checkpoint(tmp_path):
         train(compose(tiny_overrides("iterations=3", "test=false", *term), run))
     with pytest.raises(UsageError, match="trained with iterations=3, this run has iterations=5: resume with"):
         train(compose(tiny_overrides("iterations=5", "ckpt_path=last", "test=false"), run))
-    with pytest.raises(UsageError, match="trained with model.deblur.name=unet, this run has model.deblur.name=dmphn"):
+    mismatch = "trained with model.deblur.name=unet, this run has model.deblur.name=dmphn: resume with backbone=unet,"
+    with pytest.raises(UsageError, match=mismatch):
         train(compose(tiny_overrides("iterations=3", "backbone=dmphn", "ckpt_path=last", "test=false"), run))
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"\x80\x04junk")
@@ -172,3 +176,145 @@ def test_synthesize_refuses_settings_that_would_write_nothing(tmp_path, capsys):
     assert synthesize_main([str(src), str(tmp_path / "dst"), "kernel.blurs_per_image=0"]) == 2
     assert "kernel.blurs_per_image must be an integer >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "dst").exists()
+
+
+# ------------------------------------------------------------------------------ stops, refusals, one line
+
+
+def test_sigterm_stops_train_with_status_1_and_names_the_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    term = ["+callbacks.term._target_=tests.helpers.SigtermAtIteration", "+callbacks.term.iteration=1"]
+    with pytest.raises(SystemExit) as stop:
+        train(compose(tiny_overrides("iterations=3", "test=false", *term), run))
+    assert stop.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"neurmap\.train: error: stopped by SIGTERM after \d+ iteration\(s\); saved {re.escape(str(run))}/checkpoints/"
+        rf"last\.ckpt: resume with the same settings and hydra\.run\.dir={re.escape(str(run))} ckpt_path=last",
+        last,
+    ), last
+    assert not (run / FINAL_METRICS).exists()
+
+
+def test_train_in_a_stopped_run_without_ckpt_path_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    stop = ["+callbacks.stop._target_=tests.helpers.CtrlCAtStep", "+callbacks.stop.step=4"]
+    with pytest.raises(SystemExit):
+        train(compose(tiny_overrides("iterations=3", "test=false", *stop), run))
+    capsys.readouterr()
+    before = checksums(run)
+    assert train_main([*tiny_overrides("iterations=3", "test=false"), f"hydra.run.dir={run}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"neurmap.train: error: hydra.run.dir={run} holds a stopped run (checkpoints/interrupted.ckpt); resume it "
+        "with ckpt_path=last, or leave hydra.run.dir out for a new run"
+    )
+    assert checksums(run) == before
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=abc", "seed=abc: expected an integer"),
+        ("model.deblur.optimizer.lr=-1", "model.deblur.optimizer.lr=-1: expected a learning rate >= 0"),
+        ("iterations=abc", "iterations=abc: expected a positive integer (the number of training iterations)"),
+    ],
+)
+def test_wrong_values_name_the_key_and_leave_no_run_folder(tmp_path, capsys, override, message):
+    run = tmp_path / "run"
+    assert train_main([*tiny_overrides(override), f"hydra.run.dir={run}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"neurmap.train: error: {message}"
+    assert not run.exists()
+
+
+def test_an_unwritable_run_folder_is_one_line_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    assert train_main([*tiny_overrides(), f"hydra.run.dir={blocker}/run"]) == 2
+    err = capsys.readouterr().err.strip()
+    expected = f"hydra.run.dir={blocker}/run: cannot write in {blocker} (permission denied or not a folder)"
+    assert err == f"neurmap.train: error: {expected}"
+    assert blocker.read_text() == "mine"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the message is for machines without a GPU")
+def test_a_gpu_trainer_without_a_gpu_says_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main([*tiny_overrides("trainer=gpu"), f"hydra.run.dir={run}"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "neurmap.train: error: trainer=gpu needs a CUDA GPU, and torch finds none on this machine; train on the CPU "
+        "with trainer=cpu (or trainer.accelerator=cpu)"
+    )
+    assert not run.exists()
+
+
+def test_every_missing_data_folder_is_listed_at_once(tmp_path, capsys):
+    run, none = tmp_path / "run", tmp_path / "none"
+    overrides = [
+        o
+        for o in tiny_overrides("data=folders")
+        if not o.startswith(("data.paired.", "data.unpaired", "data.val.", "data.test."))
+    ]
+    assert train_main([*overrides, f"paths.folders={none}", f"hydra.run.dir={run}"]) == 2
+    missing = [
+        none / "paired" / "train",
+        none / "unpaired" / "blur",
+        none / "unpaired" / "sharp",
+        none / "paired" / "test",
+    ]
+    assert capsys.readouterr().err.strip() == (
+        f"neurmap.train: error: data=folders: 4 data folder(s) do not exist: {', '.join(map(str, missing))} "
+        "(set NEURMAP_DATA or the dataset's own variable, see README 'Data')"
+    )
+    assert not run.exists()
+
+
+def test_the_progress_bar_counts_iterations_to_the_end(tmp_path, capsys):
+    overrides = [o for o in tiny_overrides("test=false", "iterations=4") if "enable_progress_bar" not in o]
+    train(compose([*overrides, "trainer.enable_progress_bar=true"], tmp_path / "run"))
+    out = capsys.readouterr().out  # Lightning's bars write to stdout
+    assert "4/4" in out and "4/12" not in out
+
+
+def test_one_last_checkpoint_and_a_reason_for_empty_metrics(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(compose(tiny_overrides("test=false", "iterations=1", "trainer.val_check_interval=5"), run))
+    assert sorted(p.name for p in (run / "checkpoints").glob("last*")) == ["last.ckpt"]
+    out = capsys.readouterr().out
+    assert f"checkpoints:   {run}/checkpoints/last.ckpt (last)" in out
+    record = json.loads((run / FINAL_METRICS).read_text())
+    assert record["metrics"] == {} and record["metrics_empty"].startswith("test=false: the test sets were not run")
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "deblur", "export", "synthesize", "collect"])
+def test_every_help_has_one_shape(command, capsys):
+    module = __import__(f"neurmap.{command}", fromlist=["main"])
+    try:
+        status = module.main(["--help"])
+    except SystemExit as done:
+        status = done.code
+    out = capsys.readouterr().out
+    assert status == 0 and not out.startswith("usage")
+    marks = ["\nusage: python -m neurmap.", f"\nsettings (conf/{command}.yaml; key=value", "\n--cfg job prints"]
+    assert [out.index(m) for m in marks] == sorted(out.index(m) for m in marks)
+
+
+@pytest.mark.parametrize(
+    ("command", "key"), [("deblur", "tile: 512"), ("synthesize", "mode: kernel"), ("collect", "latest: false")]
+)
+def test_plain_commands_take_cfg_job(command, key, capsys):
+    module = __import__(f"neurmap.{command}", fromlist=["main"])
+    with pytest.raises(SystemExit) as done:
+        module.main(["--cfg", "job"])
+    assert done.value.code == 0 and key in capsys.readouterr().out.splitlines()
+
+
+def test_a_sweep_that_fails_on_a_usage_error_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NEURMAP_LOG_DIR", str(tmp_path / "logs"))
+    assert train_main(["-m", *tiny_overrides("iterations=abc,2")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "neurmap.train: error: iterations=abc: expected a positive integer (the number of training iterations)"
+    )
+    sweeps = tmp_path / "logs" / "train" / "multiruns"
+    assert not sweeps.exists() or not any(sweeps.iterdir())

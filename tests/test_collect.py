@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -58,3 +59,25 @@ def test_missing_or_empty_sweeps_are_one_line_errors(tmp_path, capsys):
     assert "holds no Hydra job folder" in capsys.readouterr().err
     assert main(["latest=true", f"root={tmp_path / 'none'}"]) == 2
     assert "holds no sweep" in capsys.readouterr().err
+
+
+def test_a_prefix_that_matches_no_metric_warns(sweep, capsys):
+    assert main([str(sweep), "prefix=foo/"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err == "neurmap.collect: warning: no metric starts with prefix=foo/; the jobs have test/, val/"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in read-only folders")
+def test_a_read_only_sweep_is_one_line(sweep, capsys):
+    from tests.helpers import checksums
+
+    before = checksums(sweep)
+    sweep.chmod(0o555)
+    try:
+        assert main([str(sweep)]) == 2
+    finally:
+        sweep.chmod(0o755)
+    assert capsys.readouterr().err.strip() == (
+        f"neurmap.collect: error: SWEEP_DIR={sweep}: cannot write in {sweep} (permission denied or not a folder)"
+    )
+    assert checksums(sweep) == before

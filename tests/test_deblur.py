@@ -20,6 +20,7 @@ from neurmap.tasks.inference import _starts, load_networks, n_tiles, tiled
 from neurmap.tasks.training import train
 from tests import fake_data
 from tests.conftest import compose, released, tiny_overrides
+from tests.helpers import checksums
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +163,7 @@ def test_deblur_folder_mirrors_the_tree_with_motion_and_comparison(ckpt, photos,
         assert read_image(out / f"{stem}_motion.png").shape == (3, *size)
         assert (out / f"{stem}_compare.jpg").is_file()
     assert "2 deblurred, 0 already there, 0 failed" in capsys.readouterr().out
-    assert deblur_main([str(photos), str(out), f"ckpt={ckpt}"]) == 0  # resumes: nothing left to do
+    assert deblur_main([str(photos), str(out), *settings]) == 0  # resumes: nothing left to do
     assert "0 deblurred, 2 already there" in capsys.readouterr().out
 
 
@@ -198,6 +199,9 @@ def test_unreadable_photo_is_reported_and_the_rest_completes(ckpt, photos, tmp_p
             "backbone=nope: no such option; choose one of: dmphn",
         ),
         (["{photos}", "{tmp}/out", "ckpt={ckpt}", "tile=32"], "overlap=64 must be >= 0 and smaller than tile=32"),
+        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "tile=0"], "tile=0 must be a positive number of px"),
+        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "bits=16", "suffix=.jpg"], "bits=16 suffix=.jpg: .jpg stores 8 bits"),
+        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "on_error=maybe"], "on_error=maybe: expected fail"),
         (
             ["{photos}", "{tmp}/out", "ckpt={ckpt}", "tile=abc"],
             "tile: Value 'abc' .* could not be converted to Integer",
@@ -250,3 +254,75 @@ def test_release_weights_deblur_a_gopro_frame_like_the_authors(tmp_path):
     assert deblur_main(args) == 0
     ours, official = read_image(out), read_image(fixtures / "official_dmphn_1_2_4" / frame.name)
     assert (ours - official).abs().max() <= 1.5 / 255  # the authors truncated to 8 bits, we round
+
+
+def test_two_inputs_with_one_output_name_are_refused(ckpt, photos, tmp_path, capsys):
+    write_image(photos / "a.jpg", torch.rand(3, 40, 40))
+    out = tmp_path / "out"
+    write_image(out / "keep.png", torch.rand(3, 8, 8))
+    before = checksums(photos, out)
+    assert deblur_main([str(photos), str(out), f"ckpt={ckpt}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(r"error: INPUT .*a\.(png|jpg) and .*a\.(png|jpg) both map", err)
+    assert checksums(photos, out) == before
+
+
+def test_a_rerun_with_another_checkpoint_or_settings_is_refused(ckpt, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert deblur_main([str(photos), str(out), f"ckpt={ckpt}"]) == 0
+    capsys.readouterr()
+    before = checksums(out)
+    other = tmp_path / "other.ckpt"
+    other.write_bytes(ckpt.read_bytes())
+    for setting in (f"ckpt={other}", "tile=256"):
+        ckpt_arg = setting if setting.startswith("ckpt=") else f"ckpt={ckpt}"
+        extra = [] if setting.startswith("ckpt=") else [setting]
+        assert deblur_main([str(photos), str(out), ckpt_arg, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "were made by another run" in err and "overwrite=true" in err, err
+        assert checksums(out) == before
+    assert deblur_main([str(photos), str(out), f"ckpt={ckpt}"]) == 0  # the same settings resume
+    assert "0 deblurred, 2 already there" in capsys.readouterr().out
+    assert deblur_main([str(photos), str(out), f"ckpt={other}", "overwrite=true"]) == 0
+    assert "2 deblurred" in capsys.readouterr().out
+
+
+def test_an_unreadable_photo_exits_1_unless_on_error_skip(ckpt, photos, tmp_path, capsys):
+    (photos / "broken.png").write_bytes(b"garbage")
+    assert deblur_main([str(photos), str(tmp_path / "out"), f"ckpt={ckpt}"]) == 1
+    assert "error: 1 image(s) could not be read" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert deblur_main([str(photos), str(tmp_path / "out2"), f"ckpt={ckpt}", "on_error=skip"]) == 0
+
+
+def test_ctrl_c_and_sigterm_stop_with_one_line_and_status_1(ckpt, photos, tmp_path, capsys, monkeypatch):
+    import signal
+
+    from neurmap.tasks import deblurring
+
+    for how in ("ctrl+c", "sigterm"):
+
+        def stop(*args, how=how, **kwargs):
+            if how == "ctrl+c":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(deblurring, "deblur_image", stop)
+        assert deblur_main([str(photos), str(tmp_path / how), f"ckpt={ckpt}"]) == 1
+        err = capsys.readouterr().err.strip()
+        expected = "SIGTERM" if how == "sigterm" else "Ctrl+C"
+        assert err.splitlines()[-1] == (
+            f"neurmap.deblur: error: stopped by {expected}; run the same command again to resume "
+            "(finished images are kept)"
+        )
+        assert "Traceback" not in err
+
+
+def test_a_junk_checkpoint_gives_no_unsafe_advice(photos, tmp_path, capsys):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a pickle at all")
+    before = checksums(photos)
+    assert deblur_main([str(photos), str(tmp_path / "out"), f"ckpt={junk}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"neurmap.deblur: error: {junk}: not a checkpoint")
+    assert "not a file of plain tensors" in err and "False" not in err and "weights_only=False" not in err
+    assert checksums(photos) == before and not (tmp_path / "out").exists()

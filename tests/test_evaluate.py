@@ -14,7 +14,9 @@ import torch
 from neurmap.metrics.motion import motion_epe, motion_errors, motion_mse
 from neurmap.tasks.evaluation import evaluate, output_dir
 from neurmap.tasks.training import train
+from tests import fake_data
 from tests.conftest import REPO, compose, tiny_overrides
+from tests.helpers import checksums
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +123,63 @@ def test_cli_errors_are_one_line(tmp_path):
         assert result.returncode == 2
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("neurmap.evaluate: error:") and message in last, last
+
+
+LIGHT = ["progress=false", "metrics.lpips=false", "metrics.niqe=false"]
+
+
+def _evaluate_main(tmp_path, *args, run="hydra-cli"):
+    from neurmap.evaluate import main as evaluate_main
+
+    return evaluate_main([*LIGHT, *args, f"hydra.run.dir={tmp_path / run}"])
+
+
+def test_another_checkpoint_in_an_output_folder_is_refused(ckpt, tmp_path, capsys):
+    out = tmp_path / "runA-eval"
+    evaluate(_eval_cfg(tmp_path, f"ckpt={ckpt}", f"output_dir={out}", *LIGHT))
+    capsys.readouterr()
+    before = checksums(out)
+    other = tmp_path / "runB.ckpt"
+    other.write_bytes(ckpt.read_bytes())
+    assert _evaluate_main(tmp_path, f"ckpt={other}", f"output_dir={out}") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"neurmap.evaluate: error: the results in output_dir={out} were made by another run (eval_settings.json: "
+        f"ckpt={ckpt} -> {other}); pass overwrite=true to replace them, or choose another output"
+    )
+    assert checksums(out) == before and not (tmp_path / "hydra-cli").exists()
+
+
+def test_other_data_in_an_output_folder_is_refused_and_the_summary_names_its_data(ckpt, tmp_path, capsys):
+    first, second = fake_data.folders(tmp_path / "d1"), fake_data.folders(tmp_path / "d2", seed=5)
+    out = tmp_path / "eval"
+    evaluate(_eval_cfg(tmp_path, f"ckpt={ckpt}", "data=folders", f"paths.folders={first}", f"output_dir={out}", *LIGHT))
+    assert f"- folders: {first}/paired/test" in (out / "summary.md").read_text()
+    capsys.readouterr()
+    before = checksums(out)
+    assert _evaluate_main(tmp_path, f"ckpt={ckpt}", "data=folders", f"paths.folders={second}", f"output_dir={out}") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"neurmap.evaluate: error: the results in output_dir={out} were made by another run")
+    assert "sets=" in err and "overwrite=true" in err and len(err.splitlines()) == 1
+    assert checksums(out) == before
+
+
+def test_default_output_of_release_weights_is_under_the_log_folder(tmp_path):
+    weights = tmp_path / "weights" / "unet.pth"
+    weights.parent.mkdir()
+    weights.write_bytes(b"")
+    cfg = _eval_cfg(tmp_path, f"ckpt={weights}", "backbone=unet", f"paths.log_dir={tmp_path / 'logs'}")
+    assert output_dir(cfg, "builtin") == tmp_path / "logs" / "evaluate" / "unet" / "builtin-test"
+
+
+def test_an_unreadable_image_exits_1_with_the_count(ckpt, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "data"
+    base = fake_data.urb(root)
+    (base / "test" / "scene0" / "test_0.png").write_bytes(b"broken")
+    monkeypatch.setenv("NEURMAP_DATA", str(root))
+    monkeypatch.setenv("NEURMAP_GOPRO", str(fake_data.gopro(root)))
+    args = [f"ckpt={ckpt}", "data=urb", "sets=[urb]"]
+    assert _evaluate_main(tmp_path, *args, f"output_dir={tmp_path / 'a'}") == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "neurmap.evaluate: error: 1 image(s) could not be read and were skipped (on_error=skip: exit 0)"
+    assert _evaluate_main(tmp_path, *args, f"output_dir={tmp_path / 'b'}", "on_error=skip", run="hydra-skip") == 0

@@ -97,3 +97,18 @@ def test_released_dmphn_exports_to_onnx(tmp_path):
     args = [f"ckpt={released('weights', 'dmphn_1_2_4')}", "backbone=dmphn_1_2_4", f"output={out}"]
     assert export_main(args) == 0
     assert out.stat().st_size > 5_000_000
+
+
+def test_release_weights_export_under_the_log_folder_not_beside_them(tmp_path, capsys):
+    from tests.helpers import checksums
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.save(instantiate(backbone_node("unet").net).state_dict(), weights / "unet.pth")
+    before = checksums(weights)
+    logs = tmp_path / "logs"
+    args = [f"ckpt={weights / 'unet.pth'}", "backbone=unet", "format=torchscript", f"paths.log_dir={logs}"]
+    assert export_main(args) == 0
+    out = logs / "export" / "unet_deblur.pt"
+    assert capsys.readouterr().out.startswith(f"neurmap.export: wrote {out} (torchscript, unet")
+    assert out.is_file() and checksums(weights) == before

@@ -17,9 +17,10 @@ from neurmap.cli import UsageError
 from neurmap.data.io import read_image, read_mfmap, write_image
 from neurmap.synth.flows import camera_flow, canonicalize_flow
 from neurmap.synth.line_blur import line_blur
-from neurmap.synth.synthesis import load_config, synthesize
+from neurmap.synth.synthesis import RECORD, load_config, synthesize
 from neurmap.synthesize import main
 from tests.conftest import REPO
+from tests.helpers import checksums
 
 #: Flow ranges that suit 24 x 32 test images (Gong's defaults would crop them away).
 SMALL_FLOW = {"tx_max": 3.0, "ty_max": 3.0, "acc_max": 0.3, "rot_max": 0.02, "center_shift_max": 2.0, "tz_max": 0.001}
@@ -130,7 +131,8 @@ def _make_tree(root: Path, names=("a.png", "sub/b.png", "sub/deeper/c.jpg"), see
 
 
 def _outputs(dst: Path) -> list[str]:
-    return sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file())
+    """The pairs' files (not the settings record)."""
+    return sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file() and p.name != RECORD)
 
 
 def _arrays(dst: Path) -> dict[str, np.ndarray]:
@@ -310,7 +312,76 @@ def test_gopro_mode_windows_and_size_mismatch(tmp_path):
     assert summary["written"] == 2  # windows 0-2 and 3-5; frames 6-7 do not fill a window
     assert _outputs(tmp_path / "dst" / "seq" / "blur") == ["frame_0001.png", "frame_0004.png"]
     overlapping = {"mode": "gopro", "gopro": {"frames": 3, "stride": 1}}
-    assert synthesize(tmp_path / "seq", tmp_path / "dst", overlapping, progress=False)["written"] == 4
+    with pytest.raises(UsageError, match="were made by another run .*gopro="):  # other settings: refused
+        synthesize(tmp_path / "seq", tmp_path / "dst", overlapping, progress=False)
+    again = synthesize(tmp_path / "seq", tmp_path / "dst", {**overlapping, "overwrite": True}, progress=False)
+    assert again["written"] == 6 and again["existing"] == 0  # windows starting at frames 0 to 5, all made again
     write_image(tmp_path / "seq" / "frame_0009.png", np.zeros((20, 32, 3), np.float32))
     with pytest.raises(RuntimeError, match=r"frame_0009\.png: 20x32 px, but .*frame_0006\.png"):
         synthesize(tmp_path / "seq", tmp_path / "dst2", overlapping, progress=False)
+
+
+def test_a_rerun_with_other_settings_is_refused(tmp_path, capsys):
+    _make_tree(tmp_path / "src")
+    dst = tmp_path / "dst"
+    assert main([str(tmp_path / "src"), str(dst), *SMALL_OVERRIDES]) == 0
+    capsys.readouterr()
+    before = checksums(dst)
+    assert main([str(tmp_path / "src"), str(dst), "seed=5", *SMALL_OVERRIDES]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"neurmap.synthesize: error: the pairs in DST {dst} were made by another run ({RECORD}: seed=0 -> 5); "
+        "pass overwrite=true to replace them, or choose another output"
+    )
+    assert checksums(dst) == before
+    assert main([str(tmp_path / "src"), str(dst), *SMALL_OVERRIDES]) == 0  # the same settings resume
+    assert "0 written, 3 already there" in capsys.readouterr().out
+    assert main([str(tmp_path / "src"), str(dst), "seed=5", "overwrite=true", *SMALL_OVERRIDES]) == 0
+    assert "3 written, 0 already there" in capsys.readouterr().out
+
+
+def test_a_file_it_did_not_write_is_never_replaced(tmp_path, capsys):
+    _make_tree(tmp_path / "src")
+    dst = tmp_path / "dst"
+    write_image(dst / "a_000_gtimg.png", _random_image(np.random.default_rng(9)))
+    before = checksums(dst)
+    assert main([str(tmp_path / "src"), str(dst), *SMALL_OVERRIDES]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"neurmap.synthesize: error: DST {dst} holds {dst}/a_000_gtimg.png, which synthesize did not write "
+        f"(no {RECORD}) and would replace; pass overwrite=true to replace it, or choose another DST"
+    )
+    assert checksums(dst) == before
+
+
+def test_on_error_fail_goes_on_and_exits_1_with_the_count(tmp_path, capsys):
+    _make_tree(tmp_path / "src")
+    (tmp_path / "src" / "broken.png").write_bytes(b"not a png")
+    assert main([str(tmp_path / "src"), str(tmp_path / "dst"), "on_error=fail", *SMALL_OVERRIDES]) == 1
+    captured = capsys.readouterr()
+    assert "3 written, 0 already there, 1 failed" in captured.out
+    assert captured.err.strip().splitlines()[-1] == (
+        "neurmap.synthesize: error: 1 source(s) could not be read and were skipped (on_error=skip: exit 0)"
+    )
+
+
+def test_ctrl_c_and_sigterm_stop_with_one_line_and_status_1(tmp_path, capsys, monkeypatch):
+    import signal
+
+    from neurmap.synth import synthesis
+
+    _make_tree(tmp_path / "src")
+    for how, expected in (("ctrl+c", "Ctrl+C"), ("sigterm", "SIGTERM")):
+
+        def stop(job, how=how):
+            if how == "ctrl+c":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(synthesis, "_run", stop)
+        assert main([str(tmp_path / "src"), str(tmp_path / how), *SMALL_OVERRIDES]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.splitlines()[-1] == (
+            f"neurmap.synthesize: error: stopped by {expected}; run the same command again to resume "
+            "(finished pairs are kept)"
+        )

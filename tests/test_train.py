@@ -213,7 +213,15 @@ def test_wandb_runs_are_named_and_grouped_from_the_choices(tmp_path):
     cfg = compose(tiny_overrides("logger=wandb", "variant=net2", "seed=3"), tmp_path / "run")
     assert cfg.logger.wandb.name == "net2-unet-builtin-s3"
     assert cfg.logger.wandb.group == "builtin-unet"  # a multirun groups by its sweep instead
-    assert cfg.logger.wandb.offline is True and "net2" in cfg.logger.wandb.tags
+    assert cfg.logger.wandb.mode == os.environ.get("WANDB_MODE", "offline") and "net2" in cfg.logger.wandb.tags
+
+
+def test_wandb_disabled_writes_no_run(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    run = tmp_path / "run"
+    train(compose(tiny_overrides("logger=wandb", "iterations=1", "test=false"), run))
+    assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "wandb").exists()
 
 
 @pytest.mark.slow

@@ -62,8 +62,9 @@ def test_missing_root_stops_before_training_with_one_line(tmp_path):
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("neurmap.train: error:") and "GOPRO_Large/train does not exist" in last, last
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert last.startswith("neurmap.train: error: data=kernel_synth: ") and "data folder(s) do not exist" in last, last
+    assert f"{tmp_path / 'absent'}/GOPRO_Large" in last and f"{tmp_path / 'absent'}/kernel_synth" in last, last
+    assert not (tmp_path / "run").exists()  # a usage error leaves no run folder
 
 
 def test_synthesized_set_trains_as_kernel_synth(tmp_path, data_root, monkeypatch):

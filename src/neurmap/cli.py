@@ -6,18 +6,21 @@
   sweeps, launchers) and get the same checks before Hydra starts (:func:`hydra_command`).
 * One error type, :class:`UsageError`, whose message is one line naming the file, key or value and what was
   expected. :func:`explain` shortens Hydra's composition errors and DataLoader-worker errors to that line.
-* Exit status: 0 success, 1 a run that failed (a crash, a failed export check, images that could not be
-  read), 2 a usage or configuration error. ``HYDRA_FULL_ERROR=1`` shows the full traceback of any error.
+* Exit status: 0 success, 1 a run that failed or was stopped (a crash, a failed export check, images that
+  could not be read, Ctrl+C or SIGTERM: :func:`stoppable` makes them alike), 2 a usage or configuration error.
+  ``HYDRA_FULL_ERROR=1`` shows the full traceback of any error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import re
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -25,10 +28,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from neurmap.config import CONFIG_DIR, FINAL_METRICS
+from neurmap.utils.quiet import quiet_known_noise
 
 __all__ = [
+    "Stopped",
     "UsageError",
     "check_not_finished",
+    "check_not_stopped",
+    "discard_run_dir",
     "explain",
     "fail",
     "hydra_command",
@@ -36,6 +43,7 @@ __all__ = [
     "parser",
     "resolve_device",
     "settings",
+    "stoppable",
 ]
 
 
@@ -44,9 +52,51 @@ class UsageError(ValueError):
     naming the key, file or value, what was expected and, where there is one, the fix."""
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl+C would raise KeyboardInterrupt, so that both stop a command alike."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def stoppable() -> Iterator[None]:
+    """Within it, SIGTERM raises :class:`Stopped` (a KeyboardInterrupt) in the main thread, as Ctrl+C does."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    except ValueError:  # not the main thread: signals stay as they are
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop_message(err: KeyboardInterrupt, resume: str) -> str:
+    """The one line of a command stopped by Ctrl+C or SIGTERM; ``resume`` says how to go on."""
+    how = "SIGTERM" if isinstance(err, Stopped) else "Ctrl+C"
+    return f"stopped by {how}; {resume}"
+
+
+def without_unsafe_advice(text: str) -> str:
+    """``text`` with torch's advice to re-run ``torch.load`` with ``weights_only=False`` (which runs whatever code
+    a file holds) replaced by what it means: the file holds more than plain tensors."""
+    start = text.find("Weights only load failed")
+    if start < 0:
+        return text
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|Check the documentation|$)", text[start:], re.S)
+    reason = f": {' '.join(detail.group(1).split())}" if detail else ""
+    return (
+        f"{text[:start]}not a file of plain tensors{reason} (neurmap reads weights only, never pickled objects; "
+        "check that the path names the checkpoint you meant)"
+    )
+
+
 def fail(prog: str, message: object, status: int = 2) -> int:
     """Print ``<prog>: error: <message>`` (one line) on stderr and return ``status``."""
-    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    print(f"{prog}: error: {' '.join(without_unsafe_advice(str(message)).split())}", file=sys.stderr, flush=True)
     return status
 
 
@@ -235,23 +285,50 @@ def _what_then_usage(doc: str | None, usage: str) -> str:
 
 def help_text(prog: str, config_name: str, doc: str, usage: str) -> str:
     """``--help`` of a Hydra app: what it does, its usage, its config groups with their options, its
-    settings file; then where Hydra's own help is."""
-    lines = [_what_then_usage(doc, usage), "", "config groups (group=option; conf/<group>/):"]
-    for group, default in _groups(config_name):
-        options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
-        lines.append(f"  {group:10s} {', '.join(options)}  (default: {default.replace('None', 'none')})")
+    settings file; then the flags (the plain commands' help has the same shape, :func:`parser`)."""
+    lines = [_what_then_usage(doc, usage), "", *_groups_text(config_name)]
     body = (Path(CONFIG_DIR) / f"{config_name}.yaml").read_text()
-    lines += ["", f"settings (conf/{config_name}.yaml; key=value, dotted keys reach into the groups):", body]
+    lines += [f"settings (conf/{config_name}.yaml; key=value, dotted keys reach into the groups):", body]
     lines += [
-        "Add -m to sweep comma-separated values (one job each). --cfg job prints the composed config,",
-        "--hydra-help Hydra's own flags; HYDRA_FULL_ERROR=1 shows full tracebacks.",
+        "--cfg job prints the composed settings without running the command. Add -m to sweep comma-separated",
+        "values (one job each); --hydra-help shows Hydra's own flags; HYDRA_FULL_ERROR=1 shows full tracebacks.",
     ]
     return "\n".join(lines)
 
 
+#: Whether the run (or sweep) folder of the command in progress is new: a usage error then removes it
+#: (:func:`discard_run_dir`), so that no empty run folder is left behind.
+_FRESH = {"run": False, "sweep": False}
+
+
+def discard_run_dir() -> None:
+    """Remove the folder Hydra made for a job that ends in a usage error, when it holds nothing but what Hydra
+    wrote there (``.hydra/``, the job's log) and did not exist before the command; a sweep folder left with no
+    job goes too."""
+    import shutil
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if not _FRESH["sweep" if multirun else "run"]:
+        return
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    hydra_only = {".hydra", f"{hydra_cfg.job.name}.log"}
+    if run_dir.is_dir() and all(p.name in hydra_only or p.suffix == ".log" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+    sweep = Path(hydra_cfg.sweep.dir)
+    if multirun and sweep.is_dir() and all(p.name == "multirun.yaml" for p in sweep.iterdir()):
+        shutil.rmtree(sweep, ignore_errors=True)
+
+
 def hydra_command(prog: str, config_name: str, doc: str, usage: str, app: Callable[[], object]) -> Callable:
     """The entry point of a Hydra app (``app``: the ``@hydra.main`` function): ``--help`` of its own, and
-    every job's composition checked before Hydra starts, so that a bad override is one line and exit 2."""
+    every job's composition checked before Hydra starts, so that a bad override is one line and exit 2. Returns
+    the exit status (a job's ``sys.exit(n)`` becomes ``n``)."""
 
     def main(argv: Sequence[str] | None = None) -> int:
         args = list(sys.argv[1:] if argv is None else argv)
@@ -259,6 +336,8 @@ def hydra_command(prog: str, config_name: str, doc: str, usage: str, app: Callab
             print(help_text(prog, config_name, doc, usage))
             return 0
         hydra_flags = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
+        _FRESH.update(run=False, sweep=False)
+        quiet_known_noise()
         if not hydra_flags:
             multirun = "-m" in args or "--multirun" in args
             try:
@@ -270,10 +349,15 @@ def hydra_command(prog: str, config_name: str, doc: str, usage: str, app: Callab
             try:
                 if configs and not multirun:
                     _check_run_dir(configs[0])  # never bypassed: it keeps a finished run's records
+                elif configs:
+                    _check_sweep_dir(configs[0])
             except UsageError as err:
                 return fail(prog, err)
         sys.argv = [sys.argv[0], *args]
-        app()
+        try:
+            app()
+        except SystemExit as done:
+            return done.code if isinstance(done.code, int) else (0 if done.code is None else fail(prog, done.code, 1))
         return 0
 
     return main
@@ -290,27 +374,100 @@ def check_not_finished(output_dir: Path, key: str = "paths.output_dir") -> None:
         )
 
 
+def check_not_stopped(output_dir: Path, ckpt_path: object, key: str = "paths.output_dir") -> None:
+    """A new run (no ``ckpt_path``) never starts over in the folder of a stopped one, whose checkpoints it would
+    replace: one line that says ``ckpt_path=last``."""
+    if ckpt_path not in (None, ""):
+        return
+    folder = output_dir / "checkpoints"
+    found = [name for name in ("interrupted.ckpt", "last.ckpt") if (folder / name).is_file()]
+    if found:
+        raise UsageError(
+            f"{key}={output_dir} holds a stopped run (checkpoints/{found[0]}); resume it with ckpt_path=last, "
+            f"or leave {key} out for a new run"
+        )
+
+
 def _check_run_dir(cfg: DictConfig) -> None:
-    """Refuse a run folder that holds a finished run before Hydra writes its ``.hydra`` records there."""
+    """Before Hydra writes its ``.hydra`` records: refuse a run folder that holds a finished run or (train) a
+    stopped one without ``ckpt_path``, or that cannot be written."""
+    from neurmap.utils.records import check_writable
+
     run_dir = OmegaConf.select(cfg, "hydra.run.dir")
     if run_dir is not None:
         check_not_finished(Path(str(run_dir)), key="hydra.run.dir")
+        if "ckpt_path" in cfg:
+            check_not_stopped(Path(str(run_dir)), cfg.ckpt_path, key="hydra.run.dir")
+        check_writable(Path(str(run_dir)), "hydra.run.dir")
+        _FRESH["run"] = not Path(str(run_dir)).exists()
+
+
+def _check_sweep_dir(cfg: DictConfig) -> None:
+    """Before Hydra writes a sweep: its folder must be writable."""
+    from neurmap.utils.records import check_writable
+
+    sweep_dir = OmegaConf.select(cfg, "hydra.sweep.dir")
+    if sweep_dir is not None:
+        check_writable(Path(str(sweep_dir)), "hydra.sweep.dir")
+        _FRESH["sweep"] = not Path(str(sweep_dir)).exists()
 
 
 # --------------------------------------------------------------------------------------- plain commands
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with ``--cfg job``: print the settings composed from ``conf/<config_name>.yaml`` and the
+    ``key=value`` arguments, and exit 0 without running the command (as the Hydra apps do)."""
+
+    config_name = ""
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: object = None) -> argparse.Namespace:
+        argv = list(sys.argv[1:] if args is None else args)
+        if "--cfg" in argv and not any(a in ("-h", "--help") for a in argv):
+            at = argv.index("--cfg")
+            if argv[at + 1 : at + 2] != ["job"]:
+                self.error("--cfg takes one value, job (print the composed settings)")
+            overrides = [a for a in argv[:at] + argv[at + 2 :] if "=" in a and not a.startswith("-")]
+            try:
+                cfg = settings(self.config_name, overrides)
+            except UsageError as err:
+                sys.exit(fail(self.prog, err))
+            print(OmegaConf.to_yaml(cfg), end="")
+            sys.exit(0)
+        return super().parse_args(argv, namespace)  # type: ignore[arg-type]
+
+
+def _groups_text(config_name: str) -> list[str]:
+    """The ``config groups`` section of a help: each group of the defaults list with its options."""
+    pairs = _groups(config_name)
+    if not pairs:
+        return []
+    lines = ["config groups (group=option; conf/<group>/):"]
+    for group, default in pairs:
+        options = sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+        lines.append(f"  {group:10s} {', '.join(options)}  (default: {default.replace('None', 'none')})")
+    return [*lines, ""]
+
+
 def parser(prog: str, usage: str, description: str, config_name: str) -> argparse.ArgumentParser:
-    """An argument parser for positionals plus ``key=value`` settings; its help is the command's
-    description, its usage and the commented settings file ``conf/<config_name>.yaml``."""
+    """An argument parser for positionals plus ``key=value`` settings; its help has the Hydra apps' shape
+    (:func:`help_text`): what the command does, its usage, its config groups, the commented settings file
+    ``conf/<config_name>.yaml``, and the flags every command takes (``--cfg job``)."""
     text = (Path(CONFIG_DIR) / f"{config_name}.yaml").read_text()
-    cli = argparse.ArgumentParser(
+    epilog = [
+        *_groups_text(config_name),
+        f"settings (conf/{config_name}.yaml; key=value, dotted keys reach into the groups):",
+        text,
+        "--cfg job prints the composed settings without running the command.",
+    ]
+    cli = _Parser(
         prog=prog,
         usage=argparse.SUPPRESS,  # the help starts with what the command does, then its usage line
         description=_what_then_usage(description, usage),
-        epilog=f"settings (conf/{config_name}.yaml; key=value):\n{text}",
+        epilog="\n".join(epilog),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    cli.config_name = config_name
     cli.error = lambda message: sys.exit(fail(prog, f"{message} (usage: {usage})"))  # type: ignore[method-assign]
     return cli
 

@@ -23,9 +23,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from neurmap.cli import UsageError, fail, parser, settings
+from neurmap.cli import UsageError, fail, parser, settings, stop_message, stoppable
 from neurmap.config import FINAL_METRICS
 from neurmap.utils.files import atomic_write
+from neurmap.utils.quiet import quiet_known_noise
+from neurmap.utils.records import check_writable
 from neurmap.utils.tables import to_markdown, write_csv
 
 __all__ = ["collect", "latest_sweep", "main", "to_markdown"]
@@ -80,6 +82,14 @@ def collect(sweep: Path, prefix: str = "test/") -> list[dict[str, Any]]:
     return rows
 
 
+def _metric_keys(sweep: Path) -> set[str]:
+    """Every metric name in the finished jobs' records of ``sweep``."""
+    keys: set[str] = set()
+    for final in sweep.glob(f"*/{FINAL_METRICS}"):
+        keys |= set(json.loads(final.read_text()).get("metrics", {}))
+    return keys
+
+
 def write(rows: Sequence[dict[str, Any]], out: Path) -> None:
     """``out/sweep_summary.md`` and ``out/sweep_summary.csv``."""
     atomic_write(out / "sweep_summary.md", to_markdown(rows))
@@ -93,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.add_argument("sweep", nargs="?", metavar="SWEEP_DIR", help="a multirun folder")
     cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
     args = cli.parse_args(argv)
+    quiet_known_noise()
     if args.sweep is not None and "=" in args.sweep:  # no SWEEP_DIR: the first argument is a setting
         args.overrides.insert(0, args.sweep)
         args.sweep = None
@@ -101,9 +112,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.sweep is None and not cfg.latest:
             raise UsageError("give a SWEEP_DIR, or latest=true for the newest sweep under root")
         sweep = Path(args.sweep) if args.sweep else latest_sweep(Path(cfg.root))
-        rows = collect(sweep, cfg.prefix)
+        with stoppable():
+            rows = collect(sweep, cfg.prefix)
+        check_writable(sweep, "SWEEP_DIR")
     except (UsageError, FileNotFoundError) as err:
         return fail("neurmap.collect", err)
+    except KeyboardInterrupt as err:
+        return fail("neurmap.collect", stop_message(err, "nothing was written; run it again"), 1)
+    seen = sorted({k.split("/", 1)[0] + "/" for k in _metric_keys(sweep) if "/" in k})
+    if seen and not any(str(k).startswith(cfg.prefix) for row in rows for k in row):
+        print(
+            f"neurmap.collect: warning: no metric starts with prefix={cfg.prefix}; the jobs have {', '.join(seen)}",
+            file=sys.stderr,
+        )
     write(rows, sweep)
     print(f"{sweep} ({len(rows)} runs)\n\n{to_markdown(rows)}\nwritten: {sweep / 'sweep_summary.md'}, .csv")
     return 0

@@ -11,7 +11,10 @@ Images of any size run in tiles (``tile=512 overlap=64``), so a 12-megapixel pho
 memory on a CPU; ``tile=null`` runs whole images. ``motion=true`` also saves M's motion map in flow colours
 and ``compare=true`` a side-by-side view. Settings and their defaults: ``conf/deblur.yaml``.
 Unreadable images are reported and skipped; existing outputs are skipped unless ``overwrite=true``, so a
-stopped run resumes. Exit status: 0 done, 1 some images failed, 2 bad arguments.
+stopped run resumes. Outputs of another checkpoint or other settings (``deblur_settings.json`` beside them) are
+refused unless ``overwrite=true``; two inputs that would give one output (``x.png`` and ``x.jpg``) are refused.
+Exit status: 0 done, 1 some images could not be read (``on_error=skip``: 0) or the run was stopped (Ctrl+C,
+SIGTERM), 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from neurmap.cli import UsageError, fail, parser, settings
+from neurmap.cli import UsageError, fail, parser, settings, stop_message, stoppable
 from neurmap.tasks.deblurring import PROG, deblur
+from neurmap.utils.quiet import quiet_known_noise
 
 __all__ = ["main"]
 
@@ -32,17 +36,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.add_argument("output", metavar="OUTPUT", help="output folder (or file name for one image)")
     cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
     args = cli.parse_args(argv)
+    quiet_known_noise()
     try:
         cfg = settings("deblur", args.overrides, required=("ckpt",))
-        summary = deblur(args.input, args.output, cfg)
+        with stoppable():
+            summary = deblur(args.input, args.output, cfg)
     except (UsageError, FileNotFoundError, ValueError) as err:
         return fail(PROG, str(err))
+    except KeyboardInterrupt as err:
+        return fail(PROG, stop_message(err, "run the same command again to resume (finished images are kept)"), 1)
     print(
         f"{PROG}: {summary['written']} deblurred, {summary['existing']} already there, "
         f"{len(summary['failed'])} failed -> {args.output} ({summary['backbone']}, {summary['device']}, "
         f"{summary['seconds']:.1f} s)"
     )
-    return 1 if summary["failed"] else 0
+    if summary["failed"] and cfg.on_error != "skip":
+        count = len(summary["failed"])
+        return fail(PROG, f"{count} image(s) could not be read and were skipped (on_error=skip: exit 0)", 1)
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from neurmap.cli import UsageError, fail, parser, settings
+from neurmap.cli import UsageError, fail, parser, settings, stop_message, stoppable
 from neurmap.tasks.exporting import export_checkpoint
+from neurmap.utils.quiet import quiet_known_noise
 
 __all__ = ["main"]
 
@@ -29,11 +30,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli = parser(_PROG, usage, __doc__, "export")
     cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
     args = cli.parse_args(argv)
+    quiet_known_noise()
     try:
         cfg = settings("export", args.overrides, required=("ckpt",))
-        result = export_checkpoint(cfg)
+        with stoppable():
+            result = export_checkpoint(cfg)
     except (UsageError, FileNotFoundError, ValueError, ImportError) as err:
         return fail(_PROG, str(err))
+    except KeyboardInterrupt as err:
+        return fail(_PROG, stop_message(err, "run it again (with overwrite=true if the output was already written)"), 1)
     except RuntimeError as err:
         return fail(_PROG, str(err), status=1)
     checked = "" if result["error"] is None else f", max |exported - PyTorch| = {result['error']:.1e}"

@@ -28,9 +28,11 @@ class DeblurSettings:
     compare: bool = MISSING
     suffix: str = MISSING
     bits: int = MISSING
+    suffixes_16bit: list[str] = MISSING
     jpeg_quality: int = MISSING
     recursive: bool = MISSING
     overwrite: bool = MISSING
+    on_error: str = MISSING
 
 
 @dataclass
@@ -39,6 +41,7 @@ class ExportSettings:
 
     ckpt: str = MISSING
     model: Any = None  # {deblur: the conf/backbone node chosen by backbone=<name>}, or None
+    paths: Any = None  # conf/paths/default.yaml: paths.log_dir
     format: str = MISSING
     output: str | None = MISSING
     overwrite: bool = MISSING
@@ -86,6 +89,7 @@ class SynthesisSettings:
     workers: int = MISSING
     on_error: str = MISSING
     recursive: bool = MISSING
+    overwrite: bool = MISSING
     kernel: KernelSynthesis = field(default_factory=KernelSynthesis)
     gopro: GoproSynthesis = field(default_factory=GoproSynthesis)
 

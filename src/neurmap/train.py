@@ -8,32 +8,33 @@ them). Examples::
     python -m neurmap.train -m variant=baseline,net1,net2,net3,neurmap
     python -m neurmap.train hydra.run.dir=RUN ckpt_path=last  # resume an interrupted run in its folder
 
-The training itself: :mod:`neurmap.tasks.training`. Exit status 0 done, 1 the run failed, 2 a usage or
-configuration error (one line).
+The training itself: :mod:`neurmap.tasks.training`. Exit status 0 done, 1 the run failed or was stopped
+(SIGTERM, Ctrl+C: one line names the checkpoint to resume from), 2 a usage or configuration error (one line).
+A folder that holds a stopped run (``checkpoints/last.ckpt`` or ``interrupted.ckpt``) is only resumed,
+with ``ckpt_path=last``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from neurmap.cli import UsageError, explain, fail, hydra_command
+from neurmap.cli import UsageError, discard_run_dir, explain, fail, hydra_command, stop_message
 from neurmap.config import CONFIG_DIR
 from neurmap.data.io import ImageReadError
-from neurmap.tasks.training import train
+from neurmap.tasks.training import PROG, train
 
 __all__ = ["main"]
-
-PROG = "neurmap.train"
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _app(cfg: DictConfig) -> float | None:
-    """Hydra's task function; user errors end with one line and exit status 2."""
+    """Hydra's task function; user errors end with one line and exit status 2 (an unreadable image: 1)."""
     try:
         return train(cfg)
     except (
@@ -47,8 +48,13 @@ def _app(cfg: DictConfig) -> float | None:
         # ValueError: a value the data or a network cannot use (a batch larger than the data, a weight file
         # that does not fit); programming errors raise other types and keep their traceback (exit 1)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        sys.exit(fail(PROG, explain(err)))
+            traceback.print_exc()  # the full traceback, and still the status of a usage error
+        unreadable = isinstance(err, ImageReadError) or "Caught ImageReadError" in str(err)
+        if not unreadable:  # an unreadable image is a failed run (status 1), not a usage error
+            discard_run_dir()  # a usage error leaves no run folder behind
+        sys.exit(fail(PROG, explain(err), 1 if unreadable else 2))
+    except KeyboardInterrupt as err:  # before or after training (during it, train() reports and exits 1)
+        sys.exit(fail(PROG, stop_message(err, "nothing was trained since the last checkpoint"), 1))
 
 
 main = hydra_command(PROG, "train", __doc__, "python -m neurmap.train [-m] [group=option ...] [key=value ...]", _app)

@@ -30,6 +30,8 @@ from neurmap.utils.files import atomic_write
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageReadError",
+    "data_roots",
+    "missing_roots",
     "list_images",
     "read_image",
     "read_mfmap",
@@ -204,3 +206,20 @@ def list_images(
         kinds = "/".join(sorted(s.lstrip(".") for s in suffixes))
         raise FileNotFoundError(f"{root} holds no image ({kinds}); expected {expected}")
     return files
+
+
+def data_roots(node: object) -> list[str]:
+    """The data roots named in a resolved data config (the values of its ``root`` keys), each once, in order."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += [str(value)] if key == "root" and isinstance(value, str) else data_roots(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += data_roots(value)
+    return list(dict.fromkeys(found))
+
+
+def missing_roots(node: object) -> list[str]:
+    """The roots of :func:`data_roots` that do not exist, all of them."""
+    return [root for root in data_roots(node) if not Path(root).exists()]

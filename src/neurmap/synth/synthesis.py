@@ -61,6 +61,7 @@ from neurmap.cli import UsageError, overlay, settings
 from neurmap.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image, write_mfmap
 from neurmap.synth.flows import camera_flow
 from neurmap.synth.line_blur import line_blur
+from neurmap.utils.records import check_record, check_writable, read_record, write_record
 
 __all__ = ["UsageError", "SynthesisError", "load_config", "print_summary", "synthesize"]
 
@@ -93,7 +94,7 @@ def _validate(cfg: DictConfig) -> None:
     _check(cfg, "mode", lambda v: v in ("kernel", "gopro"), "'kernel' or 'gopro'")
     _check(cfg, "seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0")
     _check(cfg, "workers", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
-    _check(cfg, "on_error", lambda v: v in ("raise", "skip"), "'raise' or 'skip'")
+    _check(cfg, "on_error", lambda v: v in ("raise", "fail", "skip"), "'raise', 'fail' or 'skip'")
     for key in ("recursive", "kernel.include_sharp", "kernel.round_flow", "kernel.crop_boundary"):
         _check(cfg, key, lambda v: isinstance(v, bool), "true or false")
     _check(cfg, "kernel.blurs_per_image", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
@@ -240,8 +241,9 @@ def _natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
-def _kernel_jobs(src: Path, dst: Path, cfg: DictConfig) -> tuple[list[_KernelJob], int, int]:
-    """Jobs still to run, the number of items they hold, and the number already done."""
+def _kernel_jobs(src: Path, dst: Path, cfg: DictConfig, found: list[Path]) -> tuple[list[_KernelJob], int, int]:
+    """Jobs still to run, the number of items they hold, and the number already done (none with
+    ``overwrite=true``); ``found`` gets the existing files of the items still to run (they would be replaced)."""
     sources = list_images(src, "sharp source images (any format) for mode=kernel", recursive=cfg.recursive)
     kcfg = cfg.kernel
     indices = list(range(kcfg.blurs_per_image))
@@ -258,7 +260,8 @@ def _kernel_jobs(src: Path, dst: Path, cfg: DictConfig) -> tuple[list[_KernelJob
             raise SynthesisError(f"{path} and {names[name]} both map to the output name '{name}'; rename one of them")
         names[name] = path
         prefix = str(dst / name)
-        todo = tuple(k for k in indices if not all(p.is_file() for p in _kernel_paths(prefix, k)))
+        todo = tuple(k for k in indices if cfg.overwrite or not all(p.is_file() for p in _kernel_paths(prefix, k)))
+        found.extend(p for k in todo for p in _kernel_paths(prefix, k) if p.exists())
         existing += len(indices) - len(todo)
         if todo:
             pending += len(todo)
@@ -285,8 +288,11 @@ def _frames_in(folder: Path) -> list[Path]:
     return sorted(files, key=_natural_key)
 
 
-def _gopro_jobs(src: Path, dst: Path, cfg: DictConfig) -> tuple[list[_GoproJob], int, int, list[str]]:
-    """Jobs still to run, their number, the number of windows already done, and the too-short sequences."""
+def _gopro_jobs(
+    src: Path, dst: Path, cfg: DictConfig, found: list[Path]
+) -> tuple[list[_GoproJob], int, int, list[str]]:
+    """Jobs still to run, their number, the number of windows already done, and the too-short sequences;
+    ``found`` gets the existing files of the windows still to run (they would be replaced)."""
     expected = "video frames for mode=gopro: image files (one sequence) or one sub-folder of frames per sequence"
     direct = _frames_in(src)
     folders = [p for p in sorted(src.iterdir(), key=_natural_key) if p.is_dir() and p.name[0] != "."]
@@ -315,14 +321,24 @@ def _gopro_jobs(src: Path, dst: Path, cfg: DictConfig) -> tuple[list[_GoproJob],
             window = frames[start : start + size]
             stem = window[size // 2].stem
             blur, sharp = dst / name / "blur" / f"{stem}.png", dst / name / "sharp" / f"{stem}.png"
-            if blur.is_file() and sharp.is_file():
+            if blur.is_file() and sharp.is_file() and not cfg.overwrite:
                 existing += 1
             else:
+                found.extend(p for p in (blur, sharp) if p.exists())
                 jobs.append(_GoproJob(tuple(str(p) for p in window), str(blur), str(sharp), gamma))
     return jobs, len(jobs), existing, short
 
 
 # ------------------------------------------------------------------------------------------------ run
+
+#: The settings record in DST (:mod:`neurmap.utils.records`).
+RECORD = "synthesize_settings.json"
+
+
+def _record(src: Path, cfg: DictConfig) -> dict[str, Any]:
+    """What shapes the pairs: SRC and the settings of the mode (not workers, on_error or overwrite)."""
+    keep = ("mode", "seed", "recursive", cfg.mode)
+    return {"src": str(src.resolve()), **{k: OmegaConf.to_container(cfg, resolve=True)[k] for k in keep}}
 
 
 def _check_paths(src: Path, dst: Path) -> None:
@@ -363,12 +379,23 @@ def synthesize(
     cfg = load_config(cfg=cfg)  # idempotent on a loaded config; completes and checks a partial one
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     _check_paths(src, dst)
+    check_writable(dst, "DST")
+    record_path, record = dst / RECORD, _record(src, cfg)
+    check_record(record_path, record, what=f"the pairs in DST {dst}", overwrite=bool(cfg.overwrite))
     short: list[str] = []
+    found: list[Path] = []
     if cfg.mode == "kernel":
-        jobs, pending, existing = _kernel_jobs(src, dst, cfg)
+        jobs, pending, existing = _kernel_jobs(src, dst, cfg, found)
     else:
-        jobs, pending, existing, short = _gopro_jobs(src, dst, cfg)
+        jobs, pending, existing, short = _gopro_jobs(src, dst, cfg, found)
+    if found and read_record(record_path) is None and not cfg.overwrite:
+        raise UsageError(
+            f"DST {dst} holds {found[0]}, which synthesize did not write (no {RECORD}) and would replace; pass "
+            "overwrite=true to replace it, or choose another DST"
+        )
     dst.mkdir(parents=True, exist_ok=True)
+    if jobs:
+        write_record(record_path, record)  # first: a stopped run's partial items are known to be this run's
 
     from tqdm import tqdm
 

@@ -27,6 +27,7 @@ from neurmap.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_
 from neurmap.nets.reblur import canonicalize_motion
 from neurmap.tasks.inference import Networks, load_networks, n_tiles, tiled
 from neurmap.utils.flow_vis import flow_to_color, make_grid
+from neurmap.utils.records import check_record, write_record
 
 __all__ = ["PROG", "deblur", "deblur_image", "plan"]
 
@@ -67,9 +68,13 @@ def plan(input_path: Path, output_path: Path, suffix: str, recursive: bool) -> l
             raise UsageError(f"OUTPUT {output_path} is a file; a folder INPUT needs a folder OUTPUT")
         files = list_images(input_path, "images to deblur", recursive=recursive)
         jobs = [(f, output_path / f.relative_to(input_path).with_suffix(suffix)) for f in files]
+    sources: dict[Path, Path] = {}
     for src, dst in jobs:
         if dst == src:
             raise UsageError(f"OUTPUT {dst} is the INPUT image itself; choose another name (never overwritten)")
+        if dst in sources:
+            raise UsageError(f"INPUT {src} and {sources[dst]} both map to the output {dst}; rename one of them")
+        sources[dst] = src
     target = jobs[0][1].parent
     folder = next((p for p in (target, *target.parents) if p.exists()), target)
     if not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -126,21 +131,60 @@ def _save(
         write_image(dst.with_name(f"{dst.stem}_compare.jpg"), make_grid(panels, nrow=len(panels), padding=8))
 
 
+#: The settings record beside deblurred outputs (:mod:`neurmap.utils.records`).
+RECORD = "deblur_settings.json"
+#: The settings that shape a deblurred image: a re-run that differs in one of them is another run.
+RECORD_KEYS = ("tile", "overlap", "precision", "motion", "compare", "suffix", "bits", "jpeg_quality")
+
+
+def _record_path(input_path: Path, output_path: Path, jobs: list[tuple[Path, Path]]) -> Path | None:
+    """The record of a folder OUTPUT is in it; none for one image written to a file name of the user's choice
+    (a record there would clutter a folder the command does not own)."""
+    if input_path.is_dir():
+        return output_path.expanduser().resolve() / RECORD
+    if jobs[0][1] == output_path.expanduser().resolve():
+        return None
+    return jobs[0][1].parent / RECORD
+
+
+def _record(cfg: DictConfig) -> dict[str, object]:
+    """The checkpoint (resolved path, size, modification time) and the settings that shape the outputs."""
+    ckpt = Path(str(cfg.ckpt)).expanduser().resolve()
+    stat = ckpt.stat() if ckpt.is_file() else None
+    return {
+        "ckpt": str(ckpt),
+        "ckpt_bytes": stat.st_size if stat else None,
+        "ckpt_mtime_ns": stat.st_mtime_ns if stat else None,
+        "backbone": OmegaConf.select(cfg, "model.deblur.name", default=None),
+        **{key: OmegaConf.to_container(cfg[key]) if OmegaConf.is_config(cfg[key]) else cfg[key] for key in RECORD_KEYS},
+    }
+
+
 def deblur(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> dict[str, object]:
     """Deblur INPUT into OUTPUT with settings ``cfg`` (conf/deblur.yaml); returns a summary dict."""
     start = time.perf_counter()
     device = resolve_device(str(cfg.device))
     _autocast(device, str(cfg.precision))  # a bad precision stops here, before any network or image is loaded
     backbone = OmegaConf.select(cfg, "model.deblur")  # the conf/backbone node backbone=<name> puts there, or None
+    if cfg.tile is not None and cfg.tile < 1:
+        raise UsageError(f"tile={cfg.tile} must be a positive number of px, or null for whole images")
     if cfg.tile is not None and not 0 <= cfg.overlap < cfg.tile:
         raise UsageError(f"overlap={cfg.overlap} must be >= 0 and smaller than tile={cfg.tile}")
     if cfg.bits not in (8, 16):
         raise UsageError(f"bits must be 8 or 16, got {cfg.bits}")
     if not str(cfg.suffix).startswith(".") or not cv2.haveImageWriter(f"x{cfg.suffix}"):
         raise UsageError(f"suffix={cfg.suffix}: not an image format OpenCV can write; use .png, .jpg, .tif or .webp")
-    if cfg.tile is not None and cfg.tile < 1:
-        raise UsageError(f"tile={cfg.tile} must be a positive number of px, or null for whole images")
+    if cfg.bits == 16 and str(cfg.suffix).lower() not in tuple(cfg.suffixes_16bit):
+        raise UsageError(
+            f"bits=16 suffix={cfg.suffix}: {cfg.suffix} stores 8 bits; use suffix={' or '.join(cfg.suffixes_16bit)}"
+        )
+    if cfg.on_error not in ("fail", "skip"):
+        raise UsageError(f"on_error={cfg.on_error}: expected fail (exit 1 when images were skipped) or skip (exit 0)")
     jobs = plan(Path(input_path), Path(output_path), str(cfg.suffix), bool(cfg.recursive))
+    record_path = _record_path(Path(input_path), Path(output_path), jobs)
+    record = _record(cfg)
+    if record_path is not None and any(dst.exists() for _, dst in jobs):  # a resume, or another run's outputs
+        check_record(record_path, record, what=f"the outputs in {record_path.parent}", overwrite=bool(cfg.overwrite))
     nets = load_networks(cfg.ckpt, backbone, motion=bool(cfg.motion))
     if cfg.motion and nets.motion is None:
         print(f"{PROG}: warning: {cfg.ckpt} has no motion network; motion=true is ignored", file=sys.stderr)
@@ -148,6 +192,8 @@ def deblur(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> 
     if nets.motion is not None:
         nets.motion.to(device)
     todo = [(s, d) for s, d in jobs if cfg.overwrite or not d.exists()]
+    if todo and record_path is not None:
+        write_record(record_path, record)
     failed: list[str] = []
     with tqdm(total=len(todo), unit="img", desc="deblur", disable=len(todo) < 2, file=sys.stderr) as bar:
         for src, dst in todo:

@@ -43,12 +43,13 @@ from tqdm import tqdm
 
 from neurmap.cli import UsageError, resolve_device
 from neurmap.config import FINAL_METRICS
-from neurmap.data.io import ImageReadError, write_image
+from neurmap.data.io import ImageReadError, data_roots, missing_roots, write_image
 from neurmap.metrics import LPIPS, MetricUnavailable, align_realblur, load_niqe_params, niqe_score, psnr, ssim
 from neurmap.metrics.fidelity import psnr_masked, ssim_masked
 from neurmap.metrics.motion import motion_epe, motion_errors
 from neurmap.tasks.inference import Networks, load_networks, tiled
 from neurmap.utils.files import atomic_write, write_json
+from neurmap.utils.records import check_record, check_writable, read_record, write_record
 from neurmap.utils.tables import to_markdown, write_csv
 
 __all__ = ["PROG", "Row", "evaluate", "final_metrics", "output_dir"]
@@ -58,18 +59,37 @@ PROG = "neurmap.evaluate"
 Row = dict[str, Any]
 
 
+#: The settings record beside an evaluation's outputs (:mod:`neurmap.utils.records`).
+RECORD = "eval_settings.json"
+
+
 def output_dir(cfg: DictConfig, data_name: str) -> Path:
-    """``cfg.output_dir``, else ``<run>/eval/<data>-<split>`` for ``<run>/checkpoints/x.ckpt``, else
-    ``<ckpt dir>/<ckpt stem>_eval/<data>-<split>`` (a release folder: ``<log_dir>/evaluate/<name>/...``)."""
+    """``cfg.output_dir``, else ``<run>/eval/<data>-<split>`` for a training run's ``<run>/checkpoints/x.ckpt``,
+    else ``<log_dir>/evaluate/<ckpt name>/<data>-<split>`` (release weights, or a checkpoint outside a run:
+    never beside the weights)."""
     if cfg.output_dir:
         return Path(cfg.output_dir)
     ckpt = Path(cfg.ckpt).expanduser().resolve()
     leaf = f"{data_name}-{cfg.split}"
-    if ckpt.is_dir():
-        return Path(cfg.paths.log_dir) / "evaluate" / ckpt.name / leaf
-    if ckpt.parent.name == "checkpoints":
+    if ckpt.is_file() and ckpt.parent.name == "checkpoints":
         return ckpt.parent.parent / "eval" / (leaf if ckpt.stem == "last" else f"{leaf}-{ckpt.stem}")
-    return ckpt.parent / f"{ckpt.stem}_eval" / leaf
+    return Path(cfg.paths.log_dir) / "evaluate" / (ckpt.name if ckpt.is_dir() else ckpt.stem) / leaf
+
+
+def _record(cfg: DictConfig, data_name: str, names: list[str], sets: DictConfig) -> dict[str, Any]:
+    """What shapes an evaluation's numbers: the checkpoint, the data (choice, split, each set's resolved
+    config with its roots) and the metric settings."""
+    return {
+        "ckpt": str(Path(cfg.ckpt).expanduser().resolve()),
+        "backbone": OmegaConf.select(cfg, "model.deblur.name", default=None),
+        "data": data_name,
+        "split": cfg.split,
+        "sets": {n: OmegaConf.to_container(sets[n], resolve=True) for n in names},
+        "protocol": cfg.protocol,
+        "tile": cfg.tile,
+        "overlap": cfg.overlap,
+        "metrics": OmegaConf.to_container(cfg.metrics, resolve=True),
+    }
 
 
 class _Metrics:
@@ -214,6 +234,8 @@ def evaluate(cfg: DictConfig) -> list[Row]:
         raise UsageError("ckpt=PATH is required (a neurmap .ckpt, or release weights with backbone=<name>)") from None
     if cfg.split not in ("val", "test"):
         raise UsageError(f"split must be val or test, got {cfg.split!r}")
+    if cfg.on_error not in ("fail", "skip"):
+        raise UsageError(f"on_error={cfg.on_error}: expected fail (exit 1 when images were skipped) or skip (exit 0)")
     for key, low in (("tile", 1), ("overlap", 0)):
         value = cfg[key]
         if (value is not None or key == "overlap") and (
@@ -221,24 +243,40 @@ def evaluate(cfg: DictConfig) -> list[Row]:
         ):
             raise UsageError(f"{key}={value}: expected an integer >= {low} (px){' or null' if key == 'tile' else ''}")
     device = resolve_device(str(cfg.device))
-    nets = load_networks(ckpt, OmegaConf.select(cfg, "model.deblur"), motion=bool(cfg.metrics.motion))
-    nets.deblur.to(device)
-    if nets.motion is not None:
-        nets.motion.to(device)
     sets = cfg.data.get(cfg.split) or {}
     names = list(cfg.sets) if cfg.sets else list(sets)
     unknown = [n for n in names if n not in sets]
     if unknown or not names:
         raise UsageError(f"sets {unknown or names} not in data.{cfg.split}; it has {list(sets)}")
+    data_name = HydraConfig.get().runtime.choices.get("data", "data") if HydraConfig.initialized() else "data"
+    out = output_dir(cfg, data_name)
+    record = _record(cfg, data_name, names, sets)
+    # before any work: a folder that cannot be written, or that holds another evaluation's results, is one line
+    missing = missing_roots(record["sets"])
+    if missing:
+        raise UsageError(
+            f"data={data_name}: {len(missing)} data folder(s) do not exist: {', '.join(missing)} (set NEURMAP_DATA "
+            "or the dataset's own variable, see README 'Data')"
+        )
+    check_writable(out, "output_dir")
+    check_record(out / RECORD, record, what=f"the results in output_dir={out}", overwrite=bool(cfg.overwrite))
+    if read_record(out / RECORD) is None and not cfg.overwrite and any(out.glob("*_per_image.csv")):
+        raise UsageError(
+            f"output_dir={out} holds results without {RECORD} (another evaluation's); pass overwrite=true to "
+            "replace them, or choose another output_dir"
+        )
+    nets = load_networks(ckpt, OmegaConf.select(cfg, "model.deblur"), motion=bool(cfg.metrics.motion))
+    nets.deblur.to(device)
+    if nets.motion is not None:
+        nets.motion.to(device)
     system = None
     target = str(nets.config.get("model", {}).get("_target_", "")) if nets.config is not None else ""
     if cfg.metrics.signal and target.endswith("NeurMAPSystem"):
         system = nets.system().to(device)
     metrics = _Metrics(cfg.metrics, device)
+    write_record(out / RECORD, record)  # first: a stopped run's partial results are known to be this run's
     for note in metrics.notes:
         print(f"{PROG}: {note}", file=sys.stderr)
-    data_name = HydraConfig.get().runtime.choices.get("data", "data") if HydraConfig.initialized() else "data"
-    out = output_dir(cfg, data_name)
     summaries = []
     for name in names:
         node = sets[name]
@@ -250,12 +288,13 @@ def evaluate(cfg: DictConfig) -> list[Row]:
         summaries.append(_summary(name, rows, len(failed)))
     write_csv(out / "summary.csv", summaries)
     header = f"# {nets.backbone} on data={data_name} ({cfg.split}), checkpoint {ckpt}"
-    table = f"{header}\n\n{to_markdown(summaries)}"
+    scored = [f"- {name}: {', '.join(data_roots(record['sets'][name])) or 'built in (no files)'}" for name in names]
+    table = f"{header}\n\nData scored (set: roots):\n\n" + "\n".join(scored) + f"\n\n{to_markdown(summaries)}"
     atomic_write(out / "summary.md", table)
     print(table)
     if HydraConfig.initialized():
-        record = Path(HydraConfig.get().runtime.output_dir) / FINAL_METRICS
-        write_json(record, final_metrics(summaries, cfg.split, str(ckpt), out))
+        run_record = Path(HydraConfig.get().runtime.output_dir) / FINAL_METRICS
+        write_json(run_record, final_metrics(summaries, cfg.split, str(ckpt), out))
     print(f"{PROG}: wrote {out} ({time.perf_counter() - start:.1f} s, {device})")
     return summaries
 

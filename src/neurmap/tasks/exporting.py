@@ -26,7 +26,7 @@ from neurmap.nets.backbones import DeblurNet
 from neurmap.tasks.inference import load_networks
 from neurmap.utils.files import commit_temporary
 
-__all__ = ["FORMATS", "Exportable", "check_export", "export", "export_checkpoint"]
+__all__ = ["FORMATS", "Exportable", "check_export", "default_output", "export", "export_checkpoint"]
 
 #: The export formats and their file suffixes.
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -126,13 +126,24 @@ def _check_output(output: Path, ckpt: Path, overwrite: bool) -> None:
         raise UsageError(f"output={output}: cannot write in {folder} (permission denied); choose another output")
 
 
+def default_output(cfg: DictConfig) -> Path:
+    """Where an export goes without ``output=``: ``<run>/export/<stem>_deblur.<fmt>`` for a training run's
+    ``<run>/checkpoints/<stem>.ckpt``, else ``<log_dir>/export/<name>_deblur.<fmt>`` (never beside release
+    weights)."""
+    ckpt = Path(cfg.ckpt).expanduser().resolve()
+    name = f"{ckpt.name if ckpt.is_dir() else ckpt.stem}_deblur{FORMATS[str(cfg.format)]}"
+    if ckpt.is_file() and ckpt.parent.name == "checkpoints":
+        return ckpt.parent.parent / "export" / name
+    return Path(str(cfg.paths.log_dir)) / "export" / name
+
+
 def export_checkpoint(cfg: DictConfig) -> dict[str, object]:
     """Export with settings ``cfg`` (conf/export.yaml); returns the path and the checked error."""
     fmt = str(cfg.format)
     if fmt not in FORMATS:
         raise UsageError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
     ckpt = Path(cfg.ckpt)
-    output = Path(cfg.output) if cfg.output else ckpt.with_name(f"{ckpt.stem}_deblur{FORMATS[fmt]}")
+    output = Path(cfg.output) if cfg.output else default_output(cfg)
     _check_output(output, ckpt, bool(cfg.overwrite))
     nets = load_networks(cfg.ckpt, OmegaConf.select(cfg, "model.deblur"), motion=False)  # backbone=<name>, or None
     module = Exportable(nets.deblur).eval()

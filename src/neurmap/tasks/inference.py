@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from neurmap.cli import UsageError
+from neurmap.cli import UsageError, without_unsafe_advice
 from neurmap.config import instantiate_system, saved_config
 from neurmap.nets.backbones import DeblurNet, load_pretrained
 from neurmap.nets.backbones.weights import load_state_dict_strict
@@ -85,7 +85,11 @@ def _read(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is the same user error
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"{path}: not a checkpoint torch can load safely (weights_only=True): {first}") from err
+        raise UsageError(
+            f"{path}: not a checkpoint torch can load safely: {without_unsafe_advice(str(err))}"
+            if "Weights only load failed" in str(err)
+            else f"{path}: not a checkpoint torch can load safely (weights_only=True): {first}"
+        ) from err
 
 
 def _prefixed(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

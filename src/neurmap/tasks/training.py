@@ -23,14 +23,20 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from neurmap.cli import UsageError, check_not_finished
+from neurmap.callbacks.progress import IterationProgressBar
+from neurmap.cli import UsageError, check_not_finished, check_not_stopped, without_unsafe_advice
 from neurmap.config import CONFIG_DIR, FINAL_METRICS, instantiate_datamodule, instantiate_system, saved_config
+from neurmap.data.io import missing_roots
 from neurmap.utils.files import write_json
 
 log = logging.getLogger("neurmap.train")
+
+#: The command's name, the prefix of its messages.
+PROG = "neurmap.train"
 
 __all__ = ["NO_EFFECT", "RESUME_KEYS", "IterationTimer", "provenance", "time_iterations", "train"]
 
@@ -69,7 +75,39 @@ def _check_config(cfg: DictConfig) -> dict[str, Any]:
     iterations = resolved["iterations"]
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
         raise UsageError(f"iterations={iterations}: expected a positive integer (the number of training iterations)")
+    seed = resolved.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UsageError(f"seed={seed}: expected an integer")
+    for net in ("deblur", "motion", "disc"):
+        key = f"model.{net}.optimizer.lr"
+        lr = OmegaConf.select(cfg, key, default=None)
+        if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr < 0):
+            raise UsageError(f"{key}={lr}: expected a learning rate >= 0")
+    _check_accelerator(cfg)
     return resolved
+
+
+def _check_accelerator(cfg: DictConfig) -> None:
+    """A GPU trainer on a machine without a CUDA GPU: one line that says so, before anything is built."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        choice = HydraConfig.get().runtime.choices.get("trainer") if HydraConfig.initialized() else None
+        setting = f"trainer={choice}" if choice else f"trainer.accelerator={accelerator}"
+        raise UsageError(
+            f"{setting} needs a CUDA GPU, and torch finds none on this machine; train on the CPU with trainer=cpu "
+            "(or trainer.accelerator=cpu)"
+        )
+
+
+def _check_data_roots(cfg: DictConfig, resolved: dict[str, Any]) -> None:
+    """Every missing data folder of the data choice, in one line (not one per try)."""
+    missing = missing_roots(resolved.get("data"))
+    if missing:
+        choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
+        raise UsageError(
+            f"data={choice or '?'}: {len(missing)} data folder(s) do not exist: {', '.join(missing)} (set NEURMAP_DATA "
+            "or the dataset's own variable, see README 'Data')"
+        )
 
 
 def _record_lambda_beta(cfg: DictConfig, resolved: dict[str, Any]) -> None:
@@ -144,6 +182,10 @@ RESUME_KEYS = (
 )
 
 
+#: The config group whose option sets a resume key (its option is named after the value).
+CHOICE_OF = {"model.deblur.name": "backbone", "variant.name": "variant"}
+
+
 def _resolve_ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
     """The checkpoint to resume from: ``last``/``auto`` take the newer of ``last.ckpt`` and ``interrupted.ckpt``
     (Ctrl+C) in this run's folder; a path is taken as it is. The checkpoint must be a neurmap checkpoint of
@@ -181,6 +223,7 @@ def _check_resume(cfg: DictConfig, path: Path) -> None:
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["hyper_parameters"]["config"]
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = without_unsafe_advice(str(err)) if "Weights only load failed" in str(err) else first
         raise UsageError(f"ckpt_path={path}: not a neurmap training checkpoint ({first})") from None
     saved_cfg = saved_config(saved)
     for key in RESUME_KEYS:
@@ -188,9 +231,10 @@ def _check_resume(cfg: DictConfig, path: Path) -> None:
         before = OmegaConf.to_container(before) if OmegaConf.is_config(before) else before
         now = OmegaConf.to_container(now, resolve=True) if OmegaConf.is_config(now) else now
         if before != now:
+            setting = CHOICE_OF.get(key, key)  # what a user types: backbone=unet, not model.deblur.name=unet
             raise UsageError(
                 f"ckpt_path={path} was trained with {key}={before}, this run has {key}={now}: resume with "
-                f"{key}={before}, or start a new run from its weights with model.deblur.pretrained={path}"
+                f"{setting}={before}, or start a new run from its weights with model.deblur.pretrained={path}"
             )
 
 
@@ -207,8 +251,10 @@ def train(cfg: DictConfig) -> float | None:
     run_config = _check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     check_not_finished(output_dir)
+    check_not_stopped(output_dir, cfg.get("ckpt_path"))
     L.seed_everything(int(cfg.seed), workers=True)
 
+    _check_data_roots(cfg, run_config)
     datamodule = instantiate_datamodule(cfg)
     if cfg.variant.get("oracle_motion"):
         _check_oracle_data(datamodule, cfg)
@@ -227,6 +273,8 @@ def train(cfg: DictConfig) -> float | None:
         callbacks_cfg.model_checkpoint.monitor = monitor
         callbacks_cfg.model_checkpoint.mode = mode
     callbacks = _instantiate_dict(callbacks_cfg)
+    if cfg.trainer.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(IterationProgressBar())  # Lightning's own would count batches against optimizer steps
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
         cfg.trainer,
@@ -245,15 +293,36 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("dry_run"):
         _dry_run(cfg, datamodule, system)
         return None
-    trainer.fit(system, datamodule=datamodule, ckpt_path=_resolve_ckpt_path(cfg, output_dir))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    if cfg.get("test") and not trainer.fast_dev_run and getattr(datamodule, "test", None):
-        for result in trainer.test(system, datamodule=datamodule, verbose=False):
-            metrics.update({k: float(v) for k, v in result.items()})
+    ckpt_path = _resolve_ckpt_path(cfg, output_dir)
+    try:
+        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if cfg.get("test") and not trainer.fast_dev_run and getattr(datamodule, "test", None):
+            for result in trainer.test(system, datamodule=datamodule, verbose=False):
+                metrics.update({k: float(v) for k, v in result.items()})
+    except (SystemExit, KeyboardInterrupt) as stop:  # Lightning ends SIGTERM and Ctrl+C with SystemExit
+        if trainer.is_global_zero:
+            print(f"{PROG}: error: {_stop_line(stop, trainer, output_dir)}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     if trainer.is_global_zero:
-        _report(trainer, output_dir, metrics)
+        tested = bool(cfg.get("test")) and not trainer.fast_dev_run and bool(getattr(datamodule, "test", None))
+        _report(trainer, output_dir, metrics, tested)
     name = cfg.get("optimized_metric") or monitor
     return metrics.get(name) if name else None
+
+
+def _stop_line(stop: BaseException, trainer: L.Trainer, output_dir: Path) -> str:
+    """One line for a run stopped by SIGTERM or Ctrl+C: where it stopped and the checkpoint to resume from."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    sigterm = isinstance(stop, SIGTERMException)
+    iterations = trainer.global_step // max(1, len(trainer.optimizers))
+    name = "last.ckpt" if sigterm else "interrupted.ckpt"
+    ckpt = output_dir / "checkpoints" / name
+    line = f"stopped by {'SIGTERM' if sigterm else 'Ctrl+C'} after {iterations} iteration(s)"
+    if ckpt.is_file():
+        return f"{line}; saved {ckpt}: resume with the same settings and hydra.run.dir={output_dir} ckpt_path=last"
+    return f"{line}; no checkpoint was saved (callbacks.last_checkpoint is off)"
 
 
 class IterationTimer(L.Callback):
@@ -314,12 +383,26 @@ def _dry_run(cfg: DictConfig, datamodule: L.LightningDataModule, system: L.Light
     print("\n".join(lines), flush=True)
 
 
-def _report(trainer: L.Trainer, output_dir: Path, metrics: dict[str, float]) -> None:
+def _empty_because(tested: bool, metrics: dict[str, float]) -> str | None:
+    """Why a run's final metrics are empty (None when they are not)."""
+    if any(k.startswith(("val/", "test/")) for k in metrics):
+        return None
+    if not tested:
+        return (
+            "test=false: the test sets were not run, and no validation ran within the iterations "
+            "(trainer.val_check_interval); run neurmap.evaluate on the checkpoint for numbers"
+        )
+    return "the data choice has no val or test sets"
+
+
+def _report(trainer: L.Trainer, output_dir: Path, metrics: dict[str, float], tested: bool = True) -> None:
     """Print where the checkpoints, metrics and images of this run are, and the final numbers."""
     lines = [f"run directory: {output_dir}"]
     ckpt = trainer.checkpoint_callback
-    if ckpt is not None and getattr(ckpt, "last_model_path", ""):
-        lines.append(f"checkpoints:   {ckpt.last_model_path} (last), {ckpt.best_model_path or '-'} (best)")
+    last = output_dir / "checkpoints" / "last.ckpt"  # LastCheckpoint's, the one ckpt_path=last takes
+    if ckpt is not None and (last.is_file() or getattr(ckpt, "last_model_path", "")):
+        shown_last = last if last.is_file() else ckpt.last_model_path
+        lines.append(f"checkpoints:   {shown_last} (last), {ckpt.best_model_path or '-'} (best)")
     for logger in trainer.loggers:
         log_dir = Path(getattr(logger, "log_dir", None) or logger.save_dir or output_dir)
         lines.append(f"{type(logger).__name__}: {log_dir}")
@@ -331,6 +414,10 @@ def _report(trainer: L.Trainer, output_dir: Path, metrics: dict[str, float]) -> 
     lines += [f"  {k} = {v:.4f}" for k, v in shown.items()]
     # one machine-readable file per run, read by `python -m neurmap.collect` to tabulate sweeps
     final = {"iterations": trainer.global_step // max(1, len(trainer.optimizers)), "metrics": shown}
+    why = _empty_because(tested, shown)
+    if why is not None:
+        final["metrics_empty"] = why
+        lines.append(f"  no metrics: {why}")
     write_json(output_dir / FINAL_METRICS, final)
     lines.append(f"final metrics: {output_dir / FINAL_METRICS}")
     print("\n".join(lines), flush=True)
