@@ -82,7 +82,7 @@ class Variant:
     paired: bool = MISSING  # content loss on the paired loader
     unpaired: bool = MISSING  # MAP terms on the unpaired loaders
     oracle_motion: bool = MISSING  # ablation: R gets the unpaired images' true motion in D's reblur term
-    motion_learns: bool = MISSING  # M has its own step (the paper); false = M stays as it started (frozen)
+    motion_learns: bool = True  # M has its own step (the paper); false = M stays as it started (frozen)
 
 
 @dataclass
@@ -106,11 +106,14 @@ def from_mapping(schema: type, values: Mapping[str, Any], where: str) -> Any:
         values = dataclasses.asdict(values)
     fields = typing.get_type_hints(schema)  # real types, not the postponed annotation strings
     given = dict(values)
+    optional = {f.name for f in dataclasses.fields(schema) if f.default is not MISSING}  # a key added later
     unknown = sorted(set(given) - set(fields))
-    missing = sorted(set(fields) - set(given))
+    missing = sorted(set(fields) - set(given) - optional)
     if unknown or missing:
         raise ValueError(f"{where}: unknown keys {unknown}, missing keys {missing}; expected {sorted(fields)}")
     for key, kind in fields.items():
+        if key not in given:
+            continue
         value = given[key]
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             given[key] = float(value)

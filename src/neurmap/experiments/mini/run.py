@@ -196,9 +196,12 @@ def finished(folder: Path, argv: Sequence[str]) -> bool:
     from neurmap.config import FINAL_METRICS
 
     record = folder / RECORD
-    if not (record.is_file() and (folder / FINAL_METRICS).is_file()):
-        return False
-    return json.loads(record.read_text()).get("argv") == list(argv)
+    done = (folder / FINAL_METRICS).is_file() or (
+        "-m" in argv[2:]
+        and all((job / FINAL_METRICS).is_file() for job in folder.glob("*") if job.is_dir())
+        and any(folder.glob(f"*/{FINAL_METRICS}"))
+    )  # a run, or a sweep whose every job finished
+    return record.is_file() and done and json.loads(record.read_text()).get("argv") == list(argv)
 
 
 def _prepare(run: Run, stage: Stage, cache: bool) -> bool:
@@ -377,7 +380,7 @@ def run(cfg: DictConfig, argv: Sequence[str]) -> Run:
     result.ckpts = {"start": result.start} | ({"released": result.release} if result.start != result.release else {})
     runs = [*sweeps, *([(ceiling, [])] if ceiling is not None else [])]
     for group in side_by_side(result, runs):
-        execute_together(result, [stage for stage, _ in group])
+        execute_together(result, [stage for stage, _ in group], cache=True)
     for stage, names in sweeps:
         for name in names:  # job folders are <num>_<variant>-<backbone> (conf/hydra/default.yaml)
             found = sorted(stage.out.glob(f"*_{name}-*"))
