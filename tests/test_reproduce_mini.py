@@ -354,3 +354,20 @@ def test_reports_show_the_weights_variable_and_relative_paths(monkeypatch, tmp_p
     monkeypatch.chdir(tmp_path)
     line = f"neurmap.train model.deblur.pretrained={weights} hydra.run.dir={tmp_path}/logs/run"
     assert shown(line) == "neurmap.train model.deblur.pretrained=$NEURMAP_DMPHN_WEIGHTS hydra.run.dir=logs/run"
+
+
+def test_a_finished_sweep_of_the_same_command_is_reused_and_an_unfinished_one_is_not(tmp_path):
+    import json as _json
+
+    from neurmap.experiments.mini.run import RECORD, finished
+
+    argv = ["-m", "neurmap.train", "-m", "variant=neurmap"]
+    sweep_dir = tmp_path / "sweep"
+    for job in ("0_neurmap-unet", "1_net2-unet"):
+        (sweep_dir / job).mkdir(parents=True)
+    (sweep_dir / RECORD).write_text(_json.dumps({"argv": argv}))
+    (sweep_dir / "0_neurmap-unet" / "final_metrics.json").write_text("{}")
+    assert not finished(sweep_dir, argv)  # one job has not finished
+    (sweep_dir / "1_net2-unet" / "final_metrics.json").write_text("{}")
+    assert finished(sweep_dir, argv)
+    assert not finished(sweep_dir, [*argv, "iterations=5"])  # another command
