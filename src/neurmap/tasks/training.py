@@ -307,8 +307,18 @@ def train(cfg: DictConfig) -> float | None:
     if trainer.is_global_zero:
         tested = bool(cfg.get("test")) and not trainer.fast_dev_run and bool(getattr(datamodule, "test", None))
         _report(trainer, output_dir, metrics, tested)
+    _finish_wandb(loggers)
     name = cfg.get("optimized_metric") or monitor
     return metrics.get(name) if name else None
+
+
+def _finish_wandb(loggers: list[Any]) -> None:
+    """End this run's W&B run, so that the next job of a sweep in the same process (the basic launcher) starts
+    its own instead of logging into this one."""
+    if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
+        import wandb
+
+        wandb.finish()
 
 
 def _stop_line(stop: BaseException, trainer: L.Trainer, output_dir: Path) -> str:
