@@ -365,9 +365,10 @@ def test_a_finished_sweep_of_the_same_command_is_reused_and_an_unfinished_one_is
     sweep_dir = tmp_path / "sweep"
     for job in ("0_neurmap-unet", "1_net2-unet"):
         (sweep_dir / job).mkdir(parents=True)
-    (sweep_dir / RECORD).write_text(_json.dumps({"argv": argv}))
+    (sweep_dir / RECORD).write_text(_json.dumps({"argv": argv, "config": "abc"}))
     (sweep_dir / "0_neurmap-unet" / "final_metrics.json").write_text("{}")
-    assert not finished(sweep_dir, argv)  # one job has not finished
+    assert not finished(sweep_dir, argv, "abc")  # one job has not finished
     (sweep_dir / "1_net2-unet" / "final_metrics.json").write_text("{}")
-    assert finished(sweep_dir, argv)
-    assert not finished(sweep_dir, [*argv, "iterations=5"])  # another command
+    assert finished(sweep_dir, argv, "abc")
+    assert not finished(sweep_dir, [*argv, "iterations=5"], "abc")  # another command
+    assert not finished(sweep_dir, argv, "abd")  # the same command over other configs

@@ -9,8 +9,9 @@ evaluation multirun over every checkpoint; ``neurmap.collect`` over it.
 
 Each command's output goes to ``<work>/logs/<stage>.log``; a failing one stops the run naming its log
 (:class:`StageFailed`). Every job is composed here first, so a bad override stops the run before anything trains.
-A stage's folder holds ``stage.json`` (its command): a cached stage whose folder holds a finished run of the same
-command is reused, and a folder without that record is never deleted. The settings stay as composed; what the run
+A stage's folder holds ``stage.json`` (its command and a digest of the configs it composes): a cached stage whose
+folder holds a finished run of the same command and configs is reused, and a folder without that record is never
+deleted. The settings stay as composed; what the run
 decides and measures is recorded in :class:`Run`.
 """
 
@@ -191,8 +192,22 @@ def side_by_side(run: Run, runs: Sequence[tuple[Stage, list[str]]]) -> list[list
     return groups
 
 
-def finished(folder: Path, argv: Sequence[str]) -> bool:
-    """Whether ``folder`` holds a finished run written by the command ``argv`` (its record and final metrics)."""
+def fingerprint(stage: Stage) -> str:
+    """A digest of every job config ``stage``'s command composes (the hydra node left out): it changes when
+    conf/ does, even where the command line stays the same."""
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    module, overrides = stage.argv[1], [a for a in stage.argv[2:] if a != "-m"]
+    jobs = check_overrides(module.rsplit(".", 1)[1], overrides, multirun="-m" in stage.argv[2:])
+    text = "\n".join(OmegaConf.to_yaml({k: job[k] for k in job if k != "hydra"}) for job in jobs)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def finished(folder: Path, argv: Sequence[str], config: str) -> bool:
+    """Whether ``folder`` holds a finished run written by the command ``argv`` composing the configs of digest
+    ``config`` (its record and final metrics)."""
     from neurmap.config import FINAL_METRICS
 
     record = folder / RECORD
@@ -201,7 +216,7 @@ def finished(folder: Path, argv: Sequence[str]) -> bool:
         and all((job / FINAL_METRICS).is_file() for job in folder.glob("*") if job.is_dir())
         and any(folder.glob(f"*/{FINAL_METRICS}"))
     )  # a run, or a sweep whose every job finished
-    return record.is_file() and done and json.loads(record.read_text()).get("argv") == list(argv)
+    return record.is_file() and done and json.loads(record.read_text()) == {"argv": list(argv), "config": config}
 
 
 def _prepare(run: Run, stage: Stage, cache: bool) -> bool:
@@ -210,7 +225,8 @@ def _prepare(run: Run, stage: Stage, cache: bool) -> bool:
     last.ckpt is never versioned and nothing of a user's is deleted."""
     if stage.out is None:
         return True
-    if cache and finished(stage.out, stage.argv):
+    config = fingerprint(stage)
+    if cache and finished(stage.out, stage.argv, config):
         log(f"{stage.name}: reusing {rel(stage.out)} (a finished run of the same command)")
         run.stages.append((stage, 0.0, "reused"))
         return False
@@ -219,7 +235,7 @@ def _prepare(run: Run, stage: Stage, cache: bool) -> bool:
             raise ReproError(f"{stage.out} exists and was not written by {PROG}; move it away or choose another work=")
         shutil.rmtree(stage.out)
     stage.out.mkdir(parents=True)
-    atomic_write(stage.out / RECORD, json.dumps({"argv": list(stage.argv)}, indent=2))
+    atomic_write(stage.out / RECORD, json.dumps({"argv": list(stage.argv), "config": config}, indent=2))
     return True
 
 
