@@ -13,10 +13,11 @@ from importlib.metadata import entry_points
 import pytest
 import torch
 
-from neurmap.cli import UsageError, explain, settings, unwrap_worker_error
 from neurmap.collect import main as collect_main
+from neurmap.composition import explain, settings
 from neurmap.config import FINAL_METRICS
 from neurmap.data.io import write_image
+from neurmap.errors import UsageError, unwrap_worker_error
 from neurmap.tasks.training import train
 from neurmap.train import main as train_main
 from tests.conftest import REPO, compose, tiny_overrides

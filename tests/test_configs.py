@@ -109,7 +109,7 @@ def test_paper_literal_preset_holds_the_papers_constants(tiny_cfg):
 def test_the_backbone_choice_is_d_with_its_own_optimizer(backbone, network, tmp_path):
     """`backbone=<name>` on the command line puts the option at model.deblur (the run's choices still name it):
     the system's D is that network, trained with the option's learning rate and gradient clipping."""
-    from neurmap.cli import check_overrides
+    from neurmap.composition import check_overrides
 
     (job,) = check_overrides("train", [f"backbone={backbone}", "variant=baseline"], multirun=False)
     assert job.hydra.runtime.choices.backbone == backbone

@@ -12,10 +12,10 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from neurmap.cli import UsageError
 from neurmap.config import backbone_node, saved_config
 from neurmap.data.io import read_image, write_image
 from neurmap.deblur import main as deblur_main
+from neurmap.errors import UsageError
 from neurmap.tasks.inference import _starts, load_networks, n_tiles, tiled
 from neurmap.tasks.training import train
 from tests import fake_data

@@ -11,8 +11,8 @@ import pytest
 import torch
 from hydra.errors import InstantiationException
 
-from neurmap.cli import UsageError
 from neurmap.config import instantiate_system
+from neurmap.errors import UsageError
 from neurmap.losses.terms import flow_supervision
 from neurmap.nets.motion import MotionNet, load_motion_pretrained
 from neurmap.tasks.inference import load_networks

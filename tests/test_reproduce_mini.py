@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from neurmap import reproduce_mini as entry
-from neurmap.cli import settings
+from neurmap.composition import settings
 from neurmap.experiments.mini import data, report
 from neurmap.experiments.mini.common import ReproError, shown
 from neurmap.experiments.mini.run import (

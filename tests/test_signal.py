@@ -204,7 +204,7 @@ def test_a_short_pretraining_on_random_blur_lowers_epe(photos):
 
 
 def test_oracle_ablation_trains_on_data_with_motion_and_stops_without(fake_data_root, tiny_cfg, monkeypatch):
-    from neurmap.cli import UsageError
+    from neurmap.errors import UsageError
     from neurmap.tasks.training import train
     from tests.conftest import compose, tiny_overrides
 

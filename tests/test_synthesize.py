@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from neurmap.cli import UsageError
 from neurmap.data.io import read_image, read_mfmap, write_image
+from neurmap.errors import UsageError
 from neurmap.synth.flows import camera_flow, canonicalize_flow
 from neurmap.synth.line_blur import line_blur
 from neurmap.synth.synthesis import RECORD, load_config, synthesize

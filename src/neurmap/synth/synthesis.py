@@ -57,8 +57,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from neurmap.cli import UsageError, overlay, settings
+from neurmap.composition import overlay, settings
 from neurmap.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image, write_mfmap
+from neurmap.errors import UsageError
 from neurmap.synth.flows import camera_flow
 from neurmap.synth.line_blur import line_blur
 from neurmap.utils.records import check_record, check_writable, read_record, write_record

@@ -22,10 +22,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from neurmap.cli import UsageError, resolve_device
 from neurmap.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
+from neurmap.errors import UsageError
 from neurmap.nets.reblur import canonicalize_motion
 from neurmap.tasks.inference import Networks, load_networks, n_tiles, tiled
+from neurmap.utils.device import resolve_device
 from neurmap.utils.flow_vis import flow_to_color, make_grid
 from neurmap.utils.records import check_record, write_record
 

@@ -41,13 +41,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 from tqdm import tqdm
 
-from neurmap.cli import UsageError, resolve_device
 from neurmap.config import FINAL_METRICS
 from neurmap.data.io import ImageReadError, data_roots, missing_roots, write_image
+from neurmap.errors import UsageError
 from neurmap.metrics import LPIPS, MetricUnavailable, align_realblur, load_niqe_params, niqe_score, psnr, ssim
 from neurmap.metrics.fidelity import psnr_masked, ssim_masked
 from neurmap.metrics.motion import motion_epe, motion_errors
 from neurmap.tasks.inference import Networks, load_networks, tiled
+from neurmap.utils.device import resolve_device
 from neurmap.utils.files import atomic_write, write_json
 from neurmap.utils.records import check_record, check_writable, read_record, write_record
 from neurmap.utils.tables import to_markdown, write_csv

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from neurmap.cli import UsageError
+from neurmap.errors import UsageError
 from neurmap.nets.backbones import DeblurNet
 from neurmap.tasks.inference import load_networks
 from neurmap.utils.files import commit_temporary

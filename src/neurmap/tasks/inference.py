@@ -26,8 +26,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from neurmap.cli import UsageError, without_unsafe_advice
 from neurmap.config import instantiate_system, saved_config
+from neurmap.errors import UsageError, without_unsafe_advice
 from neurmap.nets.backbones import DeblurNet, load_pretrained
 from neurmap.nets.backbones.weights import load_state_dict_strict
 

@@ -28,10 +28,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from neurmap.callbacks.progress import IterationProgressBar
-from neurmap.cli import UsageError, check_not_finished, check_not_stopped, without_unsafe_advice
 from neurmap.config import CONFIG_DIR, FINAL_METRICS, instantiate_datamodule, instantiate_system, saved_config
 from neurmap.data.io import missing_roots
+from neurmap.errors import UsageError, without_unsafe_advice
 from neurmap.utils.files import write_json
+from neurmap.utils.records import check_not_finished, check_not_stopped
 
 log = logging.getLogger("neurmap.train")
 

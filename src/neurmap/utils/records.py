@@ -3,7 +3,8 @@ refused instead of mixing, skipping or replacing earlier results without a word.
 
 A command writes ``<folder>/<name>`` (JSON: the settings that shape its outputs) when it writes there, and
 before any work compares it with the settings of the run at hand (:func:`check_record`). Output folders are
-checked for writability before any work too (:func:`check_writable`).
+checked for writability before any work too (:func:`check_writable`). A run folder that holds a finished run
+or a stopped one is never started over (:func:`check_not_finished`, :func:`check_not_stopped`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,19 @@ import os
 from pathlib import Path
 from typing import Any
 
-from neurmap.cli import UsageError
+from neurmap.config import FINAL_METRICS
+from neurmap.errors import UsageError
 from neurmap.utils.files import write_json
 
-__all__ = ["check_record", "check_writable", "differences", "read_record", "write_record"]
+__all__ = [
+    "check_not_finished",
+    "check_not_stopped",
+    "check_record",
+    "check_writable",
+    "differences",
+    "read_record",
+    "write_record",
+]
 
 
 def _plain(value: Any) -> Any:
@@ -73,3 +83,28 @@ def check_writable(path: Path, key: str) -> None:
     folder = next((p for p in (path, *path.parents) if p.exists()), path)
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{key}={path}: cannot write in {folder} (permission denied or not a folder)")
+
+
+def check_not_finished(output_dir: Path, key: str = "paths.output_dir") -> None:
+    """A run never writes into a finished run's folder (its ``final_metrics.json`` and records would be
+    replaced): one line that says how to go on from it instead."""
+    if (output_dir / FINAL_METRICS).is_file():
+        ckpt = output_dir / "checkpoints" / "last.ckpt"
+        raise UsageError(
+            f"{key}={output_dir} holds a finished run ({FINAL_METRICS}); a new or resumed run writes its own folder: "
+            f"leave {key} out, and to go on from it pass model.deblur.pretrained={ckpt}"
+        )
+
+
+def check_not_stopped(output_dir: Path, ckpt_path: object, key: str = "paths.output_dir") -> None:
+    """A new run (no ``ckpt_path``) never starts over in the folder of a stopped one, whose checkpoints it would
+    replace: one line that says ``ckpt_path=last``."""
+    if ckpt_path not in (None, ""):
+        return
+    folder = output_dir / "checkpoints"
+    found = [name for name in ("interrupted.ckpt", "last.ckpt") if (folder / name).is_file()]
+    if found:
+        raise UsageError(
+            f"{key}={output_dir} holds a stopped run (checkpoints/{found[0]}); resume it with ckpt_path=last, "
+            f"or leave {key} out for a new run"
+        )

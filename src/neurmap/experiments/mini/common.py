@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from neurmap.cli import UsageError
+from neurmap.errors import UsageError
 
 __all__ = ["PROG", "ReproError", "StageFailed", "log", "shown"]
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from neurmap.cli import UsageError
 from neurmap.data.io import write_image, write_mfmap
+from neurmap.errors import UsageError
 from neurmap.experiments.mini.common import PROG, ReproError, log
 from neurmap.utils.files import atomic_write
 

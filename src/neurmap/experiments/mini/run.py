@@ -32,7 +32,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from neurmap.cli import UsageError, check_overrides
+from neurmap.composition import check_overrides
+from neurmap.errors import UsageError
 from neurmap.experiments.mini.common import PROG, ReproError, StageFailed, log, shown
 from neurmap.experiments.mini.data import build_data, skimage_data
 from neurmap.utils.files import atomic_write
