@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from neurmap.collect import main as collect_main
-from neurmap.composition import explain, settings
+from neurmap.composition import check_command_line, explain, settings
 from neurmap.config import FINAL_METRICS
 from neurmap.data.io import write_image
 from neurmap.errors import UsageError, unwrap_worker_error
@@ -32,6 +32,7 @@ from tests.helpers import checksums
         (["loss.beta=x"], "loss.beta: Value 'x' .* could not be converted to Float"),
         (["variant=net2,net3"], "sweeps only with -m"),
         (["-m", "variant=net2,nope"], "variant=nope: no such option"),
+        (["-m", "loss.beta=0.1,x"], "loss.beta: Value 'x' .* could not be converted to Float"),
         (["a"], "cannot parse 'a': expected key=value"),
     ],
 )
@@ -40,6 +41,34 @@ def test_hydra_composition_errors_are_one_line_with_status_2(overrides, message,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("neurmap.train: error: ")
     assert pytest.importorskip("re").search(message, err), err
+
+
+@pytest.mark.parametrize("sweep", ["variant=net2,nope", "loss.beta=0.1,x", "loss.lamda=1,2"])
+def test_a_bad_value_anywhere_in_a_sweep_is_one_line_before_any_folder(tmp_path, capsys, monkeypatch, sweep):
+    monkeypatch.setenv("NEURMAP_LOG_DIR", str(tmp_path / "logs"))
+    assert train_main(["-m", "iterations=1", sweep]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("neurmap.train: error: ")
+    assert not (tmp_path / "logs").exists()
+
+
+def test_a_sweep_is_checked_with_one_composition(monkeypatch):
+    """The first job of a sweep is composed; the other values are checked without composing their jobs."""
+    import hydra
+
+    composed, real = [], hydra.compose
+    monkeypatch.setattr(hydra, "compose", lambda *a, **k: composed.append(k["overrides"]) or real(*a, **k))
+    cfg = check_command_line("train", ["variant=net2,net3", "loss.beta=0.1,0.5", "seed=1"], multirun=True)
+    assert composed == [["variant=net2", "loss.beta=0.1", "seed=1"]]
+    assert (cfg.hydra.runtime.choices.variant, cfg.loss.beta, cfg.seed) == ("net2", 0.1, 1)
+
+
+def test_composition_errors_are_explained_from_their_fields_not_their_wording():
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    missing = MissingConfigException("reworded", missing_cfg_file="backbone/nope", options=["unet", "schema", "dmphn"])
+    assert explain(missing) == "backbone=nope: no such option; choose one of: unet, dmphn"
+    assert explain(OverrideParseException(override="a=[", message="reworded")).startswith("cannot parse 'a=[': ")
 
 
 def test_plain_commands_share_the_unknown_key_message():
@@ -55,6 +84,7 @@ def test_help_says_what_the_command_does_and_lists_only_its_own_settings(capsys)
     assert out.startswith("Train NeurMAP") and "\nusage: python -m neurmap.train" in out
     assert "variant    baseline, " in out and "iterations:" in out
     assert "hydra/launcher" not in out  # Hydra's own groups are behind --hydra-help
+    assert "schema" not in out  # the structured schemas stored beside a group's options are no choice
 
 
 @pytest.mark.parametrize("command", ["deblur", "export", "synthesize", "collect"])
