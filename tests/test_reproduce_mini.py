@@ -1,4 +1,4 @@
-"""neurmap.reproduce_mini: the mini reproduction end to end on a tiny setting (its stages are subprocess Hydra
+"""lab.reproduce_mini: the mini reproduction end to end on a tiny setting (its stages are subprocess Hydra
 runs and multiruns, then the collector and the report's template), its data, its verdicts and its errors.
 
 The pipeline test uses the from-scratch fallback (no released weights), the small U-Net, 2 iterations per run and
@@ -18,11 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from neurmap import reproduce_mini as entry
-from neurmap.cli import settings
-from neurmap.experiments.mini import data, report
-from neurmap.experiments.mini.common import ReproError, shown
-from neurmap.experiments.mini.run import (
+from lab import reproduce_mini as entry
+from lab.mini import data, report
+from lab.mini.common import ReproError, shown
+from lab.mini.run import (
     Run,
     check_configs,
     evaluation,
@@ -32,6 +31,7 @@ from neurmap.experiments.mini.run import (
     sweep,
     training,
 )
+from lab.mini.settings import load_settings
 
 # Tiny networks and crops for every training run (shown in the report's commands like any override).
 TINY_TRAIN = [
@@ -66,7 +66,7 @@ def tiny(tmp_path, *extra: str) -> list[str]:
 
 def tiny_run(tmp_path, *extra: str) -> Run:
     args = tiny(tmp_path, *extra)
-    return Run(settings("reproduce_mini", args), args)
+    return Run(load_settings(args), args)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_stages_are_the_commands_a_user_would_type(tmp_path):
 
 def test_data_is_deterministic_cached_and_split_by_photograph(tmp_path):
     pytest.importorskip("skimage")
-    cfg = settings("reproduce_mini", tiny(tmp_path))
+    cfg = load_settings(tiny(tmp_path))
     first = data.build_data(cfg, tmp_path / "a")
     again = data.build_data(cfg, tmp_path / "a")
     counts = {"paired": 4, "paired_val": 2, "unpaired": 4, "val": 2, "test": 1, "motion_photos": 6}
@@ -165,7 +165,7 @@ def test_data_is_deterministic_cached_and_split_by_photograph(tmp_path):
         motion = read_mfmap(path)
         assert (motion == motion[:, :1, :1]).all() and motion[1, 0, 0] >= 0
         assert 3.0 <= float(motion[:, 0, 0].norm()) <= 19.0
-    data.build_data(settings("reproduce_mini", [*tiny(tmp_path), "seed=1"]), tmp_path / "a")  # rebuilt in place
+    data.build_data(load_settings([*tiny(tmp_path), "seed=1"]), tmp_path / "a")  # rebuilt in place
     name = "paired/train/coins_1_blurryimg.png"
     assert (tmp_path / "a" / name).read_bytes() != (tmp_path / "b" / name).read_bytes()
 
@@ -180,7 +180,7 @@ def test_the_target_is_gongs_strong_blur_with_its_motion_and_mild_is_one_setting
     for preset, limit in ((None, 27.0), ("mild", 19.0)):
         root = tmp_path / str(preset)
         synth = "data.synth=['preset=mild']" if preset else "data.synth=[]"
-        manifest = data.build_data(settings("reproduce_mini", [*tiny(tmp_path), synth]), root)
+        manifest = data.build_data(load_settings([*tiny(tmp_path), synth]), root)
         assert manifest["flow"]["tx_max"] == manifest["flow"]["ty_max"] == limit
         for split in ("train", "val", "test"):
             blurry = sorted((root / "kernel_synth" / split).glob("*_blurryimg.png"))
@@ -248,7 +248,7 @@ def test_bad_settings_end_with_one_line(tmp_path, capsys, args, message):
         pytest.importorskip("skimage")
     assert entry.main([f"work={tmp_path / 'w'}", "data_only=true", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("neurmap.reproduce_mini: error:") and message in err[0], err
+    assert len(err) == 1 and err[0].startswith("lab.reproduce_mini: error:") and message in err[0], err
 
 
 def test_missing_scikit_image_is_one_line(tmp_path, capsys, monkeypatch):
@@ -263,7 +263,7 @@ def test_bad_training_override_stops_before_any_training(tmp_path, capsys):
     pytest.importorskip("skimage")
     assert entry.main([*tiny(tmp_path), "train_overrides=['nope.key=1']"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("neurmap.reproduce_mini: error: neurmap.train overrides of train scratch start")
+    assert err[-1].startswith("lab.reproduce_mini: error: neurmap.train overrides of train scratch start")
     assert "nope.key" in err[-1] and not (tmp_path / "work" / "runs").exists()
 
 
@@ -345,7 +345,7 @@ def test_motion_learning_against_the_zero_map(epe, zero, reading):
 def test_template_refuses_a_missing_value():
     jinja2 = pytest.importorskip("jinja2")
     with pytest.raises(jinja2.UndefinedError):
-        report.render({"prog": "neurmap.reproduce_mini"})
+        report.render({"prog": "lab.reproduce_mini"})
 
 
 def test_reports_show_the_weights_variable_and_relative_paths(monkeypatch, tmp_path):
@@ -359,7 +359,7 @@ def test_reports_show_the_weights_variable_and_relative_paths(monkeypatch, tmp_p
 def test_a_finished_sweep_of_the_same_command_is_reused_and_an_unfinished_one_is_not(tmp_path):
     import json as _json
 
-    from neurmap.experiments.mini.run import RECORD, finished
+    from lab.mini.run import RECORD, finished
 
     argv = ["-m", "neurmap.train", "-m", "variant=neurmap"]
     sweep_dir = tmp_path / "sweep"

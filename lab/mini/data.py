@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lab.mini.common import PROG, ReproError, log
 from neurmap.cli import UsageError
 from neurmap.data.io import write_image, write_mfmap
-from neurmap.experiments.mini.common import PROG, ReproError, log
 from neurmap.utils.files import atomic_write
 
 __all__ = ["build_data", "load_photo", "skimage_data"]
