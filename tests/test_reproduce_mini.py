@@ -102,7 +102,7 @@ class FakeCommands:
         return 0
 
 
-def test_the_pipeline_composes_every_stage_and_reuses_the_finished_ones(tmp_path, monkeypatch, capsys):
+def test_the_pipeline_composes_every_stage_and_reuses_the_finished_ones(tmp_path, monkeypatch):
     """The whole run with its commands stubbed: every stage is built and composed (a bad override would stop it),
     each folder records its command, the evaluation gets every checkpoint, and a second run of the same command
     reuses every finished training; a folder the command did not write is refused and left as it was."""
@@ -314,9 +314,9 @@ def test_data_is_deterministic_cached_and_split_by_photograph(tmp_path):
 
 
 def test_a_rebuild_deletes_only_what_a_data_build_wrote(tmp_path):
-    """A manifest from before it listed its entries stands for the three sub-folders; an interrupted build leaves
-    a manifest of no settings that names them, so the next build clears them; a manifest naming something outside
-    its folder is refused before anything is deleted."""
+    """A manifest of another tool is refused; one of this command from before it listed its entries stands for the
+    three sub-folders; an interrupted build leaves a manifest of no settings that names them, so the next build
+    clears them; a manifest naming something outside its folder is refused before anything is deleted."""
     pytest.importorskip("skimage")
     root = tmp_path / "data"
     (root / "photos" / "train").mkdir(parents=True)
@@ -324,7 +324,11 @@ def test_a_rebuild_deletes_only_what_a_data_build_wrote(tmp_path):
     (root / "notes").mkdir()
     (root / "notes" / "a.txt").write_text("keep")
     (root / "mine.txt").write_text("keep")
-    (root / "manifest.json").write_text(json.dumps({"settings": {"seed": 5}}))
+    (root / "manifest.json").write_text(json.dumps({"name": "another tool's"}))
+    with pytest.raises(ReproError, match="was not written by lab.reproduce_mini"):
+        data.build_data(load_settings(tiny(tmp_path)), root)
+    assert (root / "photos" / "train" / "old.png").read_bytes() == b"old"
+    (root / "manifest.json").write_text(json.dumps({"settings": {"seed": 5, "layout": 3}}))
     with pytest.raises(ReproError, match="no image 'nope'"):  # fails after clearing, before writing
         data.build_data(load_settings([*tiny(tmp_path), "data.train_photos=[nope]"]), root)
     assert not (root / "photos").exists()

@@ -115,12 +115,17 @@ def check_data_settings(data: DictConfig) -> None:
 
 def owned_entries(manifest: Any, path: Path) -> list[str]:
     """The entries of the data folder that the build recorded in ``manifest`` wrote (:data:`ENTRIES` for a
-    manifest written before it listed them).
+    manifest of this command written before it listed them: its settings hold ``layout``).
 
     Raises:
-        ReproError: the manifest holds no list of plain names of the folder's entries.
+        ReproError: the manifest was not written by this command, or lists something else than plain names of
+            the folder's entries.
     """
-    entries = manifest.get("entries", list(ENTRIES)) if isinstance(manifest, dict) else None
+    record = manifest if isinstance(manifest, dict) else {}
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    if "entries" not in record and "layout" not in settings:
+        raise ReproError(f"{path} was not written by {PROG}; move the folder away or choose another work=")
+    entries = record.get("entries", list(ENTRIES))
     plain = isinstance(entries, list) and all(isinstance(e, str) and Path(e).name == e for e in entries)
     if not plain or {".", "..", "", MANIFEST} & set(entries):
         raise ReproError(f"{path}: 'entries' must list sub-folder names of the data folder, got {entries!r}")
