@@ -45,24 +45,24 @@ test-fast: $(STAMP)  ## skip the tests marked slow
 	WANDB_MODE=disabled $(PY) -m pytest -n $(TEST_JOBS) --dist worksteal -m "not slow" $(ARGS)
 
 lint: $(STAMP)  ## ruff check and format check
-	$(PY) -m ruff check src tests
-	$(PY) -m ruff format --check src tests
+	$(PY) -m ruff check src tests lab
+	$(PY) -m ruff format --check src tests lab
 
 format: $(STAMP)  ## ruff fix and format
-	$(PY) -m ruff check --fix src tests
-	$(PY) -m ruff format src tests
+	$(PY) -m ruff check --fix src tests lab
+	$(PY) -m ruff format src tests lab
 
 bench: $(STAMP)  ## time a NeurMAP iteration against a supervised one, and the reblur module
-	$(PY) -m neurmap.benchmarks.iteration $(ARGS)
+	$(PY) -m lab.benchmarks.iteration $(ARGS)
 
 bench-data: $(STAMP)  ## loader crops/s (0/1/2 workers, 720p PNGs) and blur-generator images/s
-	$(PY) -m neurmap.benchmarks.data $(ARGS)
+	$(PY) -m lab.benchmarks.data $(ARGS)
 
 bench-eval: $(STAMP)  ## evaluation metrics images/s, deblur time and peak memory at 720p and 12 MP
-	$(PY) -m neurmap.benchmarks.evaluation $(ARGS)
+	$(PY) -m lab.benchmarks.evaluation $(ARGS)
 
 bench-backbones: $(STAMP)  ## params, MACs, CPU time and peak memory of every backbone (slow: 720p)
-	$(PY) -m neurmap.benchmarks.backbones $(ARGS)
+	$(PY) -m lab.benchmarks.backbones $(ARGS)
 
 sweep-ablations: $(STAMP)  ## Table 3 (baseline, net1-3, neurmap) as one multirun, then its table (ARGS='data=...')
 	$(PY) -m neurmap.train -m variant=baseline,net1,net2,net3,neurmap $(ARGS)
@@ -85,17 +85,17 @@ MINI_JOBS   := cluster=joblib hydra.launcher.n_jobs=2 experiment=mini_neurmap mo
 
 reproduce-mini-source: $(STAMP)  ## converge the released D on the mini's paired family (its val plateau), cached
 	$(PIP) install --quiet -e ".[repro]"
-	$(PY) -m neurmap.reproduce_mini work=$(MINI) source_only=true $(ARGS)
+	$(PY) -m lab.reproduce_mini work=$(MINI) source_only=true $(ARGS)
 
 reproduce-mini-motion: $(STAMP)  ## pretrain the mini's M on on-the-fly blur (~40 min, resumable), then its curve
 	$(PIP) install --quiet -e ".[repro]"
-	$(PY) -m neurmap.reproduce_mini work=$(MINI) data_only=true
+	$(PY) -m lab.reproduce_mini work=$(MINI) data_only=true
 	$(PY) -m neurmap.train experiment=mini_motion paths.mini=$(MINI)/data ckpt_path=auto hydra.run.dir=$(MOTION_RUN)
-	$(PY) -m neurmap.experiments.curves motion $(MOTION_RUN) --mini $(MINI)/data --weights $(SOURCE_CKPT)
+	$(PY) -m lab.curves motion $(MOTION_RUN) --mini $(MINI)/data --weights $(SOURCE_CKPT)
 
 reproduce-mini: $(STAMP)  ## NeurMAP vs supervised from the source-converged start (2 cores): reports/mini_reproduction.md
 	$(PIP) install --quiet -e ".[repro]"
-	$(PY) -m neurmap.reproduce_mini work=$(MINI) out=reports $(if $(wildcard $(MOTION_CKPT)),motion_ckpt=$(MOTION_CKPT)) $(ARGS)
+	$(PY) -m lab.reproduce_mini work=$(MINI) out=reports $(if $(wildcard $(MOTION_CKPT)),motion_ckpt=$(MOTION_CKPT)) $(ARGS)
 
 reproduce-mini-length: $(STAMP)  ## supervised and NeurMAP at LENGTHS iterations from the source start, then the curve
 	OMP_NUM_THREADS=1 $(PY) -m neurmap.train -m $(MINI_JOBS) paths.mini=$(MINI)/data variant=baseline \
@@ -105,7 +105,7 @@ reproduce-mini-length: $(STAMP)  ## supervised and NeurMAP at LENGTHS iterations
 	OMP_NUM_THREADS=1 $(PY) -m neurmap.evaluate -m hydra/launcher=joblib hydra.launcher.n_jobs=2 data=kernel_synth \
 		paths.kernel_synth=$(MINI)/data/kernel_synth metrics.niqe=false progress=false hydra.sweep.dir=$(MINI)/length/evaluate \
 		ckpt=$$(ls $(MINI)/length/baseline/*/checkpoints/last.ckpt $(MINI)/length/neurmap/*/checkpoints/last.ckpt | paste -sd, -)
-	$(PY) -m neurmap.experiments.curves length $(MINI)/length/evaluate
+	$(PY) -m lab.curves length $(MINI)/length/evaluate
 
 # The GPU recipe: 256 px crops, batch 8+8, bf16, and as many iterations as fit in MINUTES per method (timed on
 # the machine first; the fine-tunes all get the NeurMAP count). Tested on CPU with tiny settings in
@@ -116,7 +116,7 @@ GPU_TRAIN  := 'trainer=gpu','trainer.precision=bf16-mixed','data.paired.transfor
 GPU_MOTION := 'trainer=gpu','data.paired.transform.crop_size=256','data.batch_size_paired=8'
 reproduce-gpu: $(STAMP)  ## the mini reproduction on one GPU (MINUTES per method): reports/gpu_reproduction.md
 	$(PIP) install --quiet -e ".[repro]"
-	$(PY) -m neurmap.reproduce_mini work=$(MINI)_gpu out=reports report_name=gpu_reproduction \
+	$(PY) -m lab.reproduce_mini work=$(MINI)_gpu out=reports report_name=gpu_reproduction \
 		minutes_per_method=$(MINUTES) variants=[neurmap,oracle_motion] \
 		jobs=1 threads=$$(nproc) "train_overrides=[$(GPU_TRAIN)]" "motion_overrides=[$(GPU_MOTION)]" \
 		"eval_overrides=['device=cuda']" $(ARGS)

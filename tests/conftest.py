@@ -13,7 +13,9 @@ THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKE
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
+import functools  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -59,20 +61,70 @@ TINY = [
 ]
 
 
-#: Where a group's option lands when it is not at the group's own name (``# @package`` header).
-PACKAGES = {"backbone": "model.deblur"}
+def _package(group: str, option: str | None, explicit: str | None) -> str | None:
+    """Where ``group=option`` puts its node: ``group@<explicit>``, else the option file's ``# @package`` header,
+    else the group's path (Hydra's default); None for the root (``_global_``: a preset over the whole config)."""
+    package = explicit
+    path = CONF / group / f"{option}.yaml"
+    if package is None and option is not None and path.is_file():
+        header = [line for line in path.read_text().splitlines()[:3] if line.startswith("# @package ")]
+        package = header[0].split()[-1] if header else None
+    package = (package or "_group_").replace("_group_", group.replace("/", "."))
+    return None if package == "_global_" else package.removeprefix("_global_.")
+
+
+@functools.cache
+def _composed(extra: tuple[str, ...]) -> Any:
+    """conf/train.yaml composed with ``extra`` alone and its Hydra node (the group choices), or None when that
+    fails (a sweep value, a bad override: the command under test reports it)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return hydra_compose(config_name="train", overrides=list(extra), return_hydra_config=True)
+    except Exception:  # any composition error: no layout to read
+        return None
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def tiny_overrides(*extra: str) -> list[str]:
-    """TINY plus ``extra``; a group chosen or removed in ``extra`` (``backbone=dmphn``, ``~backbone``) drops TINY's
-    settings of it."""
-    groups = [e.split("=", 1)[0].lstrip("~") for e in extra if "=" in e or e.startswith("~")]
-    chosen = {g for g in groups if "." not in g}
-    dropped = tuple(f"{g}=" for g in chosen) + tuple(f"{PACKAGES.get(g, g)}." for g in chosen)
-    kept = [t for t in TINY if not t.startswith(dropped)]
-    if {"variant=motion_pretrain", "experiment=mini_motion"} & set(extra):  # M alone: no D, no discriminator
-        kept = [t for t in kept if not t.startswith(("backbone=", "model.deblur.", "model.disc."))]
-    return kept + list(extra)
+    """TINY plus ``extra``, fitted to the config ``extra`` composes: a TINY group choice stays while its group is
+    in use and ``extra`` does not choose it; a TINY setting stays while its key exists there and is not inside a
+    group ``extra`` chooses (``backbone=dmphn`` drops TINY's D settings; ``variant=motion_pretrain``, M alone,
+    drops D's and the discriminator's); a key ``extra`` sets itself is not set twice."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    parser = OverridesParser.create()
+    theirs = parser.parse_overrides(list(extra))
+    keys = {o.key_or_group for o in theirs}
+    mine = parser.parse_overrides(TINY)
+    groups = [o for o in mine if (CONF / o.key_or_group).is_dir() and o.key_or_group not in keys]
+    chosen = [o for o in theirs if (CONF / o.key_or_group).is_dir()]
+    packages = [_package(o.key_or_group, None if o.is_delete() else o.value(), o.package) for o in chosen]
+    inside = tuple(f"{p}." for p in packages if p)
+    cfg = _composed(tuple(extra))
+    choices = {} if cfg is None else cfg.hydra.runtime.choices
+    # TINY's own option of a group in use where extra composes another: its settings are not in cfg, and stay
+    others = [o for o in groups if choices.get(o.key_or_group) not in (None, o.value())]
+    own = tuple(f"{p}." for p in (_package(o.key_or_group, o.value(), o.package) for o in others) if p)
+    missing = object()
+
+    def kept(override: Any) -> bool:
+        key = override.key_or_group
+        if key in keys or key.startswith(inside):
+            return False
+        if cfg is None:
+            return True
+        if override in groups:
+            return choices.get(key) is not None  # a group that extra's presets removed takes no choice
+        return key.startswith(own) or OmegaConf.select(cfg, key, default=missing) is not missing
+
+    return [o.input_line for o in mine if kept(o)] + list(extra)
 
 
 @pytest.fixture(autouse=True)

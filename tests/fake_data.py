@@ -109,7 +109,7 @@ def folders(root: Path, count: int = 3, seed: int = 4) -> Path:
 
 def mini(root: Path) -> Path:
     """``root/{paired/{train,val}, kernel_synth/{train,val,test}}`` in the kernel_synth layout and the sharp photo
-    crops ``photos/{train,val,motion}``: the tree ``neurmap.reproduce_mini`` builds for ``experiment=mini_*``
+    crops ``photos/{train,val,motion}``: the tree ``lab.reproduce_mini`` builds for ``experiment=mini_*``
     (``paths.mini``).
     """
     kernel_synth(root)

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from neurmap.config import backbone_node, instantiate_datamodule, instantiate_system
-from tests.conftest import CONF, REPO, compose
+from tests.conftest import CONF, REPO, compose, tiny_overrides
 
 GROUPS = [
     "backbone",
@@ -233,3 +233,18 @@ def test_the_logged_config_says_which_terms_lambda_fed(tmp_path):
     apart = _check_config(compose(["loss.content=50"], tmp_path / "b"))
     assert apart["loss"]["lam"] == 100 and apart["loss"]["content"] == 50
     assert "content" not in apart["loss_feeds"]["lam"] and "lam_feeds" not in apart["loss"]  # weights only in loss
+
+
+def test_tiny_overrides_follow_the_layout_the_extra_overrides_compose():
+    """TINY's settings stay where their node is: another backbone drops TINY's D settings (its option's @package
+    is model.deblur), M alone drops the backbone choice, D and the discriminator, and a key the test sets itself is
+    not set twice."""
+    full = tiny_overrides()
+    assert {"backbone=unet", "model.deblur.net.width=8", "model.disc.net.n_layers=2"} <= set(full)
+    nafnet = tiny_overrides("backbone=nafnet_w32")
+    assert not [o for o in nafnet if o.startswith(("backbone=unet", "model.deblur."))]
+    assert {"model.motion.net.width=8", "model.disc.net.width=8", "backbone=nafnet_w32"} <= set(nafnet)
+    alone = tiny_overrides("variant=motion_pretrain")
+    assert not [o for o in alone if o.startswith(("backbone=", "model.deblur.", "model.disc."))]
+    assert {"model.motion.net.width=8", "data.paired.num_images=8", "logger=none"} <= set(alone)
+    assert [o for o in tiny_overrides("iterations=9") if o.startswith("iterations=")] == ["iterations=9"]

@@ -1,14 +1,13 @@
-"""neurmap.reproduce_mini: the mini reproduction end to end on a tiny setting (its stages are subprocess Hydra
-runs and multiruns, then the collector and the report's template), its data, its verdicts and its errors.
+"""lab.reproduce_mini: the mini reproduction on a tiny setting: its stages (the commands, composed, run as stubs
+that leave checkpoints; the source stage for real), its data, the report's pure functions on hand-written tables,
+its verdicts and its errors.
 
-The pipeline test uses the from-scratch fallback (no released weights), the small U-Net, 2 iterations per run and
-only NeurMAP beside the supervised fine-tune. scikit-image provides the photographs; without it the tests that
-need them skip.
+The settings use the from-scratch fallback (no released weights), the small U-Net and 2 iterations per run.
+scikit-image provides the photographs; without it the tests that need them skip.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import sys
@@ -18,11 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from neurmap import reproduce_mini as entry
-from neurmap.composition import settings
-from neurmap.experiments.mini import data, report
-from neurmap.experiments.mini.common import ReproError, shown
-from neurmap.experiments.mini.run import (
+from lab import reproduce_mini as entry
+from lab.mini import data, report
+from lab.mini.common import ReproError, shown
+from lab.mini.run import (
     Run,
     check_configs,
     evaluation,
@@ -32,6 +30,7 @@ from neurmap.experiments.mini.run import (
     sweep,
     training,
 )
+from lab.mini.settings import load_settings
 
 # Tiny networks and crops for every training run (shown in the report's commands like any override).
 TINY_TRAIN = [
@@ -66,19 +65,7 @@ def tiny(tmp_path, *extra: str) -> list[str]:
 
 def tiny_run(tmp_path, *extra: str) -> Run:
     args = tiny(tmp_path, *extra)
-    return Run(settings("reproduce_mini", args), args)
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One tiny run of the whole pipeline, written under another report_name."""
-    pytest.importorskip("skimage")
-    tmp_path = tmp_path_factory.mktemp("mini")
-    args = tiny(tmp_path, "variants=[neurmap]", "ceiling=false", "report_name=tiny")
-    assert entry.main(args) == 0
-    assert not (tmp_path / "reports" / "mini_reproduction.md").exists()
-    assert (tmp_path / "reports" / "tiny.png").is_file()
-    return tmp_path, (tmp_path / "reports" / "tiny.md").read_text()
+    return Run(load_settings(args), args)
 
 
 def _table(text: str) -> dict[str, list[str]]:
@@ -88,26 +75,173 @@ def _table(text: str) -> dict[str, list[str]]:
     return {cells[0]: cells[1:] for cells in ([c.strip() for c in r.strip("|").split("|")] for r in rows)}
 
 
-@pytest.mark.slow  # the module fixture runs the whole pipeline
-def test_report_numbers_are_the_collectors_table(finished):
-    """Every run has a row; its numbers are those of neurmap.collect's table of the evaluation sweep, and only the
-    networks with M have motion errors and signal cosines."""
-    tmp_path, text = finished
-    with open(tmp_path / "work" / "sweeps" / "evaluate" / "sweep_summary.csv") as handle:
-        rows = {r["ckpt"]: r for r in csv.DictReader(handle)}
-    assert len(rows) == 4 and all(r["status"] == "done" for r in rows.values())
+class FakeCommands:
+    """``subprocess.Popen`` of the pipeline's stages: records each command and leaves what it would (checkpoints,
+    final metrics, a sweep's job folders ``<num>_<variant>-<backbone>``) without training anything."""
+
+    def __init__(self) -> None:
+        self.started: list[list[str]] = []
+
+    def __call__(self, argv, stdout, stderr, env):
+        self.started.append(list(argv))
+        module, args = argv[2], dict(a.split("=", 1) for a in argv[3:] if "=" in a)
+        runs = []
+        if module == "neurmap.train" and "hydra.run.dir" in args:
+            runs = [Path(args["hydra.run.dir"])]
+        elif module == "neurmap.train":
+            sweep_dir = Path(args["hydra.sweep.dir"])
+            runs = [sweep_dir / f"{i}_{v}-{args['backbone']}" for i, v in enumerate(args["variant"].split(","))]
+        for run_dir in runs:
+            (run_dir / "checkpoints").mkdir(parents=True)
+            for name in ("last.ckpt", "best.ckpt"):
+                (run_dir / "checkpoints" / name).write_text("weights")
+            (run_dir / "final_metrics.json").write_text(json.dumps({"iterations": 2, "metrics": {}}))
+        return self
+
+    def wait(self) -> int:
+        return 0
+
+
+def test_the_pipeline_composes_every_stage_and_reuses_the_finished_ones(tmp_path, monkeypatch):
+    """The whole run with its commands stubbed: every stage is built and composed (a bad override would stop it),
+    each folder records its command, the evaluation gets every checkpoint, and a second run of the same command
+    reuses every finished training; a folder the command did not write is refused and left as it was."""
+    from lab.mini import run as pipeline
+
+    commands = FakeCommands()
+    monkeypatch.setattr(pipeline.subprocess, "Popen", commands)
+    monkeypatch.setattr(pipeline, "skimage_data", lambda: None)
+    counts = {"paired": 4, "unpaired": 4, "test": 1}
+    monkeypatch.setattr(pipeline, "build_data", lambda cfg, path: {"counts": counts, "flow": {}})
+    args = tiny(tmp_path, "variants=[neurmap]")
+    record = pipeline.run(load_settings(args), args)
+
+    modules = [(argv[2], argv[3] == "-m") for argv in commands.started]
+    assert modules == [("neurmap.train", False)] * 3 + [("neurmap.train", True)] * 2 + [("neurmap.train", False)] + [
+        ("neurmap.evaluate", True),
+        ("neurmap.collect", False),
+    ]  # scratch start, source, M, the two arms, the ceiling, then the evaluation and the collector
+    assert record.release.endswith("runs/scratch_baseline/checkpoints/last.ckpt")
+    assert record.start.endswith("runs/source/checkpoints/best.ckpt") and record.source_iterations == 2
+    assert record.motion_ckpt.endswith("runs/motion_pretrain/checkpoints/last.ckpt")
+    assert list(record.ckpts) == ["start", "released", "neurmap", "baseline", "ceiling"]
+    assert record.ckpts["neurmap"].endswith("sweeps/with_motion/0_neurmap-unet/checkpoints/last.ckpt")
+    evaluate = commands.started[-2]
+    assert f"ckpt={','.join(record.ckpts.values())}" in evaluate
+    for argv in commands.started[:-1]:  # every stage with a folder records the command that wrote it
+        folder = next(Path(a.split("=", 1)[1]) for a in argv if a.startswith(("hydra.run.dir=", "hydra.sweep.dir=")))
+        assert json.loads((folder / "stage.json").read_text())["argv"] == argv[1:]
+
+    commands.started.clear()
+    again = pipeline.run(load_settings(args), args)
+    assert [argv[2] for argv in commands.started] == ["neurmap.evaluate", "neurmap.collect"]
+    assert [note for _, _, note in again.stages].count("reused") == 6 and again.ckpts == record.ckpts
+
+    stranger = tmp_path / "other" / "runs" / "scratch_baseline"
+    stranger.mkdir(parents=True)
+    (stranger / "mine.txt").write_text("keep")
+    commands.started.clear()
+    with pytest.raises(ReproError, match="was not written by lab.reproduce_mini"):
+        pipeline.run(load_settings([*args, f"work={tmp_path / 'other'}"]), args)
+    assert (stranger / "mine.txt").read_text() == "keep" and not commands.started
+
+
+def _report_run(tmp_path) -> Run:
+    """A finished run as the report reads it: the from-scratch release, the source-converged start, M, NeurMAP and
+    the supervised arm."""
+    run = tiny_run(tmp_path, "variants=[neurmap]", "ceiling=false")
+    run.release, run.start, run.source_iterations = "runs/scratch/last.ckpt", "runs/source/best.ckpt", 6
+    run.motion_ckpt = "runs/motion/last.ckpt"
+    run.ckpts = {k: f"{k}.ckpt" for k in ("start", "released", "neurmap", "baseline")}
+    counts = {"paired": 4, "paired_val": 2, "unpaired": 4, "val": 2, "test": 3, "motion_photos": 6}
+    run.manifest = {"counts": counts, "flow": {"tx_max": 27.0}}
+    run.load, run.seconds = [1.0, 1.5], 125.0
+    return run
+
+
+#: A hand-written evaluation: means by run key (test/kernel_synth/<metric> of the collector's table).
+SUMMARIES = {
+    "start": {"psnr": 25.0, "lpips": 0.3, "input_psnr": 22.5, "input_lpips": 0.45, "motion_epe_zero": 9.0},
+    "released": {"psnr": 24.0, "lpips": 0.32},
+    "baseline": {"psnr": 26.0, "lpips": 0.26},
+    "neurmap": {
+        "psnr": 26.5,
+        "lpips": 0.24,
+        "motion_epe": 6.0,
+        "motion_length_ratio": 0.9,
+        "signal_cos/unpaired": 0.25,
+    },
+}
+
+
+def test_the_report_words_the_table_it_is_given(tmp_path):
+    """The rendered report on a hand-written evaluation: its results table holds those numbers and their changes
+    from the start, and its targets hold the per-image differences."""
+    pytest.importorskip("jinja2")
+    run = _report_run(tmp_path)
+    per_image = {
+        "neurmap": _rows(a=26.0, b=27.0, c=26.6),
+        "baseline": _rows(a=25.5, b=26.4, c=26.0),  # NeurMAP +0.5, +0.6, +0.6 dB
+        "start": _rows(a=25.0, b=25.0, c=25.0),
+    }
+    figures = {"panel": {"file": "tiny.png", "top": "blurry", "bottom": "ground truth"}, "tradeoff": "t.png"}
+    text = report.render(report.context(run, SUMMARIES, per_image, figures))
     table = _table(text)
-    labels = ["blurry input", "trained here from scratch", "start: source-converged (", "supervised fine-tune"]
-    labels += ["NeurMAP", "*reference: motion map"]
-    assert [label[: len(prefix)] for label, prefix in zip(table, labels)] == labels and len(table) == 6
-    for job, label in (("_neurmap-unet", "NeurMAP"), ("_baseline-unet", "supervised")):
-        (row,) = [r for c, r in rows.items() if job in c]
-        cells = next(v for k, v in table.items() if k.startswith(label))
-        assert cells[0] == f"{float(row['test/kernel_synth/psnr']):.2f}"
-        assert cells[2] == f"{float(row['test/kernel_synth/lpips']):.4f}"
-        assert cells[6] == f"{float(row['test/kernel_synth/signal_cos/unpaired']):+.2f}" if label == "NeurMAP" else "—"
-        assert (cells[4] != "—") == (label == "NeurMAP") and (cells[5] != "—") == (label == "NeurMAP")
-    assert "python -m neurmap.evaluate -m" in text and "## Targets" in text
+    assert [label.split(" ")[0] for label in table] == [
+        "blurry",
+        "trained",
+        "start:",
+        "supervised",
+        "NeurMAP",
+        "*reference:",
+    ]
+    assert table["blurry input"][0] == "22.50" and table["blurry input"][2] == "0.4500"
+    assert table["start: source-converged (6 iterations on the pairs)"][0] == "25.00"
+    neurmap = next(cells for label, cells in table.items() if label.startswith("NeurMAP"))
+    # PSNR, LPIPS, M's error and length ratio, its unpaired signal, then the changes from the start
+    assert [neurmap[i] for i in (0, 2, 4, 5, 6, 11, 12)] == [
+        "26.50",
+        "0.2400",
+        "6.00",
+        "0.90",
+        "+0.25",
+        "+1.50",
+        "-0.0600",
+    ]
+    supervised = next(cells for label, cells in table.items() if label.startswith("supervised"))
+    assert supervised[4] == "—" and supervised[11] == "+1.00"
+    assert next(cells for label, cells in table.items() if label.startswith("*reference"))[4] == "9.00"
+    # differences 0.5, 0.6, 0.6: mean 0.567, sd 0.0577, s.e. 0.0333
+    assert "| +0.567 ± 0.033 dB | yes |" in text and "is ahead on PSNR and ahead on LPIPS" in text
+    assert "python -m lab.reproduce_mini work=" in text and "2 min 05.0 s" in text
+
+
+def test_gather_reads_the_collectors_table_and_each_jobs_per_image_file(tmp_path):
+    run = _report_run(tmp_path)
+    run.ckpts = {"start": "a.ckpt", "neurmap": "b.ckpt"}
+    sweep_dir = run.work / "sweeps" / "evaluate"
+    rows = [("0", "done", "a.ckpt", "25.0"), ("1", "done", "b.ckpt", "26.5")]
+    for job, _, _, psnr in rows:
+        out = tmp_path / "eval" / job
+        out.mkdir(parents=True)
+        (out / "kernel_synth_per_image.csv").write_text(f"name,psnr\nx,{psnr}\n")
+        (sweep_dir / job).mkdir(parents=True)
+        (sweep_dir / job / "final_metrics.json").write_text(json.dumps({"output_dir": str(out)}))
+
+    def table(lines):
+        lines = ["job,status,ckpt,test/kernel_synth/psnr,val/other", *(",".join([*r, "1"]) for r in lines)]
+        (sweep_dir / "sweep_summary.csv").write_text("\n".join(lines) + "\n")
+
+    table(rows)
+    summaries, per_image = report.gather(run)
+    assert summaries == {"start": {"psnr": 25.0}, "neurmap": {"psnr": 26.5}}
+    assert per_image["neurmap"] == [{"name": "x", "psnr": "26.5"}]
+    table([rows[0], ("1", "unfinished", "b.ckpt", "")])
+    with pytest.raises(ReproError, match="job 1 is unfinished"):
+        report.gather(run)
+    table(rows[:1])
+    with pytest.raises(ReproError, match=r"has no row for \['neurmap'\]"):
+        report.gather(run)
 
 
 def test_stages_are_the_commands_a_user_would_type(tmp_path):
@@ -145,7 +279,7 @@ def test_stages_are_the_commands_a_user_would_type(tmp_path):
 
 def test_data_is_deterministic_cached_and_split_by_photograph(tmp_path):
     pytest.importorskip("skimage")
-    cfg = settings("reproduce_mini", tiny(tmp_path))
+    cfg = load_settings(tiny(tmp_path))
     first = data.build_data(cfg, tmp_path / "a")
     again = data.build_data(cfg, tmp_path / "a")
     counts = {"paired": 4, "paired_val": 2, "unpaired": 4, "val": 2, "test": 1, "motion_photos": 6}
@@ -165,9 +299,46 @@ def test_data_is_deterministic_cached_and_split_by_photograph(tmp_path):
         motion = read_mfmap(path)
         assert (motion == motion[:, :1, :1]).all() and motion[1, 0, 0] >= 0
         assert 3.0 <= float(motion[:, 0, 0].norm()) <= 19.0
-    data.build_data(settings("reproduce_mini", [*tiny(tmp_path), "seed=1"]), tmp_path / "a")  # rebuilt in place
+    (tmp_path / "a" / "mine.txt").write_text("keep")  # a user's file in the data folder
+    data.build_data(load_settings([*tiny(tmp_path), "seed=1"]), tmp_path / "a")  # rebuilt in place
     name = "paired/train/coins_1_blurryimg.png"
     assert (tmp_path / "a" / name).read_bytes() != (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a" / "mine.txt").read_text() == "keep"
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "kernel_synth",
+        "manifest.json",
+        "mine.txt",
+        "paired",
+        "photos",
+    ]
+
+
+def test_a_rebuild_deletes_only_what_a_data_build_wrote(tmp_path):
+    """A manifest of another tool is refused; one of this command from before it listed its entries stands for the
+    three sub-folders; an interrupted build leaves a manifest of no settings that names them, so the next build
+    clears them; a manifest naming something outside its folder is refused before anything is deleted."""
+    pytest.importorskip("skimage")
+    root = tmp_path / "data"
+    (root / "photos" / "train").mkdir(parents=True)
+    (root / "photos" / "train" / "old.png").write_bytes(b"old")
+    (root / "notes").mkdir()
+    (root / "notes" / "a.txt").write_text("keep")
+    (root / "mine.txt").write_text("keep")
+    (root / "manifest.json").write_text(json.dumps({"name": "another tool's"}))
+    with pytest.raises(ReproError, match="was not written by lab.reproduce_mini"):
+        data.build_data(load_settings(tiny(tmp_path)), root)
+    assert (root / "photos" / "train" / "old.png").read_bytes() == b"old"
+    (root / "manifest.json").write_text(json.dumps({"settings": {"seed": 5, "layout": 3}}))
+    with pytest.raises(ReproError, match="no image 'nope'"):  # fails after clearing, before writing
+        data.build_data(load_settings([*tiny(tmp_path), "data.train_photos=[nope]"]), root)
+    assert not (root / "photos").exists()
+    assert (root / "mine.txt").read_text() == "keep" and (root / "notes" / "a.txt").read_text() == "keep"
+    pending = {"settings": None, "entries": ["kernel_synth", "paired", "photos"]}
+    assert json.loads((root / "manifest.json").read_text()) == pending
+    (root / "manifest.json").write_text(json.dumps({"settings": None, "entries": ["../notes"]}))
+    with pytest.raises(ReproError, match="'entries' must list sub-folder names"):
+        data.build_data(load_settings(tiny(tmp_path)), root)
+    assert (root / "notes" / "a.txt").read_text() == "keep"
 
 
 def test_the_target_is_gongs_strong_blur_with_its_motion_and_mild_is_one_setting_away(tmp_path):
@@ -180,7 +351,7 @@ def test_the_target_is_gongs_strong_blur_with_its_motion_and_mild_is_one_setting
     for preset, limit in ((None, 27.0), ("mild", 19.0)):
         root = tmp_path / str(preset)
         synth = "data.synth=['preset=mild']" if preset else "data.synth=[]"
-        manifest = data.build_data(settings("reproduce_mini", [*tiny(tmp_path), synth]), root)
+        manifest = data.build_data(load_settings([*tiny(tmp_path), synth]), root)
         assert manifest["flow"]["tx_max"] == manifest["flow"]["ty_max"] == limit
         for split in ("train", "val", "test"):
             blurry = sorted((root / "kernel_synth" / split).glob("*_blurryimg.png"))
@@ -248,7 +419,7 @@ def test_bad_settings_end_with_one_line(tmp_path, capsys, args, message):
         pytest.importorskip("skimage")
     assert entry.main([f"work={tmp_path / 'w'}", "data_only=true", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("neurmap.reproduce_mini: error:") and message in err[0], err
+    assert len(err) == 1 and err[0].startswith("lab.reproduce_mini: error:") and message in err[0], err
 
 
 def test_missing_scikit_image_is_one_line(tmp_path, capsys, monkeypatch):
@@ -263,7 +434,7 @@ def test_bad_training_override_stops_before_any_training(tmp_path, capsys):
     pytest.importorskip("skimage")
     assert entry.main([*tiny(tmp_path), "train_overrides=['nope.key=1']"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("neurmap.reproduce_mini: error: neurmap.train overrides of train scratch start")
+    assert err[-1].startswith("lab.reproduce_mini: error: neurmap.train overrides of train scratch start")
     assert "nope.key" in err[-1] and not (tmp_path / "work" / "runs").exists()
 
 
@@ -345,7 +516,7 @@ def test_motion_learning_against_the_zero_map(epe, zero, reading):
 def test_template_refuses_a_missing_value():
     jinja2 = pytest.importorskip("jinja2")
     with pytest.raises(jinja2.UndefinedError):
-        report.render({"prog": "neurmap.reproduce_mini"})
+        report.render({"prog": "lab.reproduce_mini"})
 
 
 def test_reports_show_the_weights_variable_and_relative_paths(monkeypatch, tmp_path):
@@ -359,7 +530,7 @@ def test_reports_show_the_weights_variable_and_relative_paths(monkeypatch, tmp_p
 def test_a_finished_sweep_of_the_same_command_is_reused_and_an_unfinished_one_is_not(tmp_path):
     import json as _json
 
-    from neurmap.experiments.mini.run import RECORD, finished
+    from lab.mini.run import RECORD, finished
 
     argv = ["-m", "neurmap.train", "-m", "variant=neurmap"]
     sweep_dir = tmp_path / "sweep"

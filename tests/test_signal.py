@@ -242,7 +242,7 @@ def test_curves_read_lengths_and_val_errors_from_run_records(tmp_path):
     EPEs from a run's CSV log (iteration = logged step + 1)."""
     import json
 
-    from neurmap.experiments import curves
+    from lab import curves
 
     sweep = tmp_path / "evaluate"
     for job, (variant, iterations, psnr) in enumerate([("neurmap", 200, 27.1), ("baseline", 100, 26.9)]):
@@ -272,7 +272,7 @@ def test_curves_read_lengths_and_val_errors_from_run_records(tmp_path):
 def test_weight_candidates_read_their_weights_and_val_metrics_and_pick_the_best_psnr_per_variant(tmp_path):
     import json
 
-    from neurmap.experiments import curves
+    from lab import curves
 
     sweep = tmp_path / "evaluate"
     candidates = [("oracle_r10", "oracle_motion", 10, 25.0), ("oracle_r100", "oracle_motion", 100, 25.4)]

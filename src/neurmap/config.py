@@ -1,4 +1,4 @@
-"""Compose ``conf/train.yaml`` outside the command line (tests, benchmarks, notebooks), build a run's system
+"""Compose ``conf/train.yaml`` outside the command line (tests, notebooks, the lab), build a run's system
 and datamodule from it, and read the run configs saved in checkpoints."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _store_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 
     from neurmap.losses.objectives import LossWeights, Variant
-    from neurmap.settings import CollectSettings, DeblurSettings, ExportSettings, MiniSettings, SynthesisSettings
+    from neurmap.settings import CollectSettings, DeblurSettings, ExportSettings, SynthesisSettings
 
     store = ConfigStore.instance()
     store.store(group="loss", name="schema", node=LossWeights)
@@ -57,7 +57,6 @@ def _store_schemas() -> None:
     store.store(name="export_schema", node=ExportSettings)
     store.store(name="synthesize_schema", node=SynthesisSettings)
     store.store(name="collect_schema", node=CollectSettings)
-    store.store(name="reproduce_mini_schema", node=MiniSettings)
 
 
 _store_schemas()

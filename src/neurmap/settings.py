@@ -1,7 +1,6 @@
 """Typed schemas of the plain commands' settings (``conf/deblur.yaml``, ``export.yaml``, ``synthesize.yaml``,
-``collect.yaml``, ``reproduce_mini.yaml``). Hydra composes each yaml over its schema (``defaults: [<name>_schema,
-_self_]``), so an unknown key, a value of the wrong type (``tile=abc``) or a missing one fails before the command
-starts.
+``collect.yaml``). Hydra composes each yaml over its schema (``defaults: [<name>_schema, _self_]``), so an unknown
+key, a value of the wrong type (``tile=abc``) or a missing one fails before the command starts.
 The values live in the yaml files, never here; ranges are checked by the command that uses them."""
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-__all__ = ["CollectSettings", "DeblurSettings", "ExportSettings", "MiniData", "MiniSettings", "SynthesisSettings"]
+__all__ = ["CollectSettings", "DeblurSettings", "ExportSettings", "SynthesisSettings"]
 
 
 @dataclass
@@ -101,55 +100,3 @@ class CollectSettings:
     latest: bool = MISSING
     root: str = MISSING
     prefix: str = MISSING
-
-
-@dataclass
-class MiniData:
-    """The mini reproduction's sets (``data`` in conf/reproduce_mini.yaml)."""
-
-    train_photos: list[str] = MISSING
-    test_photos: list[str] = MISSING
-    crop: int = MISSING
-    train_crops: int = MISSING
-    test_crops: int = MISSING
-    val_crop: int = MISSING
-    val_crops: int = MISSING
-    paired_val_crops: int = MISSING
-    motion_procedural: int = MISSING
-    paired_length: list[float] = MISSING
-    synth: list[str] = MISSING
-
-
-@dataclass
-class MiniSettings:
-    """``python -m neurmap.reproduce_mini`` (commented in conf/reproduce_mini.yaml)."""
-
-    weights: str = MISSING
-    work: str = MISSING
-    out: str = MISSING
-    report_name: str = MISSING
-    seed: int = MISSING
-    backbone_name: str = MISSING
-    variants: list[str] = MISSING
-    method: str = MISSING
-    ceiling: bool = MISSING
-    iterations: int | None = MISSING
-    scratch_iterations: int | None = MISSING
-    source: bool = MISSING
-    source_ckpt: str | None = MISSING
-    source_iterations: int | None = MISSING
-    source_only: bool = MISSING
-    motion_pretrain: bool = MISSING
-    motion_ckpt: str | None = MISSING
-    motion_iterations: int | None = MISSING
-    minutes_per_method: float | None = MISSING
-    jobs: int = MISSING
-    threads: int = MISSING
-    budget_minutes: float = MISSING
-    data_only: bool = MISSING
-    train_overrides: list[str] = MISSING
-    motion_overrides: list[str] = MISSING
-    source_overrides: list[str] = MISSING
-    arm_overrides: dict[str, list[str]] = MISSING
-    eval_overrides: list[str] = MISSING
-    data: MiniData = field(default_factory=MiniData)

@@ -355,7 +355,7 @@ def time_iterations(
 ) -> tuple[list[float], L.Trainer]:
     """Train ``iterations`` iterations with ``cfg.trainer`` and nothing else (no validation, logging or
     checkpoints); returns the seconds of each iteration and the trainer. The one timing helper of the dry run
-    and the benchmarks."""
+    and of the lab's iteration timings (lab/benchmarks/iteration.py)."""
     timer = IterationTimer()
     trainer = instantiate(
         cfg.trainer,

@@ -1,4 +1,4 @@
-"""One description of the machine that figures come from, for benchmarks and reports alike."""
+"""One description of the machine that figures come from, for every timing and report (the lab's among them)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Where does NeurMAP's unpaired signal point before fine-tuning? ``python -m neurmap.experiments.signal``.
+"""Where does NeurMAP's unpaired signal point before fine-tuning? ``python -m lab.signal``.
 
 For a start D (e.g. the released DMPHN) and one or more motion networks M (motion-pretraining checkpoints), on
 crops of images with ground truth (the mini reproduction's held-out test family by default), it measures per
@@ -125,7 +125,7 @@ def summarize(rows: dict[str, list[float]]) -> dict[str, tuple[float, float, int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m neurmap.experiments.signal", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.signal", description=__doc__.split("\n")[0])
     parser.add_argument("--mini", default="logs/reproduce_mini/data", help="the mini reproduction's data folder")
     parser.add_argument("--split", default="test", help="kernel_synth split measured: test (held out) or val")
     parser.add_argument("--weights", required=True, help="start D: model.deblur.pretrained (released DMPHN folder)")

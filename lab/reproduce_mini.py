@@ -6,10 +6,10 @@ $NEURMAP_DMPHN_WEIGHTS) on the paired family, continues it with the supervised l
 through the same commands a user would type, evaluates them on the held-out set and writes
 <out>/<report_name>.md (out defaults to the work folder).
 Exit status: 0 done, 1 a stage failed (its log is named), 2 a bad setting.
-The experiment in detail: neurmap.experiments.mini. Examples:
-  python -m neurmap.reproduce_mini source_only=true     # the source-converged start alone (cached)
-  python -m neurmap.reproduce_mini motion_ckpt=logs/reproduce_mini/motion/checkpoints/last.ckpt out=reports
-  python -m neurmap.reproduce_mini "train_overrides=['trainer=gpu','trainer.precision=bf16-mixed']" jobs=1
+The experiment in detail: lab.mini. Run from the repository root. Examples:
+  python -m lab.reproduce_mini source_only=true     # the source-converged start alone (cached)
+  python -m lab.reproduce_mini motion_ckpt=logs/reproduce_mini/motion/checkpoints/last.ckpt out=reports
+  python -m lab.reproduce_mini "train_overrides=['trainer=gpu','trainer.precision=bf16-mixed']" jobs=1
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from neurmap.cli import fail, parser, settings
-from neurmap.experiments.mini.common import PROG, ReproError, StageFailed, log
+from lab.mini.common import PROG, ReproError, StageFailed, log
+from lab.mini.settings import CONFIG, load_settings, store_schema
+from neurmap.cli import fail, parser
 
 __all__ = ["main"]
 
@@ -27,14 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line; errors end with one line: exit status 2 for a bad setting, 1 for a failed stage."""
     from hydra.errors import HydraException
 
-    from neurmap.experiments.mini.report import write_report
-    from neurmap.experiments.mini.run import run
+    from lab.mini.report import write_report
+    from lab.mini.run import run
 
-    cli = parser(PROG, "python -m neurmap.reproduce_mini [-h] [key=value ...]", __doc__, "reproduce_mini")
+    store_schema()  # --cfg job composes the settings while the arguments are parsed
+    cli = parser(PROG, "python -m lab.reproduce_mini [-h] [key=value ...]", __doc__, CONFIG)
     cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
     overrides = cli.parse_args(argv).overrides
     try:
-        record = run(settings("reproduce_mini", overrides), overrides)
+        record = run(load_settings(overrides), overrides)
         if record.cfg.data_only:
             log(f"data ready in {record.path('data')}")
         elif record.cfg.source_only:

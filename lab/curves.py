@@ -4,7 +4,7 @@
   every checkpoint a ``experiment=mini_motion`` run kept (``best-step=*.ckpt``, one per validation): its
   val EPE on its own families (random_blur, which chose the checkpoint) and on mini_val (from the run's CSV
   log), and on crops of the held-out test set the EPE and the cosine that NeurMAP's R would give D with the
-  released D (:mod:`neurmap.experiments.signal`; reported, never used to choose);
+  released D (:mod:`lab.signal`; reported, never used to choose);
 * ``length``: held-out test PSNR against fine-tuning length for the supervised fine-tune and NeurMAP, from
   one ``neurmap.evaluate`` multirun over the checkpoints of ``iterations=...`` sweeps
   (``make reproduce-mini-length``);
@@ -15,9 +15,9 @@
 
 Each writes ``<out>.md`` (a table with the command behind it) and ``<out>.png`` (titled panels).
 
-    python -m neurmap.experiments.curves motion RUN --weights DMPHN_FOLDER --out reports/mini_motion_curve
-    python -m neurmap.experiments.curves length EVAL_SWEEP --out reports/mini_length_curve
-    python -m neurmap.experiments.curves weights VAL_EVAL_SWEEP --out reports/mini_weights
+    python -m lab.curves motion RUN --weights DMPHN_FOLDER --out reports/mini_motion_curve
+    python -m lab.curves length EVAL_SWEEP --out reports/mini_length_curve
+    python -m lab.curves weights VAL_EVAL_SWEEP --out reports/mini_weights
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from neurmap.experiments.mini.common import shown
+from lab.mini.common import shown
 
 __all__ = ["length_rows", "main", "motion_rows"]
 
@@ -58,7 +58,7 @@ def _val_epe(run: Path) -> dict[int, dict[str, float]]:
 
 def motion_rows(run: Path, weights: str, mini: Path, per_image: int, overrides: Sequence[str]) -> list[dict[str, Any]]:
     """One row per kept checkpoint of a motion-pretraining run: iteration, val EPEs, test EPE and cosines."""
-    from neurmap.experiments.signal import load_system, measure, summarize
+    from lab.signal import load_system, measure, summarize
 
     val = _val_epe(run)
     rows = []
@@ -222,7 +222,7 @@ def _length_figure(rows: list[dict[str, Any]]):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m neurmap.experiments.curves", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.curves", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="curve", required=True)
     motion = sub.add_parser("motion", help="M's EPE and the reblur signal against pretraining iterations")
     motion.add_argument("run", type=Path, help="an experiment=mini_motion run folder")
@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     weights.add_argument("--note", default="", help="a line on how the candidates were trained")
     weights.add_argument("--out", type=Path, default=Path("reports/mini_weights"))
     opts = parser.parse_args(argv)
-    command = shown("python -m neurmap.experiments.curves " + shlex.join(argv))
+    command = shown("python -m lab.curves " + shlex.join(argv))
     if opts.curve == "motion":
         rows = motion_rows(opts.run, opts.weights, opts.mini, opts.crops_per_image, opts.set)
         keys = ["iteration", *sorted({k for r in rows for k in r} - {"iteration"})]

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from neurmap.experiments.mini.common import PROG, ReproError, shown
-from neurmap.experiments.mini.run import EVAL_SET, Run, Stage, duration, train_overrides
+from lab.mini.common import PROG, ReproError, shown
+from lab.mini.run import EVAL_SET, Run, Stage, duration, train_overrides
 from neurmap.utils.files import atomic_write
 from neurmap.utils.machine import machine
 from neurmap.utils.tables import to_markdown

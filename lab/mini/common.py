@@ -10,7 +10,7 @@ from neurmap.errors import UsageError
 
 __all__ = ["PROG", "ReproError", "StageFailed", "log", "shown"]
 
-PROG = "neurmap.reproduce_mini"
+PROG = "lab.reproduce_mini"
 
 
 class ReproError(UsageError):

@@ -1,4 +1,4 @@
-"""The mini reproduction: a CPU-scale check of NeurMAP's central claim (``python -m neurmap.reproduce_mini``,
+"""The mini reproduction: a CPU-scale check of NeurMAP's central claim (``python -m lab.reproduce_mini``,
 settings in ``conf/reproduce_mini.yaml``).
 
 Claim (paper Table 1, DMPHN row): fine-tuning a GoPro-trained deblurring network with NeurMAP on *unpaired* data

@@ -1,6 +1,6 @@
 """Benchmark: time per training iteration of NeurMAP against supervised-only training, and R alone.
 
-``python -m neurmap.benchmarks.iteration [--iterations 20] [--warmup 3] [hydra overrides ...]``
+``python -m lab.benchmarks.iteration [--iterations 20] [--warmup 3] [hydra overrides ...]``
 
 Both runs use the same composed config (backbone, data, batch sizes, crop) and differ only in
 ``variant``: ``neurmap`` (M, N and D steps) against ``baseline`` (the D step on paired data). The
@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
-from neurmap.benchmarks.common import machine, timing_row
+from lab.benchmarks.common import machine, timing_row
 from neurmap.config import compose, instantiate_datamodule, instantiate_system
 from neurmap.nets.reblur import Reblur
 from neurmap.tasks import training

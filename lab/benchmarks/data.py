@@ -1,6 +1,6 @@
 """Benchmark: on-disk loader throughput and the blur generator's speed.
 
-``python -m neurmap.benchmarks.data [--images 16] [--workers 0 1 2] [--batches 24] [--crop 256] ...``
+``python -m lab.benchmarks.data [--images 16] [--workers 0 1 2] [--batches 24] [--crop 256] ...``
 
 * Loader: writes ``--images`` procedural 1280x720 PNG pairs in the GoPro layout to a temporary folder,
   then times the paired training pipeline (:func:`neurmap.data.layouts.gopro` records ->
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from neurmap.benchmarks.common import machine
+from lab.benchmarks.common import machine
 from neurmap.data.folders import PairedImages
 from neurmap.data.io import write_image
 from neurmap.data.layouts import gopro

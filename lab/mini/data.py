@@ -3,7 +3,8 @@ set and its validation split (one uniform linear blur per crop: the source famil
 and a held-out test set (Gong et al.'s spatially varying camera-motion blur, the target family, with the
 ground-truth motion; his strong ranges unless ``data.synth=[preset=mild]``), and the sharp images of M's
 pretraining (the training crops and procedural dead-leaves images). Deterministic by the seed, cached in
-``<work>/data`` with a manifest of the settings, rebuilt when they change."""
+``<work>/data`` with a manifest of the settings and of the sub-folders it wrote, rebuilt when the settings change;
+a rebuild removes only those sub-folders, never another file of the folder."""
 
 from __future__ import annotations
 
@@ -19,12 +20,17 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lab.mini.common import PROG, ReproError, log
 from neurmap.data.io import write_image, write_mfmap
 from neurmap.errors import UsageError
-from neurmap.experiments.mini.common import PROG, ReproError, log
 from neurmap.utils.files import atomic_write
 
-__all__ = ["build_data", "load_photo", "skimage_data"]
+__all__ = ["ENTRIES", "MANIFEST", "build_data", "load_photo", "skimage_data"]
+
+#: The record of the settings a data folder was built with and of what the build wrote there.
+MANIFEST = "manifest.json"
+#: What a build writes in the data folder besides its manifest.
+ENTRIES = ("photos", "paired", "kernel_synth")
 
 
 def skimage_data() -> Any:
@@ -107,9 +113,38 @@ def check_data_settings(data: DictConfig) -> None:
         raise ReproError(f"data.paired_length must be [LOW, HIGH] with 0 <= LOW <= HIGH, got [{low}, {high}]")
 
 
+def owned_entries(manifest: Any, path: Path) -> list[str]:
+    """The entries of the data folder that the build recorded in ``manifest`` wrote (:data:`ENTRIES` for a
+    manifest of this command written before it listed them: its settings hold ``layout``).
+
+    Raises:
+        ReproError: the manifest was not written by this command, or lists something else than plain names of
+            the folder's entries.
+    """
+    record = manifest if isinstance(manifest, dict) else {}
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    if "entries" not in record and "layout" not in settings:
+        raise ReproError(f"{path} was not written by {PROG}; move the folder away or choose another work=")
+    entries = record.get("entries", list(ENTRIES))
+    plain = isinstance(entries, list) and all(isinstance(e, str) and Path(e).name == e for e in entries)
+    if not plain or {".", "..", "", MANIFEST} & set(entries):
+        raise ReproError(f"{path}: 'entries' must list sub-folder names of the data folder, got {entries!r}")
+    return entries
+
+
+def remove_entries(data_dir: Path, entries: list[str]) -> None:
+    """Delete the listed files or folders of ``data_dir`` (those that exist), nothing else."""
+    for name in entries:
+        path = data_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 def build_data(cfg: DictConfig, data_dir: Path) -> dict[str, Any]:
     """Build (or reuse) the paired, unpaired, validation and test sets of ``cfg.data`` under ``data_dir``;
-    returns the manifest.
+    returns the manifest. A rebuild deletes only what the manifest says an earlier build wrote.
 
     Raises:
         ReproError: a photograph is in both splits or cannot be loaded, a ``data.synth`` setting is wrong, or
@@ -121,24 +156,31 @@ def build_data(cfg: DictConfig, data_dir: Path) -> dict[str, Any]:
     data = cfg.data
     check_data_settings(data)
     settings = {"seed": cfg.seed, **OmegaConf.to_container(data), "layout": 3}
-    manifest_path = data_dir / "manifest.json"
+    manifest_path = data_dir / MANIFEST
     if manifest_path.is_file():
-        if json.loads(manifest_path.read_text()).get("settings") == settings:
+        previous = json.loads(manifest_path.read_text())
+        if isinstance(previous, dict) and previous.get("settings") == settings:
             log(f"data: reusing {data_dir} (same settings)")
-            return json.loads(manifest_path.read_text())
-        log(f"data: settings changed, rebuilding {data_dir}")
-        shutil.rmtree(data_dir)
+            return previous
+        log(f"data: settings changed, rebuilding {data_dir} (files it did not write stay)")
+        owned = owned_entries(previous, manifest_path)
     elif data_dir.exists() and any(data_dir.iterdir()):
-        raise ReproError(f"{data_dir} exists without manifest.json (not made by {PROG}); choose another work=")
+        raise ReproError(f"{data_dir} exists without {MANIFEST} (not made by {PROG}); choose another work=")
+    else:
+        owned = []
     try:
         synth = load_config([f"seed={cfg.seed}", "workers=1", *data.synth])
     except UsageError as err:
         raise ReproError(f"data.synth: {err}") from None
+    # Until the build ends, the manifest names no settings and every entry it may leave: an interrupted build is
+    # cleaned up by the next one, and nothing else of the folder is ever deleted.
+    pending = sorted({*owned, *ENTRIES})
+    data_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(manifest_path, json.dumps({"settings": None, "entries": pending}, indent=2))
+    remove_entries(data_dir, pending)
 
     start = time.perf_counter()
-    staging = data_dir.with_name(data_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    photos = {s: staging / "photos" / s for s in ("train", "val", "test", "motion")}
+    photos = {s: data_dir / "photos" / s for s in ("train", "val", "test", "motion")}
     counts = {"paired": 0, "paired_val": 0, "unpaired": 0, "val": 0, "test": 0, "motion_photos": 0}
 
     def pair(stem: Path, crop: np.ndarray, rng: np.random.Generator) -> None:
@@ -163,10 +205,10 @@ def build_data(cfg: DictConfig, data_dir: Path) -> dict[str, Any]:
             write_image(photos["train"] / f"{name}_{j}.png", crop)
             write_image(photos["motion"] / f"{name}_{j}.png", crop)
         for j, crop, rng in crops(photo, name, data.crop, data.train_crops, 2):
-            pair(staging / "paired" / "train" / f"{name}_{j}", crop, rng)
+            pair(data_dir / "paired" / "train" / f"{name}_{j}", crop, rng)
             counts["paired"] += 1
         for j, crop, rng in crops(photo, name, data.val_crop, data.paired_val_crops, 4):  # the source's plateau
-            pair(staging / "paired" / "val" / f"{name}_{j}", crop, rng)
+            pair(data_dir / "paired" / "val" / f"{name}_{j}", crop, rng)
             counts["paired_val"] += 1
         for j, crop, _ in crops(
             photo, name, data.val_crop, data.val_crops, 3
@@ -179,11 +221,10 @@ def build_data(cfg: DictConfig, data_dir: Path) -> dict[str, Any]:
     for split, seed in (("train", cfg.seed), ("val", cfg.seed + 2), ("test", cfg.seed + 1)):
         split_cfg = synth.copy()
         split_cfg.seed = seed
-        summary = synthesize(photos[split], staging / "kernel_synth" / split, split_cfg, progress=False)
+        summary = synthesize(photos[split], data_dir / "kernel_synth" / split, split_cfg, progress=False)
         counts["unpaired" if split == "train" else split] = summary["written"]
     flow = OmegaConf.to_container(synth.kernel.flow)
-    manifest = {"settings": settings, "counts": counts, "flow": flow, "seconds": time.perf_counter() - start}
-    atomic_write(staging / "manifest.json", json.dumps(manifest, indent=2))
-    shutil.rmtree(data_dir, ignore_errors=True)
-    staging.rename(data_dir)
+    manifest = {"settings": settings, "entries": list(ENTRIES), "counts": counts, "flow": flow,
+                "seconds": time.perf_counter() - start}  # fmt: skip
+    atomic_write(manifest_path, json.dumps(manifest, indent=2))
     return manifest

@@ -32,10 +32,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from lab.mini.common import PROG, ReproError, StageFailed, log, shown
+from lab.mini.data import build_data, skimage_data
 from neurmap.composition import check_overrides
 from neurmap.errors import UsageError
-from neurmap.experiments.mini.common import PROG, ReproError, StageFailed, log, shown
-from neurmap.experiments.mini.data import build_data, skimage_data
 from neurmap.utils.files import atomic_write
 
 __all__ = ["EVAL_SET", "MOTION_VARIANTS", "RECORD", "Run", "Stage", "duration", "run"]
@@ -302,7 +302,7 @@ def fit_iterations(run: Run, experiments: Sequence[str], timed: int = 5, warmup:
     and record how many fit in the budget (every fine-tune gets the NeurMAP count)."""
     from statistics import median
 
-    from neurmap.benchmarks.iteration import time_iterations
+    from lab.benchmarks.iteration import time_iterations
 
     minutes = run.cfg.minutes_per_method
     for experiment in experiments:

@@ -1,6 +1,6 @@
 """Benchmark every backbone in ``conf/backbone``: parameters, MACs, CPU inference time and peak memory.
 
-``python -m neurmap.benchmarks.backbones [--sizes 256x256 1280x720] [--repeats 3] [names ...]``
+``python -m lab.benchmarks.backbones [--sizes 256x256 1280x720] [--repeats 3] [names ...]``
 
 Each (backbone, size) is measured in a fresh Python process, so the peak resident memory
 (``ru_maxrss``) of one forward pass is not polluted by earlier ones; it is reported as the growth
@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from neurmap.benchmarks.common import machine, peak_rss_mb
+from lab import ROOT
+from lab.benchmarks.common import machine, peak_rss_mb
 from neurmap.config import CONFIG_DIR, backbone_node
 from neurmap.nets.backbones import DeblurNet
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
             cmd = [
                 sys.executable,
                 "-m",
-                "neurmap.benchmarks.backbones",
+                "lab.benchmarks.backbones",
                 "--repeats",
                 str(args.repeats),
                 "--one",
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                 size,
                 "1" if i == 0 else "0",
             ]
-            out = subprocess.run(cmd, capture_output=True, text=True)
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)  # where python -m finds lab
             if out.returncode:
                 print(f"{name} {size}: failed: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
                 continue

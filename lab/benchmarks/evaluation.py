@@ -1,6 +1,6 @@
 """Benchmark: evaluation throughput per metric, and deblur time and peak memory on large photos.
 
-``python -m neurmap.benchmarks.evaluation [--metric-size 384 512] [--photo-sizes 720 1280 3000 4000]
+``python -m lab.benchmarks.evaluation [--metric-size 384 512] [--photo-sizes 720 1280 3000 4000]
 [--backbone dmphn_1_2_4] [--ckpt PATH] [--tile 512]``
 
 * Metrics: images per second of each metric of ``python -m neurmap.evaluate`` on ``--metric-images``
@@ -25,7 +25,7 @@ from tempfile import TemporaryDirectory
 import numpy as np
 import torch
 
-from neurmap.benchmarks.common import machine
+from lab.benchmarks.common import machine
 from neurmap.data.io import write_image
 from neurmap.synth.procedural import dead_leaves
 
