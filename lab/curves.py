@@ -105,9 +105,11 @@ WEIGHT_METRICS = (
 
 
 def weight_rows(eval_sweep: Path) -> list[dict[str, Any]]:
-    """One row per evaluated candidate: its run folder's name, variant, the weights of D's unpaired terms, its
-    val metrics, and ``pick`` (the best val PSNR of its variant)."""
+    """One row per evaluated candidate: its run folder's name, variant, the effective weights of D's unpaired terms
+    (lambda and beta folded in), its val metrics, and ``pick`` (the best val PSNR of its variant)."""
     from omegaconf import OmegaConf
+
+    from neurmap.losses.objectives import LossWeights, from_mapping
 
     rows = []
     for record_path in sorted(eval_sweep.glob("*/final_metrics.json")):
@@ -116,7 +118,8 @@ def weight_rows(eval_sweep: Path) -> list[dict[str, Any]]:
         cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
         metrics = {k: v for k, v in record["metrics"].items() if "/input_" not in k}
         row: dict[str, Any] = {"candidate": run.name, "variant": str(cfg.variant.name)}
-        row |= {k: float(cfg.loss[k]) for k in ("reblur_deblur", "sharp_prior", "natural")}
+        weights = from_mapping(LossWeights, OmegaConf.to_container(cfg.loss, resolve=True), "loss").effective()
+        row |= {k: getattr(weights, k) for k in ("reblur_deblur", "sharp_prior", "natural")}
         for suffix, column in WEIGHT_METRICS:
             row[column] = next((float(v) for k, v in metrics.items() if k.endswith(suffix)), float("nan"))
         rows.append(row)

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from neurmap.config import backbone_node, instantiate_datamodule, instantiate_system
+from neurmap.losses.objectives import LossWeights, from_mapping
 from tests.conftest import CONF, REPO, compose, tiny_overrides
 
 GROUPS = [
@@ -92,8 +93,7 @@ def test_paper_literal_preset_holds_the_papers_constants(tiny_cfg):
     cfg = tiny_cfg("backbone=dmphn", "loss=paper_literal")
     loss = cfg.loss
     assert (loss.lam, loss.beta, cfg.model.reblur.alpha) == (100.0, 0.1, 40.0)  # §4.1
-    assert loss.reblur_motion == loss.reblur_deblur == loss.content == 100.0
-    assert loss.natural == 0.1
+    assert loss.reblur_motion == loss.reblur_deblur == loss.content == loss.natural == 1.0  # x lam, x beta
     assert loss.kernel_blurry == loss.kernel_sharp == loss.kernel_deblurred == loss.sharp_prior == 1.0
     assert cfg.model.reblur.alpha == 40.0 and cfg.model.reblur.n_samples == 15
     # §4.1: three Adams, lr D 5e-5 (a published backbone), M 1e-4, N 1e-4, betas (0.9, 0.999), eps 1e-8
@@ -140,15 +140,45 @@ def test_mini_fine_tunes_use_the_sweeps_choice(tiny_cfg):
     mini = fake_data.mini(tiny_cfg.tmp_path / "mini")
     loss = tiny_cfg("experiment=mini_neurmap", f"paths.mini={mini}").loss
     assert loss.name == "content_led"
-    assert (loss.lam, loss.reblur_motion, loss.content, loss.reblur_deblur) == (100.0, 100.0, 100.0, 1.0)
-    assert (loss.beta, loss.natural) == (0.01, 0.01)
+    assert (loss.lam, loss.reblur_motion, loss.content, loss.reblur_deblur) == (100.0, 1.0, 1.0, 0.01)
+    assert (loss.beta, loss.natural) == (0.01, 1.0)
     priors = ("kernel_blurry", "kernel_sharp", "kernel_deblurred", "motion_tv", "sharp_prior", "deblurred_motion_tv")
     assert [loss[k] for k in priors] == [0.01] * 6
     assert (loss.content_norm, loss.map_on_paired) == ("l2", False)  # the paper's, not the authors' code
 
 
+def _effective(loss) -> LossWeights:
+    return from_mapping(LossWeights, OmegaConf.to_container(loss, resolve=True), "loss").effective()
+
+
 def test_beta_override_reaches_the_natural_weight(tiny_cfg):
-    assert tiny_cfg("loss.beta=0.5").loss.natural == 0.5
+    assert _effective(tiny_cfg("loss.beta=0.5").loss).natural == 0.5
+
+
+#: The weights each term entered its objective with when every preset spelled them out (lam and beta folded in).
+EFFECTIVE = {
+    "paper_literal": {"reblur_motion": 100.0, "reblur_deblur": 100.0, "content": 100.0, "natural": 0.1},
+    "content_led": {"reblur_motion": 100.0, "reblur_deblur": 1.0, "content": 100.0, "natural": 0.01},
+    "authors_code": {"reblur_motion": 1.0, "reblur_deblur": 100.0, "content": 100.0, "natural": 1.0},
+}
+
+
+@pytest.mark.parametrize("preset", list(EFFECTIVE))
+def test_presets_keep_their_effective_weights_and_lambda_scales_the_reconstruction_terms(tiny_cfg, preset):
+    """lam x reblur_motion, reblur_deblur and content, beta x natural (eq. 10-11); halving lam halves the three."""
+    effective = _effective(tiny_cfg(f"loss={preset}").loss)
+    assert {k: getattr(effective, k) for k in EFFECTIVE[preset]} == EFFECTIVE[preset]
+    lam = tiny_cfg(f"loss={preset}").loss.lam
+    halved = _effective(tiny_cfg(f"loss={preset}", f"loss.lam={lam / 2}").loss)
+    for key in ("reblur_motion", "reblur_deblur", "content"):
+        assert getattr(halved, key) == EFFECTIVE[preset][key] / 2
+    assert (halved.natural, halved.sharp_prior) == (effective.natural, effective.sharp_prior)
+
+
+def test_lam_50_halves_the_papers_reconstruction_weights(tiny_cfg):
+    effective = _effective(tiny_cfg("loss=paper_literal", "loss.lam=50").loss)
+    assert (effective.reblur_motion, effective.reblur_deblur, effective.content) == (50.0, 50.0, 50.0)
+    assert (effective.natural, effective.kernel_blurry) == (0.1, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -199,7 +229,7 @@ def test_bad_overrides_fail_with_a_clear_message(tmp_path, args, needle):
 )
 def test_ratio_sweep_sets_the_table_4_weights(tiny_cfg, option, sharp, natural):
     cfg = tiny_cfg(f"ratio={option}")
-    assert cfg.loss.sharp_prior == sharp and cfg.loss.beta == natural and cfg.loss.natural == natural
+    assert cfg.loss.sharp_prior == sharp and cfg.loss.beta == natural and _effective(cfg.loss).natural == natural
 
 
 @pytest.mark.parametrize(
@@ -225,14 +255,14 @@ def test_paper_table_recipes(recipe, backbone, layout, batch, tmp_path):
     assert cfg.model.deblur.grad_clip == (0.01 if backbone == "mprnet" else None)
 
 
-def test_the_logged_config_says_which_terms_lambda_fed(tmp_path):
+def test_the_logged_config_records_the_effective_weights_beside_lambda_and_beta(tmp_path):
     from neurmap.tasks.training import _check_config
 
-    feeds = _check_config(compose([], tmp_path / "a"))["loss_feeds"]
-    assert feeds == {"lam": ["content", "reblur_deblur", "reblur_motion"], "beta": ["natural"]}
-    apart = _check_config(compose(["loss.content=50"], tmp_path / "b"))
-    assert apart["loss"]["lam"] == 100 and apart["loss"]["content"] == 50
-    assert "content" not in apart["loss_feeds"]["lam"] and "lam_feeds" not in apart["loss"]  # weights only in loss
+    record = _check_config(compose(["loss.lam=50"], tmp_path / "a"))
+    assert (record["loss"]["lam"], record["loss"]["beta"], record["loss"]["content"]) == (50.0, 0.1, 1.0)
+    effective = record["loss_effective"]
+    assert (effective["content"], effective["reblur_deblur"], effective["natural"]) == (50.0, 50.0, 0.1)
+    assert "lam" not in effective and "beta" not in effective  # folded in
 
 
 def test_tiny_overrides_follow_the_layout_the_extra_overrides_compose():

@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from neurmap.config import backbone_node, saved_config
+from neurmap.config import backbone_node
 from neurmap.data.io import read_image, write_image
 from neurmap.deblur import main as deblur_main
 from neurmap.errors import UsageError
@@ -85,45 +85,15 @@ def test_load_networks_rebuilds_d_and_m_from_a_neurmap_checkpoint(ckpt):
 NETS = ("deblur", "motion", "disc")
 
 
-def _old_shape(config: dict) -> dict:
-    """A run config as checkpoints written before each network's settings moved into the model node saved it: D
-    at ``backbone`` (with its lr), the optimizers at ``optim`` (copied into ``model.optim``), the networks at
-    ``model.deblur_net`` / ``model.motion_net`` / ``model.discriminator``, the run settings copied into the model."""
-    model = dict(config["model"])
-    deblur, motion, disc = model.pop("deblur"), model.pop("motion"), model.pop("disc")
-    optim = {name: {k: node[k] for k in ("optimizer", "grad_clip")} for name, node in zip(NETS, (deblur, motion, disc))}
-    backbone = {k: v for k, v in deblur.items() if k != "optimizer"} | {"lr": deblur["optimizer"]["lr"]}
-    model |= {
-        "deblur_net": {
-            "_target_": "neurmap.nets.backbones.DeblurNet",
-            "net": deblur["net"],
-            "pad_multiple": deblur["pad_multiple"],
-        },
-        "motion_net": motion["net"],
-        "discriminator": disc["net"],
-        "content_stage_weights": deblur["stage_weights"],
-        "optim": optim,
-        **{k: config[k] for k in ("loss", "variant", "iterations")},
-    }
-    return {**config, "backbone": backbone, "optim": optim, "model": model}
-
-
-def test_a_checkpoint_written_before_the_model_node_held_d_still_loads(ckpt, tmp_path):
+def test_a_checkpoint_rebuilds_its_training_system_and_names_its_backbone(ckpt):
     obj = torch.load(ckpt, map_location="cpu", weights_only=True)
-    new = obj["hyper_parameters"]["config"]
-    old = _old_shape(new)
-    assert "deblur" not in old["model"] and old["backbone"]["name"] == "unet"
-    obj["hyper_parameters"]["config"] = old
-    torch.save(obj, tmp_path / "old.ckpt")
-    assert saved_config(old) == saved_config(new)  # moved to the places this version reads
-    nets = load_networks(tmp_path / "old.ckpt")
-    for key, value in nets.deblur.state_dict().items():
-        assert torch.equal(value, obj["state_dict"][f"deblur_net.{key}"])
+    saved = obj["hyper_parameters"]["config"]
+    nets = load_networks(ckpt)
     assert (nets.backbone, nets.pad_multiple, nets.motion is not None) == ("unet", 4, True)
     system = nets.system()  # the whole training system, with the run's loss, variant and optimizers
-    assert system.opt_names == list(NETS) and system.weights.lam == new["loss"]["lam"]
+    assert system.opt_names == list(NETS) and system.weights.lam == saved["loss"]["lam"] == 100.0
     with pytest.raises(UsageError, match="trained with backbone=unet, not backbone=mprnet"):
-        load_networks(tmp_path / "old.ckpt", backbone_node("mprnet"))
+        load_networks(ckpt, backbone_node("mprnet"))
 
 
 def test_release_weights_load_by_backbone_name(photos, tmp_path, capsys):

@@ -1,7 +1,8 @@
-"""neurmap.losses.objectives: the batch split, which rows each objective reads, zero weights, the schemas.
+"""neurmap.losses.objectives: the batch split, which rows each objective reads, zero weights, lambda and beta,
+the schemas.
 
-The objectives are called with stub networks that record their inputs and return known motion maps, so
-every expectation is computed here from terms.py, independently of the objective under test.
+The objectives take the networks' outputs; here those come from stubs that return known motion maps, so every
+expectation is computed here from terms.py, independently of the objective under test.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from omegaconf import OmegaConf
 from neurmap.losses import terms
 from neurmap.losses.objectives import (
     LossWeights,
+    UnpairedOutputs,
     Variant,
+    content_objective,
     deblur_objective,
     disc_objective,
     from_mapping,
@@ -52,16 +55,10 @@ def weights(tiny_cfg) -> LossWeights:
     return from_mapping(LossWeights, OmegaConf.to_container(tiny_cfg().loss, resolve=True), "loss")
 
 
-class _RecordingMotion:
-    """M stub: remembers every input batch and returns a motion map that is 0.1 x the image's mean value."""
-
-    def __init__(self) -> None:
-        self.inputs: list[torch.Tensor] = []
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        self.inputs.append(images.detach().clone())
-        mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        return 0.1 * mean.expand(-1, 2, *images.shape[-2:])
+def _motion(images: torch.Tensor) -> torch.Tensor:
+    """M stub: a motion map that is 0.1 x the image's mean value."""
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    return 0.1 * mean.expand(-1, 2, *images.shape[-2:])
 
 
 def test_split_names_the_paired_and_unpaired_rows():
@@ -70,9 +67,9 @@ def test_split_names_the_paired_and_unpaired_rows():
     assert torch.equal(split.paired(split.blur), _images(2, 0.1))
     assert torch.equal(split.unpaired(split.blur), _images(3, 0.5))
     assert torch.equal(split.unpaired(split.sharp), _images(3, 0.7))
-    assert torch.equal(split.map_rows(split.blur), _images(3, 0.5))  # the paper: MAP terms on unpaired rows
+    assert torch.equal(split.unsupervised_rows(split.blur), _images(3, 0.5))  # the paper: MAP terms on unpaired rows
     whole = split_batch(_batch(), _variant(), map_on_paired=True)
-    assert torch.equal(whole.map_rows(whole.blur), whole.blur)  # the authors' code: every row
+    assert torch.equal(whole.unsupervised_rows(whole.blur), whole.blur)  # the authors' code: every row
 
 
 def test_split_follows_the_variant_switches():
@@ -84,69 +81,92 @@ def test_split_follows_the_variant_switches():
         split_batch({k: v for k, v in _batch().items() if k != "sharp"}, _variant(), False)
 
 
-def _motion_parts(w, split, deblurred, motion, relative, reblur):
-    """M's objective on the MAP rows of ``split``, as the system calls it."""
-    rows = {k: split.map_rows(v) for k, v in (("blur", split.blur), ("sharp", split.sharp))}
-    return motion_objective(
-        w, **rows, deblurred=split.map_rows(deblurred), motion=motion, relative=relative, reblur=reblur
-    )
+def _motion_parts(w, blur, sharp, deblurred, relative):
+    """M's objective on the given rows, with the stub M and the motion R receives made by ``relative``."""
+    m_blur, m_sharp, m_fake = _motion(blur), _motion(sharp), _motion(deblurred)
+    m_reblur = relative(m_blur, m_fake)
+    maps = {"motion_blurry": m_blur, "motion_sharp": m_sharp, "motion_deblurred": m_fake, "motion_reblur": m_reblur}
+    return motion_objective(w, blur=blur, reblurred=Reblur(alpha=4.0)(deblurred, m_reblur), **maps)
 
 
-def _deblur_inputs(split, deblurred, map_terms=True):
-    """D's objective inputs, as the system builds them (one stage; a discriminator that averages colours)."""
-    inputs = {"stages": [split.paired(deblurred)], "sharp": split.paired(split.sharp), "stage_weights": [1.0]}
-    if map_terms:
-        inputs |= {
-            "blur": split.unpaired(split.blur),
-            "deblurred": split.unpaired(deblurred),
-            "deblurred_map": split.map_rows(deblurred),
-            "motion": _RecordingMotion(),
-            "relative": lambda b, d: b - d,
-            "reblur": Reblur(),
-            "sharp_expectation": lambda: torch.zeros(2),
-            "discriminator": lambda x: [x],
-        }
-    return inputs
-
-
-@pytest.mark.parametrize("map_on_paired", [False, True])
-def test_motion_objective_reads_the_map_rows_only(weights, map_on_paired):
-    w = dataclasses.replace(weights, map_on_paired=map_on_paired)
-    split = split_batch(_batch(), _variant(), w.map_on_paired)
-    deblurred = split.blur + 0.05
-    motion = _RecordingMotion()
-    parts, m_sharp = _motion_parts(w, split, deblurred, motion, lambda b, d: b - d, Reblur(alpha=4.0))
-    (seen,) = motion.inputs  # one batched forward of blurry, sharp and S_hat rows
-    rows = slice(0, None) if map_on_paired else slice(2, None)
-    expected = torch.cat([split.blur[rows], split.sharp[rows], deblurred[rows]])
-    assert torch.equal(seen, expected)
-    assert m_sharp.shape[0] == (5 if map_on_paired else 3) and not m_sharp.requires_grad
-    assert torch.allclose(m_sharp, motion(split.sharp[rows]))
+def _unpaired(blur, deblurred):
+    """D's unpaired outputs, every field given (a discriminator that averages colours, a zero E[|M(S)|])."""
+    motion = _motion(deblurred)
+    reblurred = Reblur(alpha=4.0)(deblurred, (_motion(blur) - motion).detach())
+    return UnpairedOutputs(blur, deblurred, reblurred, motion, torch.zeros(2), [deblurred.mean(dim=1, keepdim=True)])
 
 
 @pytest.mark.parametrize("relative", [True, False])
-def test_motion_objective_reblurs_along_the_motion_it_is_given(weights, relative):
-    split = split_batch(_batch(), _variant(), False)
-    deblurred = split.blur + 0.05
-    motion, reblur = _RecordingMotion(), Reblur(alpha=4.0)
+def test_motion_objective_weighs_each_term_of_the_maps_it_is_given(weights, relative):
+    blur, sharp = _images(3, 0.5), _images(3, 0.7)
+    deblurred = blur + 0.05
     fn = (lambda b, d: b - d) if relative else (lambda b, d: b)
-    parts, _ = _motion_parts(weights, split, deblurred, motion, fn, reblur)
-    blur, fake = split.unpaired(split.blur), split.unpaired(deblurred)
-    m_rel = motion(blur) - motion(fake) if relative else motion(blur)
-    expected = weights.reblur_motion * terms.reblur_loss(reblur(fake, m_rel), blur, weights.reblur_msssim_ratio)
+    parts = _motion_parts(weights, blur, sharp, deblurred, fn)
+    m_rel = fn(_motion(blur), _motion(deblurred))
+    expected = 100.0 * terms.reblur_loss(Reblur(alpha=4.0)(deblurred, m_rel), blur, 0.0)  # lambda x 1
     assert torch.allclose(parts["reblur"], expected)
-    expected_tv = weights.motion_tv * terms.total_variation(m_rel)
-    assert torch.allclose(parts["tv"], expected_tv)
+    assert torch.allclose(parts["tv"], terms.total_variation(m_rel))
+    assert torch.allclose(parts["kernel_sharp"], terms.kernel_sharp(_motion(sharp)))
+    assert set(parts) == {"reblur", "kernel_blurry", "kernel_sharp", "kernel_deblurred", "tv"}  # hinge weight 0
+
+
+def test_lambda_and_beta_scale_the_reconstruction_and_natural_terms(weights):
+    blur, deblurred, sharp = _images(3, 0.5), _images(3, 0.55), _images(2, 0.2)
+    halved = dataclasses.replace(weights, lam=50.0, beta=0.05)
+    for w in (weights, halved):
+        assert (w.reblur_motion, w.reblur_deblur, w.content, w.natural) == (1.0, 1.0, 1.0, 1.0)  # relative
+    full = _motion_parts(weights, blur, sharp, deblurred, lambda b, d: b - d)
+    half = _motion_parts(halved, blur, sharp, deblurred, lambda b, d: b - d)
+    torch.testing.assert_close(half["reblur"], full["reblur"] / 2)
+    torch.testing.assert_close(half["kernel_blurry"], full["kernel_blurry"])  # not a lambda term
+    content = {"stages": [deblurred[:2]], "sharp": sharp, "stage_weights": [1.0]}
+    torch.testing.assert_close(
+        content_objective(halved, **content)["content"], content_objective(weights, **content)["content"] / 2
+    )
+    full, half = (deblur_objective(w, _unpaired(blur, deblurred)) for w in (weights, halved))
+    for name in ("reblur", "natural"):
+        torch.testing.assert_close(half[name], full[name] / 2)
+    torch.testing.assert_close(half["sharp_prior"], full["sharp_prior"])  # its own weight, not beta's
 
 
 def test_zero_weights_switch_terms_off(weights):
     w = dataclasses.replace(weights, kernel_sharp=0.0, kernel_hinge=0.0, motion_tv=0.0)
-    split = split_batch(_batch(), _variant(), False)
-    parts, _ = _motion_parts(w, split, split.blur + 0.05, _RecordingMotion(), lambda b, d: b - d, Reblur())
+    blur = _images(3, 0.5)
+    parts = _motion_parts(w, blur, _images(3, 0.7), blur + 0.05, lambda b, d: b - d)
     assert set(parts) == {"reblur", "kernel_blurry", "kernel_deblurred"}
     w = dataclasses.replace(weights, sharp_prior=0.0, natural=0.0)
-    parts = deblur_objective(w, **_deblur_inputs(split, split.blur + 0.05))
-    assert set(parts) == {"content", "reblur", "motion_tv"}
+    assert set(deblur_objective(w, _unpaired(blur, blur + 0.05))) == {"reblur", "motion_tv"}
+    assert set(deblur_objective(weights.effective(), _unpaired(blur, blur + 0.05))) == {
+        "reblur",
+        "sharp_prior",
+        "motion_tv",
+        "natural",
+    }
+
+
+def test_outputs_left_out_switch_their_terms_off(weights):
+    blur = _images(3, 0.5)
+    given = _unpaired(blur, blur + 0.05)
+    no_m = dataclasses.replace(given, reblurred=None, motion=None, sharp_expectation=None)
+    assert set(deblur_objective(weights, no_m)) == {"natural"}  # Net1: N without M
+    assert set(deblur_objective(weights, dataclasses.replace(given, disc_scores=None))) == {
+        "reblur",
+        "sharp_prior",
+        "motion_tv",
+    }
+
+
+def test_effective_weights_fold_lambda_and_beta_in_once(weights):
+    w = dataclasses.replace(weights, lam=50.0, beta=0.5, content=2.0, kernel_sharp=3.0)
+    effective = w.effective()
+    assert (effective.lam, effective.beta) == (1.0, 1.0)
+    assert (effective.content, effective.reblur_deblur, effective.natural, effective.kernel_sharp) == (
+        100.0,
+        50.0,
+        0.5,
+        3.0,
+    )
+    assert effective.effective() == effective  # folding again changes nothing
 
 
 def test_natural_real_batch_is_half_sharp_half_blurry():
@@ -158,30 +178,20 @@ def test_natural_real_batch_is_half_sharp_half_blurry():
 
 
 def test_disc_objective_real_and_fake_batches():
-    seen = []
-
-    def disc(x):
-        seen.append(x.detach().clone())
-        return [x.mean(dim=1, keepdim=True)]
-
-    split = split_batch(_batch(), _variant(discriminator="sharp", disc_fake_blurry=True), False)
-    deblurred = split.blur + 0.05
-    fake_rows = torch.cat([split.map_rows(deblurred), split.map_rows(split.blur)])  # Net1's fake batch
-    parts = disc_objective(real=natural_real(split, "sharp"), fake=fake_rows, discriminator=disc)
-    real, fake = seen
-    assert torch.equal(real, _images(3, 0.7))
-    assert torch.equal(fake, torch.cat([deblurred[2:], _images(3, 0.5)]))  # Net1: blurry images are fake too
-    assert torch.allclose(parts["fake"], terms.lsgan([fake.mean(dim=1, keepdim=True)], 0.0))
+    real, fake = [torch.full((2, 1, 4, 4), 0.75)], [torch.full((3, 1, 4, 4), 0.5), torch.full((3, 1, 2, 2), 0.25)]
+    parts = disc_objective(real_scores=real, fake_scores=fake)
+    assert parts["real"].item() == pytest.approx(0.25**2)  # (0.75 - 1)^2
+    assert parts["fake"].item() == pytest.approx(0.5**2 + 0.25**2)  # summed over the scales
 
 
-def test_deblur_objective_content_on_paired_rows_and_warm_up(weights):
+def test_deblur_objective_content_on_paired_rows(weights):
     split = split_batch(_batch(), _variant(), False)
     deblurred = split.blur + 0.05
-    warm = deblur_objective(weights, **_deblur_inputs(split, deblurred, map_terms=False))
-    expected = weights.content * terms.distance(deblurred[:2], _images(2, 0.2), weights.content_norm)
-    assert set(warm) == {"content"} and torch.allclose(warm["content"], expected)
-    full = deblur_objective(weights, **_deblur_inputs(split, deblurred))
-    assert set(full) == {"content", "reblur", "sharp_prior", "motion_tv", "natural"}
+    inputs = {"stages": [split.paired(deblurred)], "sharp": split.paired(split.sharp), "stage_weights": [1.0]}
+    parts = content_objective(weights, **inputs)
+    expected = 100.0 * terms.distance(deblurred[:2], _images(2, 0.2), "l2")  # lambda x 1
+    assert set(parts) == {"content"} and torch.allclose(parts["content"], expected)
+    assert content_objective(weights, stages=[deblurred[:0]], sharp=split.sharp[:0], stage_weights=[1.0]) == {}
 
 
 def test_mappings_are_checked_against_the_schema(weights):

@@ -108,6 +108,13 @@ def test_bad_shapes_raise(image_shape, motion_shape):
         reblur(torch.rand(image_shape), torch.rand(motion_shape), alpha=40.0)
 
 
-def test_bad_padding_mode_raises():
+def test_bad_settings_raise_in_the_function_and_when_the_module_is_built():
     with pytest.raises(ValueError, match="padding_mode"):
         Reblur(padding_mode="wrap")
+    with pytest.raises(ValueError, match="n_samples must be >= 1, got 0"):
+        Reblur(n_samples=0)
+    image, motion = torch.rand(1, 3, 4, 4), torch.zeros(1, 2, 4, 4)
+    with pytest.raises(ValueError, match="padding_mode"):
+        reblur(image, motion, alpha=40.0, padding_mode="wrap")
+    with pytest.raises(ValueError, match="n_samples"):
+        reblur(image, motion, alpha=40.0, n_samples=0)

@@ -7,8 +7,9 @@ import math
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from neurmap.config import instantiate_system
+from neurmap.config import compose, instantiate_system
 from neurmap.losses.objectives import BatchSplit, split_batch
 from neurmap.losses.terms import flow_supervision
 from neurmap.metrics.motion import motion_epe
@@ -275,13 +276,14 @@ def test_weight_candidates_read_their_weights_and_val_metrics_and_pick_the_best_
     from lab import curves
 
     sweep = tmp_path / "evaluate"
+    content_led = OmegaConf.to_container(compose(["loss=content_led"], tmp_path / "compose").loss, resolve=True)
     candidates = [("oracle_r10", "oracle_motion", 10, 25.0), ("oracle_r100", "oracle_motion", 100, 25.4)]
     candidates += [("neurmap_r1", "neurmap", 1, 24.9), ("neurmap_r10", "neurmap", 10, 24.8)]
     for job, (name, variant, reblur, psnr) in enumerate(candidates):
         run = tmp_path / "weights" / name
         (run / ".hydra").mkdir(parents=True)
-        loss = f"loss:\n  reblur_deblur: {reblur}\n  sharp_prior: 0.01\n  natural: 0.01\n"
-        (run / ".hydra" / "config.yaml").write_text(f"variant:\n  name: {variant}\n{loss}")
+        loss = {**content_led, "reblur_deblur": reblur / 100}  # lambda = 100
+        OmegaConf.save({"variant": {"name": variant}, "loss": loss}, run / ".hydra" / "config.yaml")
         metrics = {"val/k/psnr": psnr, "val/k/input_psnr": 1.0, "val/k/lpips": 0.2, "val/k/signal_cos/unpaired": 0.1}
         (sweep / str(job)).mkdir(parents=True)
         record = {"ckpt": str(run / "checkpoints" / "last.ckpt"), "metrics": metrics}

@@ -194,3 +194,48 @@ def test_frozen_m_never_moves_and_still_feeds_the_sharp_pool(tiny_cfg, tmp_path)
     assert int(system.pool.count) > 0
     with pytest.raises(ValueError, match="freezes M as it starts, but model.motion_pretrained is not set"):
         _fit(tiny_cfg("variant=neurmap_frozen_m"), batches=1)
+
+
+class _Recorder(torch.nn.Module):
+    """A network stub: remembers every input batch and returns ``out(x)``."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+        self.out = out
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        return self.out(x)
+
+
+@pytest.mark.parametrize(("variant", "map_on_paired"), [("neurmap", False), ("neurmap", True), ("net1", False)])
+def test_m_and_n_steps_read_the_unsupervised_rows(tiny_cfg, variant, map_on_paired):
+    """M sees B, S and S_hat of the unpaired rows (every row with loss.map_on_paired) in one batch; N sees the
+    "real" images, then S_hat (Net1: and B) of the same rows."""
+    from neurmap.losses.objectives import split_batch
+
+    system = instantiate_system(tiny_cfg(f"variant={variant}", f"loss.map_on_paired={str(map_on_paired).lower()}"))
+    system.motion_net = _Recorder(lambda x: 0.1 * x[:, :2])
+    system.discriminator = _Recorder(lambda x: [x.mean(dim=1, keepdim=True)])
+    blur, sharp = torch.rand(5, 3, 8, 8), torch.rand(5, 3, 8, 8)
+    batch = {
+        "paired": {"blur": blur[:2], "sharp": sharp[:2]},
+        "blur": {"blur": blur[2:]},
+        "sharp": {"sharp": sharp[2:]},
+    }
+    split = split_batch(batch, system.variant, map_on_paired)
+    rows = slice(0, None) if map_on_paired else slice(2, None)
+    s_hat = blur[rows] + 0.05
+    if system.variant.motion:
+        system._motion_loss(split, s_hat)
+        (seen,) = system.motion_net.inputs
+        assert torch.equal(seen, torch.cat([blur[rows], sharp[rows], s_hat]))
+        assert int(system.pool.count) == seen.shape[0] // 3  # M(S) of every unsupervised row entered the pool
+    parts = system._disc_loss(split, s_hat)
+    real, fake = system.discriminator.inputs
+    if variant == "net1":  # discriminator=sharp: the sharp images are real, and the blurry ones are fake too
+        assert torch.equal(real, sharp[rows]) and torch.equal(fake, torch.cat([s_hat, blur[rows]]))
+    else:
+        assert torch.equal(real, torch.cat([sharp[rows][0::2], blur[rows][1::2]])) and torch.equal(fake, s_hat)
+    assert set(parts) == {"real", "fake"}

@@ -266,6 +266,7 @@ def context(
     from omegaconf import OmegaConf
 
     from neurmap.config import compose
+    from neurmap.losses.objectives import LossWeights, from_mapping
 
     method = run.cfg.method  # the NeurMAP arm the targets judge
     composed = compose(train_overrides(run, "mini_neurmap", [method], True), run.work / ".compose")
@@ -289,6 +290,7 @@ def context(
         "cfg": run.cfg,
         "run": run,
         "setting": lambda key: OmegaConf.select(composed, key),  # what the NeurMAP fine-tune ran with
+        "weights": from_mapping(LossWeights, OmegaConf.to_container(composed.loss, resolve=True), "loss").effective(),
         "total": duration(run.seconds),
         "within_budget": run.seconds <= 60.0 * run.cfg.budget_minutes,
         "release": shown(run.release),

@@ -1,9 +1,8 @@
 """Compose ``conf/train.yaml`` outside the command line (tests, notebooks, the lab), build a run's system
-and datamodule from it, and read the run configs saved in checkpoints."""
+and datamodule from it."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ __all__ = [
     "compose",
     "instantiate_datamodule",
     "instantiate_system",
-    "saved_config",
 ]
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -85,28 +83,6 @@ def instantiate_system(cfg: DictConfig) -> Any:
     run = {k: cfg[k] for k in RUN_SETTINGS if k in takes}
     run = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in run.items()}
     return instantiate(cfg.model, _convert_="all", **run)
-
-
-def saved_config(config: Any) -> DictConfig:
-    """A checkpoint's saved run config (``hyper_parameters.config``) in this version's shape: each network with
-    its optimizer in the model node (``model.deblur``, ``model.motion``, ``model.disc``). Configs saved before
-    held D at ``backbone``, the optimizers at ``optim`` and the networks at ``model.deblur_net``,
-    ``model.motion_net`` and ``model.discriminator``: they are moved to the new places."""
-    plain = OmegaConf.to_container(config) if OmegaConf.is_config(config) else copy.deepcopy(dict(config))
-    optim = plain.pop("optim", None)
-    if optim is None:
-        return OmegaConf.create(plain)
-    backbone, model = plain.pop("backbone", None), plain["model"]
-    for key in ("optim", "loss", "variant", "iterations"):  # the run passes the last three now
-        model.pop(key, None)
-    stage_weights = model.pop("content_stage_weights", None)
-    if model.pop("deblur_net", None) is not None and backbone is not None:  # not motion pretraining
-        deblur = {k: v for k, v in backbone.items() if k != "lr"} | optim["deblur"]  # lr: in the optimizer
-        model["deblur"] = deblur | ({"stage_weights": stage_weights} if stage_weights is not None else {})
-    for name, net in (("motion", "motion_net"), ("disc", "discriminator")):
-        if net in model:
-            model[name] = {"net": model.pop(net), **optim[name]}
-    return OmegaConf.create(plain)
 
 
 def compose(overrides: list[str], output_dir: str | Path, config_name: str = "train") -> DictConfig:

@@ -2,12 +2,16 @@
 
 * :class:`LossWeights` is the structured-config schema of ``conf/loss`` (registered by :mod:`neurmap.config`
   as ``loss/schema``, which every preset extends): a typo or a missing key fails when the config is composed,
-  naming the key. :class:`Variant` does the same for ``conf/variant``.
+  naming the key. As in eq. 10-11, ``lam`` scales the reconstruction terms and ``beta`` the natural-image
+  prior; :meth:`LossWeights.effective` folds them into the weights they scale. :class:`Variant` does the same
+  for ``conf/variant``.
 * :class:`BatchSplit` names the paired and unpaired rows of a combined batch once, so no step slices by
   position.
-* :func:`motion_objective`, :func:`disc_objective` and :func:`deblur_objective` return the **weighted** terms
-  of one step as a dict (their sum is the step's loss; they are logged as ``train/<net>/weighted/<term>``). A
-  term whose weight is 0 is not computed and not logged: zero weights mean "off" everywhere.
+* :func:`motion_objective`, :func:`disc_objective`, and :func:`content_objective` with :func:`deblur_objective`
+  (D's supervised and unpaired terms) take the tensors of one step (the networks' outputs, computed by the
+  system) and a weights object, and return the step's **weighted** terms as a dict (their sum is the step's
+  loss; they are logged as ``train/<net>/weighted/<term>``). A term whose weight is 0 is not computed and not
+  logged: zero weights mean "off" everywhere.
 
 To change one loss term: its function in :mod:`neurmap.losses.terms`, its weight here and in
 ``conf/loss/paper_literal.yaml``, and the line below that adds it.
@@ -24,7 +28,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from omegaconf import MISSING
-from torch import nn
 
 from neurmap.losses import terms
 
@@ -32,11 +35,14 @@ __all__ = [
     "BatchSplit",
     "LossWeights",
     "MotionPretrainWeights",
+    "UnpairedOutputs",
     "Variant",
     "content_loss",
+    "content_objective",
     "deblur_objective",
     "disc_objective",
     "from_mapping",
+    "missing_oracle_motion",
     "motion_objective",
     "split_batch",
 ]
@@ -47,15 +53,20 @@ Parts = dict[str, Tensor]
 
 @dataclass
 class LossWeights:
-    """The weights of ``conf/loss`` (paper eq. 4-12). Values live in the yaml presets, never here."""
+    """The weights of ``conf/loss`` (paper eq. 4-12). Values live in the yaml presets, never here.
+
+    As in eq. 10-11, ``reblur_motion``, ``reblur_deblur`` and ``content`` are weights relative to ``lam``, and
+    ``natural`` is relative to ``beta``: a term enters its objective with ``lam`` (or ``beta``) times its weight,
+    so ``lam`` and ``beta`` mean what the paper's lambda and beta mean. Every other weight is the term's own.
+    """
 
     name: str = MISSING
-    lam: float = MISSING  # lambda: reconstruction terms (interpolated into the fields below)
-    beta: float = MISSING  # beta: natural-image prior
-    reblur_motion: float = MISSING  # L_reblur in M's objective (eq. 10)
-    reblur_deblur: float = MISSING  # L_reblur in D's objective (eq. 11)
+    lam: float = MISSING  # lambda: scales reblur_motion, reblur_deblur and content
+    beta: float = MISSING  # beta: scales natural
+    reblur_motion: float = MISSING  # L_reblur in M's objective (eq. 10), times lam
+    reblur_deblur: float = MISSING  # L_reblur in D's objective (eq. 11), times lam
     reblur_msssim_ratio: float = MISSING  # extra ratio * (1 - MS-SSIM) inside L_reblur
-    content: float = MISSING  # paired content loss
+    content: float = MISSING  # paired content loss, times lam
     content_norm: str = MISSING  # l1 | l2
     kernel_blurry: float = MISSING  # |M(B)| -> target (eq. 5)
     kernel_blurry_target: float = MISSING  # in motion units (1 unit = alpha px)
@@ -65,10 +76,24 @@ class LossWeights:
     motion_tv: float = MISSING  # TV of the relative motion in M's objective (eq. 6)
     sharp_prior: float = MISSING  # |M*(D(B))| -> E[|M*(S)|] (eq. 7)
     sharp_prior_norm: str = MISSING  # l1 | l2
-    natural: float = MISSING  # LSGAN natural-image prior on D (eq. 8)
+    natural: float = MISSING  # LSGAN natural-image prior on D (eq. 8), times beta
     deblurred_motion_tv: float = MISSING  # TV of M(S_hat) in D's objective (eq. 9)
     image_tv: float = MISSING  # TV of the deblurred image
     map_on_paired: bool = MISSING  # MAP terms on the whole batch (true) or the unpaired rows only (false)
+
+    def effective(self) -> LossWeights:
+        """The same objective with ``lam`` and ``beta`` folded into the weights they scale (both then 1): each
+        weight is the factor its term enters the sum with."""
+        lam, beta = self.lam, self.beta
+        return dataclasses.replace(
+            self,
+            lam=1.0,
+            beta=1.0,
+            reblur_motion=lam * self.reblur_motion,
+            reblur_deblur=lam * self.reblur_deblur,
+            content=lam * self.content,
+            natural=beta * self.natural,
+        )
 
 
 @dataclass
@@ -143,6 +168,15 @@ def check_variant(v: Variant) -> Variant:
     return v
 
 
+def missing_oracle_motion(variant: str) -> str:
+    """The one-line error of the oracle-motion ablation run on data without the unpaired images' motion."""
+    return (
+        f"variant={variant} (the oracle-motion ablation) needs the ground-truth motion of the unpaired blurry images, "
+        "but data.unpaired_blur gives none: use a layout with motion (kernel_synth, "
+        "data.unpaired_blur.records.with_motion=true) or another variant"
+    )
+
+
 # ---------------------------------------------------------------------------------------------- batch
 
 
@@ -151,7 +185,8 @@ class BatchSplit:
     """The blurry and sharp images of one training batch, paired rows first, and which rows are which.
 
     ``blur`` and ``sharp`` hold the paired images (when the variant uses them) followed by the unpaired ones;
-    :meth:`paired`, :meth:`unpaired` and :meth:`map_rows` cut any tensor aligned with them (S_hat, M's maps).
+    :meth:`paired`, :meth:`unpaired` and :meth:`unsupervised_rows` cut any tensor aligned with them (S_hat, M's
+    maps).
     """
 
     blur: Tensor
@@ -166,8 +201,9 @@ class BatchSplit:
     def unpaired(self, x: Tensor) -> Tensor:
         return x[self.n_paired :]
 
-    def map_rows(self, x: Tensor) -> Tensor:
-        """The rows the MAP terms (M and N steps, D's priors) use."""
+    def unsupervised_rows(self, x: Tensor) -> Tensor:
+        """The rows the unsupervised (MAP) terms use (M and N steps, D's priors): the unpaired rows, or every
+        row with ``map_on_paired``."""
         return x if self.map_on_paired else self.unpaired(x)
 
     @property
@@ -208,42 +244,38 @@ def motion_objective(
     w: LossWeights,
     *,
     blur: Tensor,
-    sharp: Tensor,
-    deblurred: Tensor,
-    motion: Callable[[Tensor], Tensor],
-    relative: Callable[[Tensor, Tensor], Tensor],
-    reblur: nn.Module,
-) -> tuple[Parts, Tensor]:
-    """Eq. 10: lambda * L_reblur + L_kernel + L_tv(M_rel) on the MAP rows ``blur``, ``sharp`` and ``deblurred``
-    (S_hat, detached). ``motion`` is the canonical M, ``relative`` makes the motion R receives from M(B) and
-    M(S_hat), ``reblur`` is R. Returns the weighted terms and M(S) (detached), which feeds the E[|M(S)|] pool."""
-    nb, ns = blur.shape[0], sharp.shape[0]
-    # M has no normalisation layers, so one batched forward equals three separate ones.
-    m_all = motion(torch.cat([blur, sharp, deblurred]))
-    m_blur, m_sharp, m_fake = m_all[:nb], m_all[nb : nb + ns], m_all[nb + ns :]
-    m_rel = relative(m_blur, m_fake)
+    reblurred: Tensor | None,
+    motion_blurry: Tensor,
+    motion_sharp: Tensor,
+    motion_deblurred: Tensor,
+    motion_reblur: Tensor,
+) -> Parts:
+    """Eq. 10: lambda * L_reblur + L_kernel + L_tv on the unsupervised rows. ``motion_blurry``, ``motion_sharp``
+    and ``motion_deblurred`` are M's canonical maps of B, S and S_hat (detached); ``motion_reblur`` is the motion
+    R received and ``reblurred`` its output R(S_hat, motion_reblur) (None when the reblur weight is 0)."""
+    w = w.effective()
     parts: Parts = {}
     ratio = w.reblur_msssim_ratio
-    _add(parts, "reblur", w.reblur_motion, lambda: terms.reblur_loss(reblur(deblurred, m_rel), blur, ratio))
-    _add(parts, "kernel_blurry", w.kernel_blurry, lambda: terms.kernel_blurry(m_blur, w.kernel_blurry_target))
-    _add(parts, "kernel_sharp", w.kernel_sharp, lambda: terms.kernel_sharp(m_sharp))
-    _add(parts, "kernel_deblurred", w.kernel_deblurred, lambda: terms.kernel_deblurred(m_fake, m_blur))
-    _add(parts, "tv", w.motion_tv, lambda: terms.total_variation(m_rel))
-    _add(parts, "kernel_hinge", w.kernel_hinge, lambda: terms.kernel_hinge(m_fake, m_blur))
-    return parts, m_sharp.detach()
+    _add(parts, "reblur", w.reblur_motion, lambda: terms.reblur_loss(reblurred, blur, ratio))
+    _add(parts, "kernel_blurry", w.kernel_blurry, lambda: terms.kernel_blurry(motion_blurry, w.kernel_blurry_target))
+    _add(parts, "kernel_sharp", w.kernel_sharp, lambda: terms.kernel_sharp(motion_sharp))
+    _add(parts, "kernel_deblurred", w.kernel_deblurred, lambda: terms.kernel_deblurred(motion_deblurred, motion_blurry))
+    _add(parts, "tv", w.motion_tv, lambda: terms.total_variation(motion_reblur))
+    _add(parts, "kernel_hinge", w.kernel_hinge, lambda: terms.kernel_hinge(motion_deblurred, motion_blurry))
+    return parts
 
 
 def natural_real(split: BatchSplit, mode: str) -> Tensor:
     """N's "real" images: ``natural`` = half sharp, half blurry (the authors' mixed batch, as many images as
     the fake batch); ``sharp`` = the sharp images only."""
-    sharp, blur = split.map_rows(split.sharp), split.map_rows(split.blur)
+    sharp, blur = split.unsupervised_rows(split.sharp), split.unsupervised_rows(split.blur)
     return torch.cat([sharp[0::2], blur[1::2]]) if mode == "natural" else sharp
 
 
-def disc_objective(*, real: Tensor, fake: Tensor, discriminator: nn.Module) -> Parts:
-    """Eq. 8/12: LSGAN, ``real`` (:func:`natural_real`) -> 1 and ``fake`` (S_hat detached; Net1 adds the
-    blurry images) -> 0."""
-    return {"real": terms.lsgan(discriminator(real), 1.0), "fake": terms.lsgan(discriminator(fake), 0.0)}
+def disc_objective(*, real_scores: list[Tensor], fake_scores: list[Tensor]) -> Parts:
+    """Eq. 8/12: LSGAN on N's per-scale scores of the "real" images (:func:`natural_real`) -> 1 and of the fake
+    ones (S_hat detached; Net1 adds the blurry images) -> 0."""
+    return {"real": terms.lsgan(real_scores, 1.0), "fake": terms.lsgan(fake_scores, 0.0)}
 
 
 def content_loss(stages: list[Tensor], sharp: Tensor, stage_weights: list[float], norm: str) -> Tensor:
@@ -260,50 +292,45 @@ def content_loss(stages: list[Tensor], sharp: Tensor, stage_weights: list[float]
     return total
 
 
-def deblur_objective(
-    w: LossWeights,
-    *,
-    stages: list[Tensor],
-    sharp: Tensor,
-    stage_weights: list[float],
-    blur: Tensor | None = None,
-    deblurred: Tensor | None = None,
-    deblurred_map: Tensor | None = None,
-    motion: Callable[[Tensor], Tensor] | None = None,
-    relative: Callable[[Tensor, Tensor], Tensor] | None = None,
-    reblur: nn.Module | None = None,
-    sharp_expectation: Callable[[], Tensor] | None = None,
-    discriminator: nn.Module | None = None,
-    reblur_motion: Tensor | None = None,
-) -> Parts:
-    """Eq. 11: the content loss of the paired rows' outputs ``stages`` against ``sharp``; on the unpaired rows
-    ``blur`` -> ``deblurred`` the reblur term, the sharp-image prior, the TV of M(S_hat) and the natural-image
-    prior. ``deblurred_map`` holds the rows the priors see (the unpaired rows, or the whole batch with
-    ``map_on_paired``; the unpaired rows last). Without ``blur`` (the warm-up, or no unpaired rows) only the
-    content loss is computed; without ``motion`` (no M) and ``discriminator`` (no N) their terms are off.
-    M and N must have their parameters frozen (toggled off): gradients reach D only.
+@dataclass(frozen=True)
+class UnpairedOutputs:
+    """What D's unpaired terms read, computed by the system through M, R and N (frozen). A None field turns
+    its terms off (the variant has no such network, or their weights are 0)."""
 
-    ``reblur_motion`` (units of R) replaces M's motion in the reblur term: the oracle-motion ablation feeds the
-    data's ground truth there."""
+    blur: Tensor  # the unpaired blurry rows B
+    deblurred: Tensor  # their S_hat = D(B)
+    reblurred: Tensor | None = None  # R(S_hat, motion), the motion detached
+    motion: Tensor | None = None  # M(S_hat) of the unsupervised rows, the unpaired rows last
+    sharp_expectation: Tensor | None = None  # E[|M(S)|], the pool's
+    disc_scores: list[Tensor] | None = None  # N's scores of the unsupervised rows' S_hat
+
+
+def content_objective(w: LossWeights, *, stages: list[Tensor], sharp: Tensor, stage_weights: list[float]) -> Parts:
+    """Eq. 11's supervised term: lambda * the content loss of the paired rows' outputs ``stages`` against
+    ``sharp`` (nothing without paired rows)."""
+    w = w.effective()
     parts: Parts = {}
     if sharp.shape[0]:
         _add(parts, "content", w.content, lambda: content_loss(stages, sharp, stage_weights, w.content_norm))
-    if blur is None or deblurred is None or not blur.shape[0]:
+    return parts
+
+
+def deblur_objective(w: LossWeights, unpaired: UnpairedOutputs) -> Parts:
+    """Eq. 11's unpaired terms: lambda * the reblur term, the sharp-image prior, the TV of M(S_hat), beta * the
+    natural-image prior and the image TV (D's whole objective adds :func:`content_objective`)."""
+    w = w.effective()
+    parts: Parts = {}
+    u = unpaired
+    if not u.blur.shape[0]:
         return parts
-    rows = deblurred if deblurred_map is None else deblurred_map
-    if motion is not None and (w.reblur_deblur or w.sharp_prior or w.deblurred_motion_tv):
-        m_rows = motion(rows)
-        m_fake = m_rows[-deblurred.shape[0] :]  # the unpaired rows' M(S_hat)
-        if w.reblur_deblur:
-            if reblur_motion is None:
-                with torch.no_grad():
-                    reblur_motion = relative(motion(blur), m_fake)
-            reblurred = reblur(deblurred, reblur_motion.detach())
-            parts["reblur"] = w.reblur_deblur * terms.reblur_loss(reblurred, blur, w.reblur_msssim_ratio)
+    if u.reblurred is not None:
+        _add(parts, "reblur", w.reblur_deblur, lambda: terms.reblur_loss(u.reblurred, u.blur, w.reblur_msssim_ratio))
+    if u.motion is not None:
         norm = w.sharp_prior_norm
-        _add(parts, "sharp_prior", w.sharp_prior, lambda: terms.sharp_prior(m_rows, sharp_expectation(), norm))
-        _add(parts, "motion_tv", w.deblurred_motion_tv, lambda: terms.total_variation(m_fake))
-    if discriminator is not None:
-        _add(parts, "natural", w.natural, lambda: terms.lsgan(discriminator(rows), 1.0))
-    _add(parts, "image_tv", w.image_tv, lambda: terms.total_variation(deblurred))
+        _add(parts, "sharp_prior", w.sharp_prior, lambda: terms.sharp_prior(u.motion, u.sharp_expectation, norm))
+        unpaired_motion = u.motion[-u.deblurred.shape[0] :]  # the unpaired rows' M(S_hat)
+        _add(parts, "motion_tv", w.deblurred_motion_tv, lambda: terms.total_variation(unpaired_motion))
+    if u.disc_scores is not None:
+        _add(parts, "natural", w.natural, lambda: terms.lsgan(u.disc_scores, 1.0))
+    _add(parts, "image_tv", w.image_tv, lambda: terms.total_variation(u.deblurred))
     return parts

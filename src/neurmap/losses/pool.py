@@ -30,12 +30,15 @@ class MotionPool(nn.Module):
 
     @torch.no_grad()
     def push(self, motion: torch.Tensor) -> None:
-        """Add a batch of (B, C, H, W) motion maps (detached) to the pool."""
-        self.push_means(motion.detach().abs().float().mean(dim=(2, 3)))
-
-    @torch.no_grad()
-    def push_means(self, means: torch.Tensor) -> None:
-        """Add per-sample mean magnitudes, shape (B, C), oldest first."""
+        """Add a batch of (B, C, H, W) motion maps (detached): each sample's mean magnitude per channel, oldest
+        first. Under DDP every rank adds every rank's samples, in rank order, so all ranks keep the same pool (one
+        large batch, as on a single device); the ranks' batches must have the same size."""
+        means = motion.detach().abs().float().mean(dim=(2, 3))
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed and torch.distributed.get_world_size() > 1:
+            gathered = [torch.empty_like(means) for _ in range(torch.distributed.get_world_size())]
+            torch.distributed.all_gather(gathered, means)
+            means = torch.cat(gathered)
         size = self.values.shape[0]
         for row in means[-size:]:
             self.values[int(self.count) % size] = row

@@ -51,6 +51,13 @@ def canonicalize_motion(motion: torch.Tensor) -> torch.Tensor:
     return motion * sign
 
 
+def _check_settings(n_samples: int, padding_mode: str) -> None:
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if padding_mode not in _PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+
+
 def _check_inputs(image: torch.Tensor, motion: torch.Tensor) -> None:
     if image.ndim != 4:
         raise ValueError(f"image must be (B, C, H, W), got shape {tuple(image.shape)}")
@@ -88,11 +95,13 @@ def reblur(
         >>> torch.allclose(reblur(img, torch.zeros(1, 2, 8, 8), alpha=40.0), img, atol=1e-5)
         True
     """
+    _check_settings(n_samples, padding_mode)
+    return _reblur(image, motion, alpha, n_samples, padding_mode)
+
+
+def _reblur(image: torch.Tensor, motion: torch.Tensor, alpha: float, n_samples: int, padding_mode: str) -> torch.Tensor:
+    """:func:`reblur` with its settings already checked (the module checks them once, when it is built)."""
     _check_inputs(image, motion)
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    if padding_mode not in _PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
     with torch.autocast(device_type=image.device.type, enabled=False):
         dtype = torch.float64 if torch.float64 in (image.dtype, motion.dtype) else torch.float32
         image = image.to(dtype)
@@ -124,16 +133,13 @@ class Reblur(nn.Module):
 
     def __init__(self, alpha: float = 40.0, n_samples: int = 15, padding_mode: str = "border") -> None:
         super().__init__()
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        _check_settings(n_samples, padding_mode)
         self.alpha = float(alpha)
         self.n_samples = int(n_samples)
         self.padding_mode = padding_mode
 
     def forward(self, image: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-        return reblur(image, motion, self.alpha, self.n_samples, self.padding_mode)
+        return _reblur(image, motion, self.alpha, self.n_samples, self.padding_mode)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, n_samples={self.n_samples}, padding_mode={self.padding_mode!r}"

@@ -26,12 +26,15 @@ from neurmap.losses import terms
 from neurmap.losses.objectives import (
     BatchSplit,
     LossWeights,
+    UnpairedOutputs,
     Variant,
     check_variant,
     check_weights,
+    content_objective,
     deblur_objective,
     disc_objective,
     from_mapping,
+    missing_oracle_motion,
     motion_objective,
     natural_real,
     split_batch,
@@ -241,79 +244,102 @@ class NeurMAPSystem(ManualSystem):
         split = dataclasses.replace(split, blur=self._images(split.blur), sharp=self._images(split.sharp))
         opt = self._named_optimizers()
         stages = self.deblur_net.forward_stages(split.blur)  # S_hat once, reused by all three steps
-        s_hat = split.map_rows(stages[-1]).detach()
+        s_hat = split.unsupervised_rows(stages[-1]).detach()
         logs: dict[str, torch.Tensor] = {}
         if "motion" in opt:
-            logs |= self._step("motion", opt["motion"], self._motion_step, split=split, deblurred=s_hat)
+            logs |= self._step("motion", opt["motion"], self._motion_loss, split, s_hat)
         elif self.variant.motion:  # M frozen: it only feeds the E[|M(S)|] pool
             with torch.no_grad():
-                self._push_sharp_motion(self.motion(split.map_rows(split.sharp)))
+                self.pool.push(self.motion(split.unsupervised_rows(split.sharp)))
         if self.variant.discriminator != "none":
-            fake = torch.cat([s_hat, split.map_rows(split.blur)]) if self.variant.disc_fake_blurry else s_hat
-            real = natural_real(split, self.variant.discriminator)
-            logs |= self._step(
-                "disc", opt["disc"], disc_objective, real=real, fake=fake, discriminator=self.discriminator
-            )
-        map_terms = self.iteration >= self.warmup_iterations
+            logs |= self._step("disc", opt["disc"], self._disc_loss, split, s_hat)
+        unsupervised_on = self.iteration >= self.warmup_iterations
         on_parts = self._deblur_grad_logs if self.log_grad_norms and self._should_log() else None
-        inputs = self._deblur_inputs(split, stages, map_terms, self._oracle_motion(split))
-        logs |= self._step("deblur", opt["deblur"], deblur_objective, self.weights, on_parts=on_parts, **inputs)
-        logs["train/deblur/map_terms_on"] = torch.tensor(float(map_terms))
+        oracle = self._oracle_motion(split)
+        logs |= self._step(
+            "deblur", opt["deblur"], self._deblur_loss, split, stages, unsupervised_on, oracle, on_parts=on_parts
+        )
+        logs["train/deblur/map_terms_on"] = torch.tensor(float(unsupervised_on))
         self._step_schedulers(logs)
         shown = logs.pop("train/deblur/total")
         n = split.blur.shape[0]
         self.log("train/deblur/total", shown, prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
 
-    def _motion_step(self, split: BatchSplit, deblurred: torch.Tensor) -> dict[str, torch.Tensor]:
-        """M's objective (eq. 10) on the MAP rows, feeding the E[|M(S)|] pool with this batch's sharp images."""
-        parts, m_sharp = motion_objective(
-            self.weights,
-            blur=split.map_rows(split.blur),
-            sharp=split.map_rows(split.sharp),
-            deblurred=deblurred,
-            motion=self.motion,
-            relative=self.relative,
-            reblur=self.reblur,
+    def _motion_loss(self, split: BatchSplit, deblurred: torch.Tensor) -> dict[str, torch.Tensor]:
+        """M's objective (eq. 10) on the unsupervised rows (``deblurred``: their S_hat, detached), feeding the
+        E[|M(S)|] pool with this batch's sharp images."""
+        w = self.weights.effective()
+        blur, sharp = split.unsupervised_rows(split.blur), split.unsupervised_rows(split.sharp)
+        # M has no normalisation layers, so one batched forward equals three separate ones.
+        sizes = [blur.shape[0], sharp.shape[0], deblurred.shape[0]]
+        m_blur, m_sharp, m_fake = self.motion(torch.cat([blur, sharp, deblurred])).split(sizes)
+        m_reblur = self.relative(m_blur, m_fake)
+        reblurred = self.reblur(deblurred, m_reblur) if w.reblur_motion else None
+        self.pool.push(m_sharp)
+        return motion_objective(
+            w,
+            blur=blur,
+            reblurred=reblurred,
+            motion_blurry=m_blur,
+            motion_sharp=m_sharp,
+            motion_deblurred=m_fake,
+            motion_reblur=m_reblur,
         )
-        self._push_sharp_motion(m_sharp)
+
+    def _disc_loss(self, split: BatchSplit, deblurred: torch.Tensor) -> dict[str, torch.Tensor]:
+        """N's objective (eq. 8, 12): the variant's "real" images against S_hat (and, for Net1, the blurry ones)."""
+        blur = split.unsupervised_rows(split.blur)
+        fake = torch.cat([deblurred, blur]) if self.variant.disc_fake_blurry else deblurred
+        real_scores = self.discriminator(natural_real(split, self.variant.discriminator))
+        return disc_objective(real_scores=real_scores, fake_scores=self.discriminator(fake))
+
+    def _deblur_loss(
+        self,
+        split: BatchSplit,
+        stages: list[torch.Tensor],
+        unsupervised_on: bool,
+        oracle: torch.Tensor | None,
+        weights: LossWeights | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """D's objective (eq. 11): the content loss of the paired rows and, when ``unsupervised_on``, the unpaired
+        terms through the frozen M, R and N; ``oracle`` (R's units) replaces M's motion in the reblur term (the
+        oracle-motion ablation; else None). ``weights``: the run's unless given."""
+        w = (self.weights if weights is None else weights).effective()
+        paired = [split.paired(s) for s in stages]
+        parts = content_objective(
+            w, stages=paired, sharp=split.paired(split.sharp), stage_weights=self.content_stage_weights
+        )
+        if unsupervised_on and self.variant.unpaired and split.has_unpaired:
+            parts |= deblur_objective(w, self._unpaired_outputs(w, split, stages[-1], oracle))
         return parts
 
-    def _deblur_inputs(
-        self, split: BatchSplit, stages: list[torch.Tensor], map_terms: bool, reblur_motion: torch.Tensor | None
-    ) -> dict[str, Any]:
-        """The named tensors and callables of D's objective: the paired rows' outputs and targets, and, when
-        the MAP terms are on, the unpaired rows, the rows the priors see, M, R, the pool, N and the motion
-        that replaces M's in the reblur term (the oracle-motion ablation; else None)."""
-        inputs: dict[str, Any] = {
-            "stages": [split.paired(s) for s in stages],
-            "sharp": split.paired(split.sharp),
-            "stage_weights": self.content_stage_weights,
-        }
-        if not (map_terms and self.variant.unpaired and split.has_unpaired):
-            return inputs
-        inputs |= {
-            "blur": split.unpaired(split.blur),
-            "deblurred": split.unpaired(stages[-1]),
-            "deblurred_map": split.map_rows(stages[-1]),
-            "discriminator": self.discriminator,
-            "reblur_motion": reblur_motion,
-        }
-        if self.variant.motion:
-            inputs |= {"motion": self.motion, "relative": self.relative, "reblur": self.reblur}
-            inputs["sharp_expectation"] = self.pool.expectation
-        return inputs
+    def _unpaired_outputs(
+        self, w: LossWeights, split: BatchSplit, deblurred: torch.Tensor, oracle: torch.Tensor | None
+    ) -> UnpairedOutputs:
+        """What D's unpaired terms read, each computed only when a weight needs it (``w`` effective)."""
+        blur, fake = split.unpaired(split.blur), split.unpaired(deblurred)
+        rows = split.unsupervised_rows(deblurred)
+        reblurred = m_rows = expectation = scores = None
+        if self.variant.motion and (w.reblur_deblur or w.sharp_prior or w.deblurred_motion_tv):
+            m_rows = self.motion(rows)
+            if w.reblur_deblur:
+                motion = oracle
+                if motion is None:
+                    with torch.no_grad():
+                        motion = self.relative(self.motion(blur), m_rows[-fake.shape[0] :])
+                reblurred = self.reblur(fake, motion.detach())
+            expectation = self.pool.expectation() if w.sharp_prior else None
+        if self.discriminator is not None and w.natural:
+            scores = self.discriminator(rows)
+        return UnpairedOutputs(blur, fake, reblurred, m_rows, expectation, scores)
 
     def _oracle_motion(self, split: BatchSplit) -> torch.Tensor | None:
         """The ground-truth motion of the unpaired rows in R's units, for the oracle-motion ablation (else None)."""
         if not self.variant.oracle_motion or not split.has_unpaired:
             return None
         if split.unpaired_motion is None:
-            raise ValueError(
-                f"variant={self.variant.name} (the oracle-motion ablation) needs the ground-truth motion of the "
-                "unpaired blurry images, but data.unpaired_blur gives none: use a layout with motion (kernel_synth, "
-                "data.unpaired_blur.records.with_motion=true) or another variant"
-            )
+            raise ValueError(missing_oracle_motion(self.variant.name))
         return split.unpaired_motion.to(split.blur) / self.reblur.alpha
 
     def _deblur_grad_logs(self, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -324,14 +350,6 @@ class NeurMAPSystem(ManualSystem):
         total = torch.stack(list(norms.values())).sum().clamp_min(1e-12)
         logs = {f"train/deblur/grad_norm/{k}": v for k, v in norms.items()}
         return logs | {f"train/deblur/grad_share/{k}": v / total for k, v in norms.items()}
-
-    def _push_sharp_motion(self, m_sharp: torch.Tensor) -> None:
-        """Feed the E[|M(S)|] pool; under DDP every rank pushes every rank's samples, in rank order,
-        so all ranks keep the same pool (one large batch, as on a single device)."""
-        means = m_sharp.detach().abs().float().mean(dim=(2, 3))
-        if self.trainer.world_size > 1:
-            means = self.all_gather(means).reshape(-1, means.shape[-1])
-        self.pool.push_means(means)
 
     # --------------------------------------------------------------- evaluation
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -364,9 +382,7 @@ class NeurMAPSystem(ManualSystem):
                 true_motion = images["motion"][i : i + 1] / self.reblur.alpha if "motion" in images else None
                 stages = self.deblur_net.forward_stages(blur)
                 oracle = true_motion if self.variant.oracle_motion else None
-                parts = deblur_objective(
-                    weights, **self._deblur_inputs(BatchSplit(blur, sharp, 0, False), stages, True, oracle)
-                )
+                parts = self._deblur_loss(BatchSplit(blur, sharp, 0, False), stages, True, oracle, weights)
                 reference = terms.distance(stages[-1], sharp, "l2")
                 row = gradient_cosines(reference, parts, params, combined="unpaired")
                 if true_motion is not None:

@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from neurmap.config import instantiate_system, saved_config
+from neurmap.config import instantiate_system
 from neurmap.errors import UsageError, without_unsafe_advice
 from neurmap.nets.backbones import DeblurNet, load_pretrained
 from neurmap.nets.backbones.weights import load_state_dict_strict
@@ -126,7 +126,7 @@ def load_networks(ckpt: str | os.PathLike, backbone: DictConfig | None = None, m
         net = DeblurNet(instantiate(backbone.net), backbone.pad_multiple)
         load_pretrained(net, path, backbone.get("pretrained_key"))
         return Networks(net.eval(), None, float("nan"), str(backbone.name), int(backbone.pad_multiple))
-    config = saved_config(config)  # checkpoints written before D moved into the model node too
+    config = OmegaConf.create(config)
     node = config.model.get("deblur")
     if node is None:
         raise UsageError(f"{path} holds no deblurring network (a variant=motion_pretrain run trains M alone)")
@@ -145,9 +145,7 @@ def load_networks(ckpt: str | os.PathLike, backbone: DictConfig | None = None, m
         motion_net = instantiate(config.model.motion.net)
         load_state_dict_strict(motion_net, motion_state, str(path))
         motion_net.eval()
-    # R owns alpha (model.reblur.alpha); checkpoints written before that kept it in loss.alpha
-    old_alpha = OmegaConf.select(config, "loss.alpha", default=float("nan"))
-    alpha = float(OmegaConf.select(config, "model.reblur.alpha", default=old_alpha))
+    alpha = float(config.model.reblur.alpha)
     relative = bool(config.get("model", {}).get("relative_motion", True))
     scale = float(config.get("model", {}).get("motion_scale", 1.0))
     pad = int(node.pad_multiple)

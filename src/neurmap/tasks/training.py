@@ -12,6 +12,7 @@ config and its :func:`provenance`; rank 0 ends by printing where the run's files
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -28,9 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from neurmap.callbacks.progress import IterationProgressBar
-from neurmap.config import CONFIG_DIR, FINAL_METRICS, instantiate_datamodule, instantiate_system, saved_config
+from neurmap.config import CONFIG_DIR, FINAL_METRICS, instantiate_datamodule, instantiate_system
 from neurmap.data.io import missing_roots
 from neurmap.errors import UsageError, without_unsafe_advice
+from neurmap.losses.objectives import LossWeights, from_mapping, missing_oracle_motion
 from neurmap.utils.files import write_json
 from neurmap.utils.records import check_not_finished, check_not_stopped
 
@@ -72,7 +74,7 @@ def _check_config(cfg: DictConfig) -> dict[str, Any]:
         if value is not None and value != -1:  # -1: trainer/default.yaml's "unset" max_steps
             raise UsageError(f"{key}={value} has no effect here: {instead}")
     resolved = _resolved(cfg)
-    _record_lambda_beta(cfg, resolved)
+    _record_effective_weights(resolved)
     iterations = resolved["iterations"]
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
         raise UsageError(f"iterations={iterations}: expected a positive integer (the number of training iterations)")
@@ -111,32 +113,22 @@ def _check_data_roots(cfg: DictConfig, resolved: dict[str, Any]) -> None:
         )
 
 
-def _record_lambda_beta(cfg: DictConfig, resolved: dict[str, Any]) -> None:
-    """The paper's lambda and beta reach the loss terms by interpolation (``reblur_motion: ${.lam}``); a term set
-    on its own (``loss.content=50``) no longer follows them. The logged config says which terms each one fed
-    (``loss_feeds.lam``, ``loss_feeds.beta``, beside the ``loss`` node so that node stays the weights a system is
-    built from), and a line names the terms set apart, so ``lam: 100`` is never read as the weight of a term that
-    used another."""
-    loss = cfg.get("loss")
-    if not isinstance(loss, DictConfig) or "lam" not in loss or not isinstance(resolved.get("loss"), dict):
+def _record_effective_weights(resolved: dict[str, Any]) -> None:
+    """Record, beside the ``loss`` node (which stays the weights a system is built from), the factor each loss
+    term enters its sum with (``loss_effective``: lam and beta folded in, :meth:`LossWeights.effective`), so
+    ``lam: 100`` next to ``content: 1`` is never misread."""
+    loss = resolved.get("loss")
+    if not isinstance(loss, dict):
         return
-    raw, used = OmegaConf.to_container(loss, resolve=False), resolved["loss"]
-    feeds = {knob: sorted(k for k, v in raw.items() if v == f"${{.{knob}}}") for knob in ("lam", "beta")}
-    resolved["loss_feeds"] = feeds
-    apart = {k: used[k] for k in ("reblur_motion", "reblur_deblur", "content") if k not in feeds["lam"]}
-    if any(v != used["lam"] for v in apart.values()):
-        log.info("loss.lam=%s feeds %s; set apart: %s", used["lam"], feeds["lam"], apart)
+    effective = dataclasses.asdict(from_mapping(LossWeights, loss, "loss").effective())
+    resolved["loss_effective"] = {k: v for k, v in effective.items() if k not in ("lam", "beta")}
 
 
 def _check_oracle_data(datamodule: Any, cfg: DictConfig) -> None:
     """The oracle-motion ablation needs the unpaired blurry images' true motion: stop before training without it."""
     datamodule.setup("fit")
     if "motion" not in datamodule.train_sets["blur"][0]:
-        raise UsageError(
-            f"variant={cfg.variant.name} (the oracle-motion ablation) needs the ground-truth motion of the unpaired "
-            "blurry images, but data.unpaired_blur gives none: use a layout with motion (kernel_synth, "
-            "data.unpaired_blur.records.with_motion=true) or another variant"
-        )
+        raise UsageError(missing_oracle_motion(cfg.variant.name))
 
 
 def provenance() -> dict[str, Any]:
@@ -226,7 +218,7 @@ def _check_resume(cfg: DictConfig, path: Path) -> None:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         first = without_unsafe_advice(str(err)) if "Weights only load failed" in str(err) else first
         raise UsageError(f"ckpt_path={path}: not a neurmap training checkpoint ({first})") from None
-    saved_cfg = saved_config(saved)
+    saved_cfg = OmegaConf.create(saved)
     for key in RESUME_KEYS:
         before, now = OmegaConf.select(saved_cfg, key, default=None), OmegaConf.select(cfg, key, default=None)
         before = OmegaConf.to_container(before) if OmegaConf.is_config(before) else before
