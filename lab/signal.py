@@ -5,8 +5,8 @@ crops of images with ground truth (the mini reproduction's held-out test family 
 crop, with NeurMAP's own :meth:`~neurmap.systems.neurmap.NeurMAPSystem.signal`:
 
 * ``signal_cos/reblur``: the cosine between D's gradient of the reblur term, with R fed the motion it receives
-  in the method (relative M(B) - M(D(B)) by default, times ``model.motion_scale``), and D's gradient of the
-  supervised loss; ``signal_cos/reblur_true_motion``: the same with the true motion;
+  in the method (M(B), or M(B) - M(D(B)) with ``model.relative_motion``, times ``model.motion_scale``), and D's
+  gradient of the supervised loss; ``signal_cos/reblur_true_motion``: the same with the true motion;
 * ``motion_epe`` / ``motion_epe_zero``: the end-point error of that motion and of a zero map (px);
 * ``length_ratio``: mean |motion R receives| / mean |true motion|.
 
@@ -42,6 +42,13 @@ def load_system(overrides: Sequence[str]) -> Any:
     return system.eval()
 
 
+def _motion(system: Any, blurry: torch.Tensor, deblurred: torch.Tensor, scale: float) -> torch.Tensor:
+    """The motion R receives in ``system``'s setting (relative or absolute), times ``scale`` (units of R)."""
+    from neurmap.nets.motion import reblur_motion
+
+    return reblur_motion(system.motion_net, blurry, deblurred, relative=system.relative_motion, scale=scale)
+
+
 def _crops(h: int, w: int, size: int, per_image: int) -> list[tuple[int, int]]:
     """Up to ``per_image`` crop origins on an even grid (the centre crop when 1)."""
     side = max(1, math.ceil(math.sqrt(per_image)))
@@ -70,7 +77,7 @@ def measure(system: Any, root: str | Path, crop: int, per_image: int) -> dict[st
             values = {k: float(v[0]) for k, v in system.signal(batch).items()}
             with torch.no_grad():
                 b = batch["blur"]
-                moved = system.relative(system.motion(b), system.motion(system.deblur_net(b))) * system.reblur.alpha
+                moved = _motion(system, b, system.deblur_net(b), system.motion_scale) * system.reblur.alpha
             truth = batch["motion"]
             values["motion_epe"] = float(motion_epe(moved, truth)[0])
             values["motion_epe_zero"] = float(motion_epe(torch.zeros_like(truth), truth)[0])
@@ -92,7 +99,7 @@ def fit_reblur_scale(system: Any, root: str | Path, crop: int, per_image: int, s
         for y, x in _crops(*blur.shape[-2:], crop, per_image):
             b = blur[:, y : y + crop, x : x + crop][None]
             deblurred = system.deblur_net(b)
-            motion = system.relative(system.motion(b), system.motion(deblurred)) / system.motion_scale
+            motion = _motion(system, b, deblurred, 1.0)  # unscaled: the scales tried multiply it
             for s in scales:
                 errors[s] += float((system.reblur(deblurred, s * motion) - b).pow(2).mean())
     return min(errors, key=errors.get)
@@ -109,7 +116,7 @@ def synthetic_scale(system: Any, photos: str | Path, crop: int, samples: int = 3
     for i in range(len(data)):
         sample = data[i]
         b = sample["blur"][None]
-        motion = system.relative(system.motion(b), system.motion(system.deblur_net(b))) / system.motion_scale
+        motion = _motion(system, b, system.deblur_net(b), 1.0)  # unscaled: the calibration is measured on it
         given += float((motion * system.reblur.alpha).norm(dim=1).mean())
         true += float(sample["motion"].norm(dim=0).mean())
     return true / max(given, 1e-6)

@@ -82,6 +82,21 @@ def test_load_networks_rebuilds_d_and_m_from_a_neurmap_checkpoint(ckpt):
     assert not nets.deblur.training
 
 
+def test_load_networks_reads_the_motion_r_received_and_refuses_a_config_without_it(ckpt, tmp_path):
+    obj = torch.load(ckpt, map_location="cpu", weights_only=True)
+    model = obj["hyper_parameters"]["config"]["model"]
+    model |= {"relative_motion": True, "motion_scale": 1.5}
+    torch.save(obj, tmp_path / "set.ckpt")
+    nets = load_networks(tmp_path / "set.ckpt")
+    assert (nets.relative_motion, nets.motion_scale) == (True, 1.5)
+    for key in ("relative_motion", "motion_scale"):
+        saved = model.pop(key)
+        torch.save(obj, tmp_path / "without.ckpt")
+        with pytest.raises(UsageError, match=rf"without\.ckpt: the saved config has no model\.{key} "):
+            load_networks(tmp_path / "without.ckpt")
+        model[key] = saved
+
+
 NETS = ("deblur", "motion", "disc")
 
 

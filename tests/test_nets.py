@@ -11,7 +11,7 @@ from torch import nn
 
 from neurmap.nets.discriminator import MultiscaleDiscriminator, PatchDiscriminator
 from neurmap.nets.init import xavier_init_
-from neurmap.nets.motion import MotionNet, space_to_depth
+from neurmap.nets.motion import MotionNet, reblur_motion, space_to_depth
 from neurmap.utils.flow_vis import flow_to_color, make_grid
 
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.InstanceNorm2d, nn.GroupNorm, nn.LayerNorm)
@@ -54,6 +54,24 @@ def test_motion_net_pads_by_replication_and_crops():
     padded = F.pad(x, (0, 56 - 53, 0, 40 - 37), mode="replicate")
     with torch.no_grad():
         torch.testing.assert_close(net(x), net(padded)[..., :37, :53])
+
+
+@pytest.mark.parametrize(("relative", "expected"), [(True, [-1.5, 0.25]), (False, [-1.0, 0.5])])
+def test_reblur_motion_canonicalises_each_map_before_the_difference_then_scales(relative, expected):
+    """M(B) = (0.5, -0.25) flips to (-0.5, 0.25); M(S_hat) = (0.25, 0.125) stays. Differencing the raw maps first
+    would give (0.25, -0.375), canonically (-0.25, 0.375): not what training feeds R."""
+    seen = []
+
+    def m(x):
+        seen.append(x)
+        return x[:, :2]
+
+    blurry = torch.tensor([0.5, -0.25, 0.0]).view(1, 3, 1, 1).expand(2, 3, 4, 5)
+    deblurred = torch.tensor([0.25, 0.125, 0.0]).view(1, 3, 1, 1).expand(2, 3, 4, 5)
+    motion = reblur_motion(m, blurry, deblurred, relative=relative, scale=2.0)
+    assert motion.shape == (2, 2, 4, 5)
+    assert torch.equal(motion, torch.tensor(expected).view(1, 2, 1, 1).expand(2, 2, 4, 5))
+    assert len(seen) == (2 if relative else 1)  # the absolute motion does not run M on S_hat
 
 
 def test_motion_net_has_no_normalisation_biased_convs_and_a_linear_signed_output():

@@ -8,8 +8,10 @@ import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from neurmap.config import instantiate_datamodule, instantiate_system
+from neurmap.data.io import read_image
 
 VARIANTS = {"baseline": 1, "net1": 2, "net2": 2, "net3": 3, "neurmap": 3, "unsupervised": 3}
 NETS = {"deblur": "deblur_net", "motion": "motion_net", "disc": "discriminator"}
@@ -128,15 +130,106 @@ def test_non_finite_loss_stops_with_the_term_name(tiny_cfg):
         _fit(cfg, batches=1)
 
 
+class _PixelMotion(torch.nn.Module):
+    """A parameter-free M: the raw motion at a pixel is its first two channels minus 1/2, so its horizontal
+    component takes either sign and canonicalisation matters."""
+
+    def forward(self, x):
+        return x[:, :2] - 0.5
+
+
+class _RecordingReblur(torch.nn.Module):
+    """R that keeps a copy of every motion it receives."""
+
+    def __init__(self, reblur):
+        super().__init__()
+        self.reblur, self.alpha, self.motions = reblur, reblur.alpha, []
+
+    def forward(self, image, motion):
+        self.motions.append(motion.detach().clone())
+        return self.reblur(image, motion)
+
+
+def _expected_motion(blur, deblurred, relative, scale):
+    """The motion R receives, written out: each raw map flipped where its horizontal part is negative."""
+
+    def canonical(image):
+        raw = image[:, :2] - 0.5
+        return torch.where(raw[:, 1:2] < 0, -raw, raw)
+
+    motion = canonical(blur) - canonical(deblurred) if relative else canonical(blur)
+    return scale * motion
+
+
 @pytest.mark.parametrize("relative", [True, False])
-def test_relative_motion_switch_sets_what_r_receives(tiny_cfg, relative):
-    """model.relative_motion reaches the motion R gets: M(B) - M(S_hat), or M(B) alone (tests/test_objectives
-    checks that the objectives reblur along exactly that motion); both train."""
-    system, trainer = _fit(tiny_cfg(f"model.relative_motion={str(relative).lower()}"), batches=1)
-    m_blur, m_deblurred = torch.full((1, 2, 4, 4), 0.3), torch.full((1, 2, 4, 4), 0.1)
-    expected = m_blur - m_deblurred if relative else m_blur
-    assert torch.equal(system.relative(m_blur, m_deblurred), expected)
+def test_training_evaluation_deblurring_and_the_signal_measure_give_r_the_same_motion(tiny_cfg, relative, monkeypatch):
+    """model.relative_motion and model.motion_scale reach every place that computes the motion R receives: M's and
+    D's steps, the image panels, evaluation, deblurring (whole and tiled) and the signal measure. Both settings
+    train."""
+    from neurmap.experiments import signal as signal_measure
+    from neurmap.losses.objectives import BatchSplit, deblur_objective
+    from neurmap.tasks import evaluation
+    from neurmap.tasks.deblurring import deblur_image
+    from neurmap.tasks.inference import Networks
+    from tests import fake_data
+
+    scale = 2.5
+    system, trainer = _fit(
+        tiny_cfg(f"model.relative_motion={str(relative).lower()}", f"model.motion_scale={scale}"), batches=1
+    )
     assert trainer.global_step == 3
+    system.motion_net = _PixelMotion()
+    system.reblur = recorder = _RecordingReblur(system.reblur)
+    system.eval()
+    torch.manual_seed(0)
+    blur, sharp = torch.rand(2, 3, 16, 24), torch.rand(2, 3, 16, 24)
+    split = BatchSplit(blur, sharp, 0, False)
+    with torch.no_grad():
+        deblurred = system.deblur_net(blur)
+    expected = _expected_motion(blur, deblurred, relative, scale)
+
+    system._motion_step(split, deblurred)  # M's step
+    assert torch.allclose(recorder.motions[-1], expected, atol=1e-6)
+    deblur_objective(system.weights, **system._deblur_inputs(split, [deblurred], True, None))  # D's step
+    assert torch.allclose(recorder.motions[-1], expected, atol=1e-6)
+    system.image_panels({"blur": blur})  # validation panels: S_hat is clamped to [0, 1]
+    assert torch.allclose(
+        recorder.motions[-1], _expected_motion(blur, deblurred.clamp(0, 1), relative, scale), atol=1e-6
+    )
+
+    nets = Networks(system.deblur_net, _PixelMotion(), 40.0, "unet", 4, relative_motion=relative, motion_scale=scale)
+    for tile in (None, 8):  # M works per pixel, so tiles stitch exactly
+        out = deblur_image(nets, blur[0], torch.device("cpu"), tile=tile, overlap=4, motion=True)
+        motion = _expected_motion(blur[:1], out["deblurred"][None], relative, scale)
+        assert torch.allclose(out["motion"], 40.0 * motion[0], atol=1e-5), tile
+
+    given = []
+    monkeypatch.setattr(evaluation, "motion_errors", lambda motion, *_: given.append(motion) or {})
+    cfg = OmegaConf.create(
+        {"protocol": "plain", "progress": False, "tile": None, "overlap": 0}
+        | {"metrics": {"input": False, "motion": True, "authors_scale": 20.0}}
+    )
+    sample = {"blur": blur[0], "sharp": sharp[0], "motion": torch.zeros(2, 16, 24), "name": "a"}
+    no_image_metrics = type("NoImageMetrics", (), {"image": lambda self, *_: {}})()
+    evaluation._evaluate_set("a", [sample], nets, no_image_metrics, cfg, torch.device("cpu"), None)
+    with torch.no_grad():
+        shown = system.deblur_net(blur[:1]).clamp(0, 1)
+    assert torch.allclose(given[0], _expected_motion(blur[:1], shown, relative, scale), atol=1e-6)
+
+    root = fake_data.kernel_synth(tiny_cfg.tmp_path / "data", per_split=1) / "test"
+    crop = 16
+    b = read_image(next(root.glob("*_blurryimg.png")))[None, :, 12:28, 20:36]  # the centre crop of 40 x 56
+    with torch.no_grad():
+        d = system.deblur_net(b)
+    measured = []
+    monkeypatch.setattr(
+        "neurmap.metrics.motion.motion_epe", lambda pred, truth: measured.append(pred) or truth[:, 0, 0, 0]
+    )
+    signal_measure.measure(system, root, crop, per_image=1)
+    assert torch.allclose(measured[0], system.reblur.alpha * _expected_motion(b, d, relative, scale), atol=1e-5)
+    recorder.motions.clear()
+    signal_measure.fit_reblur_scale(system, root, crop, per_image=1, scales=[scale])
+    assert torch.allclose(recorder.motions[0], _expected_motion(b, d, relative, scale), atol=1e-6)
 
 
 def test_authors_code_preset_composes_and_runs(tiny_cfg):

@@ -181,7 +181,7 @@ def figure(run: Run, path: Path) -> dict[str, str]:
     from neurmap.data.folders import EvalImages
     from neurmap.data.io import write_image
     from neurmap.data.layouts import kernel_synth
-    from neurmap.nets.reblur import canonicalize_motion
+    from neurmap.nets.motion import reblur_motion
     from neurmap.tasks.inference import load_networks
     from neurmap.utils.flow_vis import flow_to_color, make_grid
 
@@ -195,8 +195,8 @@ def figure(run: Run, path: Path) -> dict[str, str]:
             images.append(out[0])
             labels.append(key)
             if nets.motion is not None:
-                mb, ms = canonicalize_motion(nets.motion(blur)), canonicalize_motion(nets.motion(out))
-                flows[key] = ((mb - ms) if nets.relative_motion else mb)[0] * nets.alpha * nets.motion_scale
+                settings = {"relative": nets.relative_motion, "scale": nets.motion_scale}
+                flows[key] = reblur_motion(nets.motion, blur, out, **settings)[0] * nets.alpha
     images.append(sample["sharp"])
     labels.append("sharp")
     scale = max(max(float(f.norm(dim=0).max()) for f in flows.values()), 1e-3)

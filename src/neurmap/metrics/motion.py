@@ -6,8 +6,9 @@ A linear blur along ``v`` equals one along ``-v``, so every comparison is sign-i
 
 Two scales of M's output, both reported and labelled by :func:`motion_errors`:
 
-* ``authors``: the authors' ``eval_mmap_mse.py`` protocol: the raw
-  difference M(B) - M(S_hat), multiplied by **20** (``authors_scale``), canonicalised (horizontal >= 0),
+* ``authors``: the authors' ``eval_mmap_mse.py`` protocol: the difference M(B) - M(S_hat) (their script
+  differences M's raw outputs; here it is the motion R receives in training, each map canonicalised first,
+  :func:`neurmap.nets.motion.reblur_motion`), multiplied by **20** (``authors_scale``), canonicalised (horizontal >= 0),
   then the MSE over both components against the ground truth and against its negation, the smaller of the two per image.
   Twenty is half of R's full length (40 |m| px), while Gong's (u, v) is the full length, so this scale
   halves the prediction.
@@ -54,12 +55,12 @@ def motion_epe(pred_px: torch.Tensor, target_px: torch.Tensor) -> torch.Tensor:
 
 
 def motion_errors(
-    raw_relative: torch.Tensor, target_px: torch.Tensor, alpha: float, authors_scale: float
+    motion: torch.Tensor, target_px: torch.Tensor, alpha: float, authors_scale: float
 ) -> dict[str, torch.Tensor]:
-    """Labelled errors of M's raw relative motion ``M(B) - M(S_hat)`` (units of R) against the ground truth.
+    """Labelled errors of the motion R receives (units of R) against the ground truth.
 
     Args:
-        raw_relative: (B, 2, H, W) raw M outputs' difference (not canonicalised).
+        motion: (B, 2, H, W) the motion R receives (:func:`neurmap.nets.motion.reblur_motion`).
         target_px: (B, 2, H, W) ground-truth full blur vectors in px.
         alpha: R's pixels of full blur length per motion unit (``model.reblur.alpha``).
         authors_scale: the factor of the authors' script (20, conf/evaluate.yaml).
@@ -69,10 +70,10 @@ def motion_errors(
         and ``motion_length_ratio`` (:func:`length_ratio`, x alpha), each (B,).
     """
     return {
-        "motion_mse_authors": motion_mse(raw_relative * authors_scale, target_px),
-        "motion_mse_full": motion_mse(raw_relative * alpha, target_px),
-        "motion_epe": motion_epe(raw_relative * alpha, target_px),
-        "motion_length_ratio": length_ratio(raw_relative * alpha, target_px),
+        "motion_mse_authors": motion_mse(motion * authors_scale, target_px),
+        "motion_mse_full": motion_mse(motion * alpha, target_px),
+        "motion_epe": motion_epe(motion * alpha, target_px),
+        "motion_length_ratio": length_ratio(motion * alpha, target_px),
     }
 
 

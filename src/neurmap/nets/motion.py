@@ -15,20 +15,24 @@ one forward pass and nothing needs syncing under DDP.
 
 Output: (B, 2, H, W); channel 0 is the vertical (row, down positive) and channel 1 the horizontal
 (column, right positive) motion, in normalised units: the reblur multiplies by alpha = 40 px of full
-blur length. Sign canonicalisation (blur direction is ambiguous) is left to the caller.
+blur length. Sign canonicalisation (blur direction is ambiguous) is left to the caller:
+:func:`reblur_motion` is the one definition of the motion R receives, in training, evaluation and deblurring.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MotionNet", "load_motion_pretrained", "space_to_depth"]
+from neurmap.nets.reblur import canonicalize_motion
+
+__all__ = ["MotionNet", "load_motion_pretrained", "reblur_motion", "reblur_motion_from_maps", "space_to_depth"]
 
 _CKPT_PREFIX = "motion_net."  # M's keys in a neurmap checkpoint (NeurMAP or motion-pretraining runs)
 
@@ -148,6 +152,68 @@ class MotionNet(nn.Module):
         d = torch.cat([self.up2(self.bottleneck2(d)), e1], dim=1)
         d = self.up3(self.bottleneck3(d))
         return self.head(d)[..., :h, :w]
+
+
+def reblur_motion_from_maps(
+    motion_blurry: torch.Tensor, motion_deblurred: torch.Tensor | None, *, relative: bool, scale: float
+) -> torch.Tensor:
+    """The motion R receives, from M's canonical maps of the blurry and the deblurred images.
+
+    ``scale * (M(B) - M(S_hat))`` with ``relative`` (the paper), else ``scale * M(B)`` (``motion_deblurred`` is
+    then unused and may be None). Both maps must already be canonicalised
+    (:func:`~neurmap.nets.reblur.canonicalize_motion`); :func:`reblur_motion` does that from M itself. Training's
+    objectives take this as their ``relative`` callable.
+
+    Args:
+        motion_blurry: (B, 2, H, W) canonical M(B), in motion units.
+        motion_deblurred: (B, 2, H, W) canonical M(S_hat), in motion units.
+        relative: subtract M(S_hat) (``model.relative_motion``).
+        scale: length calibration (``model.motion_scale``).
+
+    Returns:
+        (B, 2, H, W) motion in motion units: R's ``alpha`` turns them into pixels of full blur length.
+    """
+    motion = motion_blurry - motion_deblurred if relative else motion_blurry
+    return motion * scale
+
+
+def reblur_motion(
+    motion_net: Callable[[torch.Tensor], torch.Tensor],
+    blurry: torch.Tensor,
+    deblurred: torch.Tensor,
+    *,
+    relative: bool,
+    scale: float,
+) -> torch.Tensor:
+    """The motion R receives: ``scale * (canon(M(B)) - canon(M(S_hat)))``, or ``scale * canon(M(B))``.
+
+    Each of M's maps is canonicalised (horizontal component >= 0, the authors' ``vec_norm``) before the
+    difference, as in training; training, evaluation, deblurring and the diagnostics all call this (or, with
+    M's maps at hand, :func:`reblur_motion_from_maps`).
+
+    Args:
+        motion_net: M, (B, 3, H, W) images -> (B, 2, H, W) raw motion (any callable, e.g. a tiled M).
+        blurry: B, (B, 3, H, W) in [0, 1].
+        deblurred: S_hat = D(B), same shape; not run through M when ``relative`` is false.
+        relative: M(B) - M(S_hat) (``model.relative_motion``), else M(B).
+        scale: length calibration (``model.motion_scale``); 1 = none.
+
+    Returns:
+        (B, 2, H, W) in motion units: R's ``alpha`` (``model.reblur.alpha``, px per unit) turns them into
+        pixels of full blur length.
+
+    Example:
+        >>> m = lambda x: x[:, :2]  # a stand-in M whose motion is the image's first two channels
+        >>> blurry = torch.tensor([0.5, -0.25, 0.0]).view(1, 3, 1, 1)  # canonical: (-0.5, 0.25)
+        >>> deblurred = torch.tensor([0.25, 0.125, 0.0]).view(1, 3, 1, 1)
+        >>> reblur_motion(m, blurry, deblurred, relative=True, scale=2.0).flatten().tolist()
+        [-1.5, 0.25]
+        >>> reblur_motion(m, blurry, deblurred, relative=False, scale=2.0).flatten().tolist()
+        [-1.0, 0.5]
+    """
+    motion_blurry = canonicalize_motion(motion_net(blurry))
+    motion_deblurred = canonicalize_motion(motion_net(deblurred)) if relative else None
+    return reblur_motion_from_maps(motion_blurry, motion_deblurred, relative=relative, scale=scale)
 
 
 def load_motion_pretrained(motion_net: nn.Module, path: str | os.PathLike) -> None:

@@ -44,7 +44,7 @@ from neurmap.metrics.motion import motion_epe
 from neurmap.metrics.signal import gradient_cosines
 from neurmap.nets.backbones import DeblurNet, load_pretrained
 from neurmap.nets.init import xavier_init_
-from neurmap.nets.motion import load_motion_pretrained
+from neurmap.nets.motion import load_motion_pretrained, reblur_motion, reblur_motion_from_maps
 from neurmap.nets.reblur import canonicalize_motion
 from neurmap.systems.base import ManualSystem, linear_decay
 
@@ -88,7 +88,7 @@ class NeurMAPSystem(ManualSystem):
         iterations: training length in iterations (one batch = one iteration, whatever the number
             of optimizers); learning rates decay linearly to 0 over it.
         relative_motion: reblur with M_rel = M(B) - M(S_hat) (the paper and the authors' code), or
-            with the absolute M(B).
+            with the absolute M(B) (:func:`~neurmap.nets.motion.reblur_motion`).
         pool_size: samples in the running pool behind E[|M(S)|].
         init_gain: Xavier gain for M and N (paper §4.1).
         check_finite: stop with a clear error when a loss becomes NaN/inf.
@@ -104,8 +104,8 @@ class NeurMAPSystem(ManualSystem):
         signal_batches: on the first K batches of every val set with sharp images, log the cosine between D's
             gradient of each of its terms and of the supervised loss (``val/<set>/signal_cos/<term>``,
             :meth:`signal`); 0 = off.
-        motion_scale: length calibration of the motion R receives: ``relative()`` returns
-            ``motion_scale * (M(B) - M(S_hat))``; 1 = none (the paper).
+        motion_scale: length calibration of the motion R receives: R gets ``motion_scale`` times the relative
+            or absolute motion (:func:`~neurmap.nets.motion.reblur_motion`); 1 = none (the paper).
     """
 
     def __init__(
@@ -117,7 +117,8 @@ class NeurMAPSystem(ManualSystem):
         loss: Mapping[str, Any],
         variant: Mapping[str, Any],
         iterations: int,
-        relative_motion: bool = True,
+        relative_motion: bool,
+        motion_scale: float,
         pool_size: int = 50,
         init_gain: float = 1.0,
         check_finite: bool = True,
@@ -127,7 +128,6 @@ class NeurMAPSystem(ManualSystem):
         warmup_iterations: int = 0,
         log_grad_norms: bool = True,
         signal_batches: int = 4,
-        motion_scale: float = 1.0,
     ) -> None:
         super().__init__()
         weights = check_weights(from_mapping(LossWeights, loss, "loss"))
@@ -231,11 +231,9 @@ class NeurMAPSystem(ManualSystem):
         """Canonical motion map M(images), (B, 2, H, W) in normalised units."""
         return canonicalize_motion(self.motion_net(images))
 
-    def relative(self, motion_blurry: torch.Tensor, motion_deblurred: torch.Tensor) -> torch.Tensor:
-        """The motion fed to R: M(B) (absolute, default) or M(B) - M(S_hat) (relative, the paper), times
-        ``motion_scale``."""
-        motion = motion_blurry - motion_deblurred if self.relative_motion else motion_blurry
-        return motion * self.motion_scale if self.motion_scale != 1.0 else motion
+    def _motion_settings(self) -> dict[str, Any]:
+        """``relative`` and ``scale`` of :func:`~neurmap.nets.motion.reblur_motion` for this run."""
+        return {"relative": self.relative_motion, "scale": self.motion_scale}
 
     # ----------------------------------------------------------------- training
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -274,7 +272,7 @@ class NeurMAPSystem(ManualSystem):
         # M has no normalisation layers, so one batched forward equals three separate ones.
         sizes = [blur.shape[0], sharp.shape[0], deblurred.shape[0]]
         m_blur, m_sharp, m_fake = self.motion(torch.cat([blur, sharp, deblurred])).split(sizes)
-        m_reblur = self.relative(m_blur, m_fake)
+        m_reblur = reblur_motion_from_maps(m_blur, m_fake, **self._motion_settings())
         reblurred = self.reblur(deblurred, m_reblur) if w.reblur_motion else None
         self.pool.push(m_sharp)
         return motion_objective(
@@ -327,7 +325,9 @@ class NeurMAPSystem(ManualSystem):
                 motion = oracle
                 if motion is None:
                     with torch.no_grad():
-                        motion = self.relative(self.motion(blur), m_rows[-fake.shape[0] :])
+                        motion = reblur_motion_from_maps(
+                            self.motion(blur), m_rows[-fake.shape[0] :], **self._motion_settings()
+                        )
                 reblurred = self.reblur(fake, motion.detach())
             expectation = self.pool.expectation() if w.sharp_prior else None
         if self.discriminator is not None and w.natural:
@@ -403,7 +403,7 @@ class NeurMAPSystem(ManualSystem):
             out["ssim"] = structural_similarity_index_measure(deblurred, sharp, data_range=1.0, reduction="none")
             out["input_psnr"] = peak_signal_noise_ratio(blur, sharp, data_range=1.0, reduction="none", dim=(1, 2, 3))
         if self.variant.motion:
-            motion = self.relative(self.motion(blur), self.motion(deblurred))
+            motion = reblur_motion(self.motion_net, blur, deblurred, **self._motion_settings())
             reblurred = self.reblur(deblurred, motion)
             out["reblur_psnr"] = peak_signal_noise_ratio(
                 reblurred.clamp(0, 1), blur, data_range=1.0, reduction="none", dim=(1, 2, 3)
@@ -430,7 +430,7 @@ class NeurMAPSystem(ManualSystem):
         panels = {"blurry": blur, "deblurred": deblurred}
         flows = {}
         if self.variant.motion:
-            motion = self.relative(self.motion(blur), self.motion(deblurred))
+            motion = reblur_motion(self.motion_net, blur, deblurred, **self._motion_settings())
             panels["reblurred"] = self.reblur(deblurred, motion).clamp(0, 1)
             flows["motion"] = motion * self.reblur.alpha  # pixels of full blur length
         if "sharp" in batch:

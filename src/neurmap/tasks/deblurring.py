@@ -3,8 +3,9 @@
 :func:`plan` pairs every source image with its output path (a folder's tree is mirrored under OUTPUT;
 outputs that exist are skipped unless ``overwrite=true``). :func:`deblur_image` runs D, and, with
 ``motion=true``, M, tile by tile (:func:`neurmap.tasks.inference.tiled`, tile origins aligned to D's padding
-multiple) under autocast in ``precision`` on a GPU (fp32 on a CPU). The motion map is M's canonicalized
-output in px (``alpha`` x M), relative (M(B) - M(S_hat)) where the checkpoint was trained so; it is saved in
+multiple) under autocast in ``precision`` on a GPU (fp32 on a CPU). The motion map is the motion R received in
+training (:func:`neurmap.nets.motion.reblur_motion`: M's canonicalized output, relative (M(B) - M(S_hat)) where the
+checkpoint was trained so, times ``model.motion_scale``) in px (x ``alpha``); it is saved in
 flow colours (``<name>_motion.png``) and, with ``compare=true``, next to the blurry and deblurred images
 (``<name>_compare.jpg``). Settings: ``conf/deblur.yaml``.
 """
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from neurmap.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_image
 from neurmap.errors import UsageError
+from neurmap.nets.motion import reblur_motion
 from neurmap.nets.reblur import canonicalize_motion
 from neurmap.tasks.inference import Networks, load_networks, n_tiles, tiled
 from neurmap.utils.device import resolve_device
@@ -109,13 +111,16 @@ def deblur_image(
         out = {"deblurred": deblurred.clamp(0, 1)}
         if motion and nets.motion is not None:
 
-            def estimate(x: torch.Tensor) -> torch.Tensor:
+            def tile_motion(x: torch.Tensor) -> torch.Tensor:
+                # Tiles are canonicalised before blending, so that v and -v (the same blur) do not cancel in an
+                # overlap; reblur_motion's own canonicalisation of the blend then changes nothing.
                 return canonicalize_motion(nets.motion(x).float())
 
-            m_blur = tiled(estimate, batch, tile, overlap, align, out_channels=2)
-            if nets.relative_motion:
-                m_blur = m_blur - tiled(estimate, out["deblurred"], tile, overlap, align, out_channels=2)
-            out["motion"] = m_blur * nets.alpha
+            def estimate(x: torch.Tensor) -> torch.Tensor:
+                return tiled(tile_motion, x, tile, overlap, align, out_channels=2)
+
+            settings = {"relative": nets.relative_motion, "scale": nets.motion_scale}
+            out["motion"] = reblur_motion(estimate, batch, out["deblurred"], **settings) * nets.alpha
     return {k: v[0].float().cpu() for k, v in out.items()}
 
 

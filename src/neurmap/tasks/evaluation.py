@@ -14,7 +14,8 @@ at a time (``tile=N`` runs very large ones in tiles, :func:`neurmap.tasks.infere
 * on sets with ground-truth motion (kernel-synthesized ``mfmap``) and checkpoints with M:
   ``motion_mse_authors`` (the authors' x20 protocol), ``motion_mse_full`` (x alpha, consistent with Gong's
   full-length flows) and ``motion_epe`` (px), of the motion R receives in training (relative or absolute,
-  times ``model.motion_scale``); see :mod:`neurmap.metrics.motion`. On such sets, any checkpoint:
+  times ``model.motion_scale``: :func:`neurmap.nets.motion.reblur_motion`); see :mod:`neurmap.metrics.motion`.
+  On such sets, any checkpoint:
   ``motion_epe_zero``, the end-point error of a motion map of zero (an M that learned nothing);
 * with ``metrics.signal=true``, on sets with sharp images and NeurMAP checkpoints: ``signal_cos/<term>``, the
   cosine between D's gradient of each of its training terms and of the supervised loss, on the centre crop of
@@ -47,6 +48,7 @@ from neurmap.errors import UsageError
 from neurmap.metrics import LPIPS, MetricUnavailable, align_realblur, load_niqe_params, niqe_score, psnr, ssim
 from neurmap.metrics.fidelity import psnr_masked, ssim_masked
 from neurmap.metrics.motion import motion_epe, motion_errors
+from neurmap.nets.motion import reblur_motion
 from neurmap.tasks.inference import Networks, load_networks, tiled
 from neurmap.utils.device import resolve_device
 from neurmap.utils.files import atomic_write, write_json
@@ -193,8 +195,9 @@ def _evaluate_set(
         if cfg.metrics.input:
             row |= metrics.image(blur, sharp, protocol, sample["name"], "input_")
         if "motion" in sample and nets.motion is not None and cfg.metrics.motion:
-            raw = nets.motion_to_r(blur, deblurred)  # raw M outputs, as the authors' protocol
-            errors = motion_errors(raw, sample["motion"][None].to(device), nets.alpha, cfg.metrics.authors_scale)
+            settings = {"relative": nets.relative_motion, "scale": nets.motion_scale}
+            motion = reblur_motion(nets.motion, blur, deblurred, **settings)
+            errors = motion_errors(motion, sample["motion"][None].to(device), nets.alpha, cfg.metrics.authors_scale)
             row |= {k: float(v) for k, v in errors.items()}
         if "motion" in sample and cfg.metrics.motion:  # the reference: an M that learned nothing
             truth = sample["motion"][None]

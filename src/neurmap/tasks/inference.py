@@ -44,8 +44,10 @@ class Networks:
         alpha: pixels per motion unit (``model.reblur.alpha``), to show M's output in pixels.
         backbone: the backbone's name.
         pad_multiple: D's padding multiple (tile origins are aligned to it).
-        relative_motion: the motion R used in training was M(B) - M(S_hat) (else M(B)).
-        motion_scale: R received ``motion_scale`` times that motion (``model.motion_scale``).
+        relative_motion: the motion R used in training was M(B) - M(S_hat) (else M(B)), ``model.relative_motion``;
+            None for release weights (no M).
+        motion_scale: R received ``motion_scale`` times that motion (``model.motion_scale``); None for release
+            weights. :func:`~neurmap.nets.motion.reblur_motion` computes that motion from these two.
         config: the run's composed config (neurmap checkpoints), None for release weights.
         state: the checkpoint's state dict (neurmap checkpoints), None for release weights.
     """
@@ -55,16 +57,10 @@ class Networks:
     alpha: float
     backbone: str
     pad_multiple: int
-    relative_motion: bool = True
-    motion_scale: float = 1.0
+    relative_motion: bool | None
+    motion_scale: float | None
     config: Any = None
     state: Mapping[str, torch.Tensor] | None = None
-
-    def motion_to_r(self, blurry: torch.Tensor, deblurred: torch.Tensor) -> torch.Tensor:
-        """The motion R receives in training (units of R): ``scale * (M(B) - M(S_hat))`` or ``scale * M(B)``,
-        raw M outputs (not canonicalised)."""
-        motion = self.motion(blurry) - self.motion(deblurred) if self.relative_motion else self.motion(blurry)
-        return motion * self.motion_scale
 
     def system(self) -> Any:
         """The whole training system of a neurmap checkpoint (D, M, N, R with the run's settings), in eval mode,
@@ -125,7 +121,8 @@ def load_networks(ckpt: str | os.PathLike, backbone: DictConfig | None = None, m
             )
         net = DeblurNet(instantiate(backbone.net), backbone.pad_multiple)
         load_pretrained(net, path, backbone.get("pretrained_key"))
-        return Networks(net.eval(), None, float("nan"), str(backbone.name), int(backbone.pad_multiple))
+        name, pad = str(backbone.name), int(backbone.pad_multiple)
+        return Networks(net.eval(), None, float("nan"), name, pad, relative_motion=None, motion_scale=None)
     config = OmegaConf.create(config)
     node = config.model.get("deblur")
     if node is None:
@@ -146,10 +143,20 @@ def load_networks(ckpt: str | os.PathLike, backbone: DictConfig | None = None, m
         load_state_dict_strict(motion_net, motion_state, str(path))
         motion_net.eval()
     alpha = float(config.model.reblur.alpha)
-    relative = bool(config.get("model", {}).get("relative_motion", True))
-    scale = float(config.get("model", {}).get("motion_scale", 1.0))
+    relative, scale = (_saved_setting(config, path, key) for key in ("relative_motion", "motion_scale"))
     pad = int(node.pad_multiple)
-    return Networks(net.eval(), motion_net, alpha, trained, pad, relative, scale, config, state)
+    return Networks(net.eval(), motion_net, alpha, trained, pad, bool(relative), float(scale), config, state)
+
+
+def _saved_setting(config: DictConfig, path: Path, key: str) -> Any:
+    """``model.<key>`` of a checkpoint's saved config; a config without it is an error, not a guess."""
+    value = OmegaConf.select(config, f"model.{key}", default=None)
+    if value is None:
+        raise UsageError(
+            f"{path}: the saved config has no model.{key} (what R received in training); expected a neurmap "
+            "checkpoint whose config sets it"
+        )
+    return value
 
 
 def _starts(size: int, tile: int, overlap: int, align: int) -> list[int]:
