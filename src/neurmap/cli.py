@@ -57,12 +57,15 @@ class Stopped(KeyboardInterrupt):
 
 
 def _raise_stopped(signum: int, frame: object) -> None:
-    raise Stopped(signal.Signals(signum).name)
+    if signal.getsignal(signum) is _raise_stopped:  # else a handler that calls it (Lightning's) stops the run itself
+        raise Stopped(signal.Signals(signum).name)
 
 
 @contextlib.contextmanager
 def stoppable() -> Iterator[None]:
-    """Within it, SIGTERM raises :class:`Stopped` (a KeyboardInterrupt) in the main thread, as Ctrl+C does."""
+    """Within it, SIGTERM raises :class:`Stopped` (a KeyboardInterrupt) in the main thread, as Ctrl+C does; while
+    another handler has taken SIGTERM over and calls this one (Lightning's, during fit and test, which stops at the
+    next batch), it leaves the stop to that handler."""
     try:
         previous = signal.signal(signal.SIGTERM, _raise_stopped)
     except ValueError:  # not the main thread: signals stay as they are
