@@ -72,8 +72,9 @@ sweep-ratio: $(STAMP)  ## Table 4 (sharp : natural prior = 1:0.5, 2:0.1, 1:0.1) 
 	$(PY) -m neurmap.train -m ratio=s1_n05,s2_n01,s1_n01 $(ARGS)
 	$(PY) -m neurmap.collect latest=true
 
-# The mini reproduction (README "Experiments"). The released DMPHN(1-2-4) comes from NEURMAP_DMPHN_WEIGHTS
-# (without it, a from-scratch start is trained first). Two long stages are targets of their own, cached in
+# The mini reproduction (README "Experiments"). The released DMPHN(1-2-4) comes from
+# $NEURMAP_RELEASES/weights/dmphn_1_2_4 (README "Released weights"; without the variable, a from-scratch start is
+# trained first). Two long stages are targets of their own, cached in
 # $(MINI) and reused by reproduce-mini: the source-converged start (reproduce-mini-source, ~15 min on 2 cores)
 # and M's pretraining (reproduce-mini-motion, ~40 min, resumable: re-run the target).
 MINI        ?= logs/reproduce_mini

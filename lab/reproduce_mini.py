@@ -2,8 +2,8 @@
 
 Builds a paired, an unpaired and a held-out test set from photographs bundled with scikit-image (the target:
 Gong's strong camera-motion blur), converges the released DMPHN(1-2-4) (``weights``, default
-$NEURMAP_DMPHN_WEIGHTS) on the paired family, continues it with the supervised loss, NeurMAP and its ablations
-through the same commands a user would type, evaluates them on the held-out set and writes
+$NEURMAP_RELEASES/weights/dmphn_1_2_4) on the paired family, continues it with the supervised loss, NeurMAP and its
+ablations through the same commands a user would type, evaluates them on the held-out set and writes
 <out>/<report_name>.md (out defaults to the work folder).
 Exit status: 0 done, 1 a stage failed (its log is named), 2 a bad setting.
 The experiment in detail: lab.mini. Run from the repository root. Examples:

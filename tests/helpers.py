@@ -21,6 +21,24 @@ class SigtermAtIteration(L.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+class SigtermWhenBuilt(L.Callback):
+    """Send this process SIGTERM while the run is being set up (when Hydra instantiates this callback)."""
+
+    def __init__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class SigtermAtTestBatch(L.Callback):
+    """Send this process SIGTERM after test batch ``batch`` (training has finished)."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class NanOnRank(L.Callback):
     """Turn one process's paired blurry batch into NaNs at ``iteration`` (a fault on one DDP rank only)."""
 

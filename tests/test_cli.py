@@ -227,12 +227,49 @@ def test_sigterm_stops_train_with_status_1_and_names_the_checkpoint(tmp_path, ca
     assert not (run / FINAL_METRICS).exists()
 
 
-def test_train_in_a_stopped_run_without_ckpt_path_is_refused(tmp_path, capsys):
+def test_sigterm_during_set_up_stops_train_with_status_1_and_says_nothing_was_saved(tmp_path):
+    """A `python -m neurmap.train` process sent SIGTERM while it builds its callbacks (before fit starts)."""
     run = tmp_path / "run"
+    term = ["+callbacks.term._target_=tests.helpers.SigtermWhenBuilt", "test=false"]
+    env = {**os.environ, "NEURMAP_LOG_DIR": str(tmp_path / "logs")}
+    done = subprocess.run(
+        [sys.executable, "-m", "neurmap.train", *tiny_overrides(*term), f"hydra.run.dir={run}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "neurmap.train: error: stopped by SIGTERM before training started; nothing was saved (run the same command "
+        "again to start)"
+    )
+    assert "Traceback" not in done.stderr and not (run / "checkpoints").exists()
+
+
+def _stopped_by_ctrl_c(run, capsys):
+    """A 3-iteration run in ``run`` stopped by Ctrl+C in its second iteration (checkpoints/interrupted.ckpt)."""
     stop = ["+callbacks.stop._target_=tests.helpers.CtrlCAtStep", "+callbacks.stop.step=4"]
     with pytest.raises(SystemExit):
         train(compose(tiny_overrides("iterations=3", "test=false", *stop), run))
     capsys.readouterr()
+    return run
+
+
+def test_sigterm_during_the_set_up_of_a_resume_names_the_checkpoint_left_unchanged(tmp_path, capsys):
+    run = _stopped_by_ctrl_c(tmp_path / "run", capsys)
+    before = checksums(run / "checkpoints")
+    term = ["+callbacks.term._target_=tests.helpers.SigtermWhenBuilt", "ckpt_path=last"]
+    with pytest.raises(SystemExit) as stopped:
+        train(compose(tiny_overrides("iterations=3", "test=false", *term), run))
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"neurmap.train: error: stopped by SIGTERM before training started; nothing was saved; "
+        f"{run}/checkpoints/interrupted.ckpt is unchanged: resume with the same settings and hydra.run.dir={run} "
+        "ckpt_path=last"
+    )
+    assert checksums(run / "checkpoints") == before
+
+
+def test_train_in_a_stopped_run_without_ckpt_path_is_refused(tmp_path, capsys):
+    run = _stopped_by_ctrl_c(tmp_path / "run", capsys)
     before = checksums(run)
     assert train_main([*tiny_overrides("iterations=3", "test=false"), f"hydra.run.dir={run}"]) == 2
     err = capsys.readouterr().err.strip()
@@ -296,7 +333,7 @@ def test_every_missing_data_folder_is_listed_at_once(tmp_path, capsys):
     ]
     assert capsys.readouterr().err.strip() == (
         f"neurmap.train: error: data=folders: 4 data folder(s) do not exist: {', '.join(map(str, missing))} "
-        "(set NEURMAP_DATA or the dataset's own variable, see README 'Data')"
+        "(set NEURMAP_DATA, or paths.<dataset>=<folder>; see README 'Data')"
     )
     assert not run.exists()
 

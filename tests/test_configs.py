@@ -62,6 +62,8 @@ def test_every_option_composes_and_instantiates(tiny_cfg, fake_data_root, monkey
         path = tiny_cfg.tmp_path / "motion.pt"
         torch.save(instantiate_system(tiny_cfg("variant=neurmap")).motion_net.state_dict(), path)
         extra.append(f"model.motion_pretrained={path}")
+    if option.startswith("table"):  # the paper's recipes start from a release: $NEURMAP_RELEASES, tested apart
+        extra.append("model.deblur.pretrained=null")
     if option == "motion_pretrain" and group == "model":  # M alone: no D (variant=motion_pretrain does the same)
         extra.append("~backbone")
     cfg = tiny_cfg(f"{group}={option}", *extra)
@@ -130,7 +132,7 @@ def test_the_model_node_reads_no_other_group(overrides, tmp_path):
     """Every network's settings live in the model node: none of its values is an interpolation of another
     group (the run passes loss, variant and iterations to the system)."""
     model = OmegaConf.to_yaml(compose(overrides, tmp_path).model)  # unresolved
-    assert re.findall(r"\$\{(?!oc\.env:)[^}]*\}", model) == []  # environment variables only
+    assert re.findall(r"\$\{(?!oc\.env:|neurmap_release:)[^}]*\}", model) == []  # environment variables only
 
 
 def test_mini_fine_tunes_use_the_sweeps_choice(tiny_cfg):
@@ -278,3 +280,32 @@ def test_tiny_overrides_follow_the_layout_the_extra_overrides_compose():
     assert not [o for o in alone if o.startswith(("backbone=", "model.deblur.", "model.disc."))]
     assert {"model.motion.net.width=8", "data.paired.num_images=8", "logger=none"} <= set(alone)
     assert [o for o in tiny_overrides("iterations=9") if o.startswith("iterations=")] == ["iterations=9"]
+
+
+def test_recipes_and_train_read_a_release_from_the_releases_variable(tmp_path, monkeypatch):
+    """The paper's recipes and `model.deblur.pretrained=release:<name>` read `$NEURMAP_RELEASES/weights/<name>`; an
+    unset variable is one line naming it; the mini recipe falls back to null without it."""
+    from neurmap.errors import UsageError
+    from neurmap.tasks.training import _check_config
+
+    releases = tmp_path / "releases"
+    (releases / "weights" / "dmphn_1_2_4").mkdir(parents=True)
+    (releases / "weights" / "mprnet.pth").write_bytes(b"")
+    monkeypatch.delenv("NEURMAP_RELEASES", raising=False)
+    with pytest.raises(UsageError) as unset:
+        _check_config(compose(["experiment=table1_dmphn"], tmp_path / "a"))
+    assert str(unset.value) == (
+        "model.deblur.pretrained: release:dmphn_1_2_4 needs NEURMAP_RELEASES=<folder> holding weights/dmphn_1_2_4 "
+        "(a release folder or file; see README 'Released weights')"
+    )
+    assert compose(["experiment=mini_neurmap"], tmp_path / "b").model.deblur.pretrained is None
+    monkeypatch.setenv("NEURMAP_RELEASES", str(releases))
+    for recipe, name in (("table1_dmphn", "dmphn_1_2_4"), ("table2_mprnet", "mprnet.pth")):
+        resolved = _check_config(compose([f"experiment={recipe}"], tmp_path / recipe))
+        assert resolved["model"]["deblur"]["pretrained"] == str(releases / "weights" / name)
+    cfg = compose(["model.deblur.pretrained=release:dmphn_1_2_4"], tmp_path / "c")
+    resolved = _check_config(cfg)  # what the checkpoint records, and what D loads
+    assert resolved["model"]["deblur"]["pretrained"] == cfg.model.deblur.pretrained
+    assert cfg.model.deblur.pretrained == str(releases / "weights" / "dmphn_1_2_4")
+    with pytest.raises(UsageError, match=r"release:nope: .*/weights/nope does not exist \(NEURMAP_RELEASES="):
+        _check_config(compose(["model.deblur.pretrained=release:nope"], tmp_path / "d"))

@@ -314,12 +314,11 @@ def test_a_missing_root_is_reported_when_the_config_is_built(tmp_path, monkeypat
         instantiate_datamodule(cfg)
 
 
-def test_one_environment_variable_moves_one_root(tree, tmp_path, monkeypatch):
+def test_one_paths_key_moves_one_root(tree, tmp_path, monkeypatch):
     root, roots = tree
     monkeypatch.setenv("NEURMAP_DATA", str(tmp_path / "elsewhere"))
-    monkeypatch.setenv("NEURMAP_GOPRO", str(roots["gopro"]))
-    monkeypatch.setenv("NEURMAP_REALBLUR", str(roots["realblur"]))
-    cfg = compose(["data=realblur", "data.unpaired_blur.records.subset=R"], tmp_path / "run")
+    moved = [f"paths.gopro={roots['gopro']}", f"paths.realblur={roots['realblur']}"]
+    cfg = compose(["data=realblur", "data.unpaired_blur.records.subset=R", *moved], tmp_path / "run")
     assert cfg.data.test.realblur.records.subset == "R"
     dm = instantiate_datamodule(cfg)
     dm.setup("test")

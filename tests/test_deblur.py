@@ -124,6 +124,36 @@ def test_release_weights_load_by_backbone_name(photos, tmp_path, capsys):
     assert "pass backbone=<name>" in capsys.readouterr().err
 
 
+def test_ckpt_release_reads_the_releases_folder_and_a_missing_one_is_one_line(photos, tmp_path, monkeypatch, capsys):
+    """`ckpt=release:<name>` is `$NEURMAP_RELEASES/weights/<name>`: the same outputs as that path; an unset
+    variable or a missing entry stops with one line naming the variable and the entry expected."""
+    torch.manual_seed(0)
+    releases = tmp_path / "releases"
+    (releases / "weights").mkdir(parents=True)
+    torch.save(instantiate(backbone_node("unet").net).state_dict(), releases / "weights" / "unet.pth")
+    by_path, by_release = tmp_path / "by_path", tmp_path / "by_release"
+    assert deblur_main([str(photos), str(by_path), f"ckpt={releases / 'weights' / 'unet.pth'}", "backbone=unet"]) == 0
+    monkeypatch.delenv("NEURMAP_RELEASES", raising=False)
+    assert deblur_main([str(photos), str(by_release), "ckpt=release:unet.pth", "backbone=unet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "neurmap.deblur: error: release:unet.pth needs NEURMAP_RELEASES=<folder> holding weights/unet.pth "
+        "(a release folder or file; see README 'Released weights')"
+    )
+    monkeypatch.setenv("NEURMAP_RELEASES", str(releases))
+    assert deblur_main([str(photos), str(by_release), "ckpt=release:unet.pth", "backbone=unet"]) == 0
+    assert torch.equal(read_image(by_release / "a.png"), read_image(by_path / "a.png"))
+    capsys.readouterr()
+    assert deblur_main([str(photos), str(tmp_path / "none"), "ckpt=release:unet_v2.pth", "backbone=unet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"neurmap.deblur: error: release:unet_v2.pth: {releases}/weights/unet_v2.pth does not exist "
+        f"(NEURMAP_RELEASES={releases} must hold weights/unet_v2.pth, a release folder or file; see README "
+        "'Released weights')"
+    )
+    assert deblur_main([str(photos), str(tmp_path / "none"), "ckpt=release:../unet.pth", "backbone=unet"]) == 2
+    assert "expected the name of an entry of $NEURMAP_RELEASES/weights" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
 def test_checkpoint_errors_say_what_to_do(ckpt, tmp_path):
     mprnet = backbone_node("mprnet")
     with pytest.raises(UsageError, match="trained with backbone=unet, not backbone=mprnet"):
@@ -235,7 +265,7 @@ def test_release_weights_deblur_a_gopro_frame_like_the_authors(tmp_path):
         pytest.skip("set NEURMAP_RELEASES for the published outputs")
     frame = sorted((fixtures / "input").glob("*.png"))[0]
     out = tmp_path / "out.png"
-    args = [str(frame), str(out), f"ckpt={released('weights', 'dmphn_1_2_4')}", "backbone=dmphn_1_2_4", "tile=null"]
+    args = [str(frame), str(out), "ckpt=release:dmphn_1_2_4", "backbone=dmphn_1_2_4", "tile=null"]
     assert deblur_main(args) == 0
     ours, official = read_image(out), read_image(fixtures / "official_dmphn_1_2_4" / frame.name)
     assert (ours - official).abs().max() <= 1.5 / 255  # the authors truncated to 8 bits, we round

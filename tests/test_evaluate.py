@@ -92,7 +92,7 @@ def test_unreadable_images_are_skipped_and_counted(ckpt, tmp_path, monkeypatch, 
     base = fake_data.urb(root)
     (base / "test" / "scene0" / "test_0.png").write_bytes(b"broken")
     monkeypatch.setenv("NEURMAP_DATA", str(root))
-    monkeypatch.setenv("NEURMAP_GOPRO", str(fake_data.gopro(root)))
+    fake_data.gopro(root)  # data=urb's paired set, under NEURMAP_DATA
     out = tmp_path / "eval"
     summaries = evaluate(_eval_cfg(tmp_path, f"ckpt={ckpt}", "data=urb", f"output_dir={out}", "sets=[urb]"))
     assert summaries[0]["images"] == 3 and summaries[0]["failed"] == 1
@@ -177,9 +177,60 @@ def test_an_unreadable_image_exits_1_with_the_count(ckpt, tmp_path, monkeypatch,
     base = fake_data.urb(root)
     (base / "test" / "scene0" / "test_0.png").write_bytes(b"broken")
     monkeypatch.setenv("NEURMAP_DATA", str(root))
-    monkeypatch.setenv("NEURMAP_GOPRO", str(fake_data.gopro(root)))
+    fake_data.gopro(root)  # data=urb's paired set, under NEURMAP_DATA
     args = [f"ckpt={ckpt}", "data=urb", "sets=[urb]"]
     assert _evaluate_main(tmp_path, *args, f"output_dir={tmp_path / 'a'}") == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last == "neurmap.evaluate: error: 1 image(s) could not be read and were skipped (on_error=skip: exit 0)"
     assert _evaluate_main(tmp_path, *args, f"output_dir={tmp_path / 'b'}", "on_error=skip", run="hydra-skip") == 0
+
+
+def test_ckpt_release_scores_the_releases_entry_and_a_missing_one_is_one_line(tmp_path, monkeypatch, capsys):
+    """`ckpt=release:<name>` scores `$NEURMAP_RELEASES/weights/<name>` (its results under the log folder, named
+    after it); without the variable, one line and no run folder."""
+    from hydra.utils import instantiate
+
+    from neurmap.config import backbone_node
+
+    releases = tmp_path / "releases"
+    (releases / "weights").mkdir(parents=True)
+    weights = releases / "weights" / "unet.pth"
+    torch.save(instantiate(backbone_node("unet").net).state_dict(), weights)
+    logs, args = tmp_path / "logs", ["ckpt=release:unet.pth", "backbone=unet", "sets=[builtin_camera]"]
+    monkeypatch.delenv("NEURMAP_RELEASES", raising=False)
+    assert _evaluate_main(tmp_path, *args, f"paths.log_dir={logs}") == 2
+    assert capsys.readouterr().err.strip() == (
+        "neurmap.evaluate: error: release:unet.pth needs NEURMAP_RELEASES=<folder> holding weights/unet.pth "
+        "(a release folder or file; see README 'Released weights')"
+    )
+    assert not (tmp_path / "hydra-cli").exists()
+    monkeypatch.setenv("NEURMAP_RELEASES", str(releases))
+    assert _evaluate_main(tmp_path, *args, f"paths.log_dir={logs}") == 0
+    out = logs / "evaluate" / "unet" / "builtin-test"
+    assert json.loads((out / "eval_settings.json").read_text())["ckpt"] == str(weights)
+    assert _rows(out / "builtin_camera_per_image.csv")
+
+
+def test_sigterm_mid_scoring_stops_with_one_line_and_status_1(ckpt, tmp_path, monkeypatch, capsys):
+    """SIGTERM while the second image is scored: exit 1, one line saying how to go on, no summary."""
+    import signal
+
+    from neurmap.tasks import evaluation
+
+    calls, tiled = [], evaluation.tiled
+
+    def stop_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return tiled(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "tiled", stop_at_the_second)
+    out = tmp_path / "eval"
+    assert _evaluate_main(tmp_path, f"ckpt={ckpt}", f"output_dir={out}") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1] == (
+        "neurmap.evaluate: error: stopped by SIGTERM; run it again to score every image (no summary was written)"
+    )
+    assert "Traceback" not in err and len(calls) == 2
+    assert (out / "eval_settings.json").is_file() and not (out / "summary.csv").exists()

@@ -94,7 +94,7 @@ def test_export_never_replaces_its_checkpoint_nor_an_existing_file_unasked(ckpt,
 @pytest.mark.skipif(released("weights", "dmphn_1_2_4") is None, reason="set NEURMAP_RELEASES for the released weights")
 def test_released_dmphn_exports_to_onnx(tmp_path):
     out = tmp_path / "dmphn.onnx"
-    args = [f"ckpt={released('weights', 'dmphn_1_2_4')}", "backbone=dmphn_1_2_4", f"output={out}"]
+    args = ["ckpt=release:dmphn_1_2_4", "backbone=dmphn_1_2_4", f"output={out}"]
     assert export_main(args) == 0
     assert out.stat().st_size > 5_000_000
 

@@ -3,8 +3,8 @@
 Golden values: the five Kodak reference/distorted pairs shipped in the pyiqa 0.1.16 wheel
 (``ResultsCalibra/{ref_dir,dist_dir}/I03,I04,I06,I08,I19.bmp``) with the official implementations' values from pyiqa's
 calibration table. The images are PolyForm-Noncommercial licensed: they are only read here, never copied into the
-repository. They are found through ``NEURMAP_PYIQA_CALIBRA`` or ``<repo>/.cache/pyiqa/ResultsCalibra`` (``make
-metric-assets`` extracts them there); the golden tests skip where they, the LPIPS weights or the NIQE parameters are
+repository. They are read from ``<repo>/.cache/pyiqa/ResultsCalibra`` (``make metric-assets`` extracts
+them there); the golden tests skip where they, the LPIPS weights or the NIQE parameters are
 absent. Everything else runs offline on synthetic data.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import pickle
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from neurmap.metrics.lpips import SafeNumpyUnpickler
 from neurmap.metrics.niqe import matlab_imresize
 
 REPO = Path(__file__).resolve().parents[1]
-CALIBRA = Path(os.environ.get("NEURMAP_PYIQA_CALIBRA", REPO / ".cache" / "pyiqa" / "ResultsCalibra"))
+CALIBRA = REPO / ".cache" / "pyiqa" / "ResultsCalibra"
 NAMES = ("I03", "I04", "I06", "I08", "I19")
 # Official values from pyiqa's ResultsCalibra/calibration_summary.csv, in NAMES order.
 OFFICIAL_PSNR = (21.11, 20.99, 27.01, 23.30, 21.62)

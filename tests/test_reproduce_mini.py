@@ -519,12 +519,13 @@ def test_template_refuses_a_missing_value():
         report.render({"prog": "lab.reproduce_mini"})
 
 
-def test_reports_show_the_weights_variable_and_relative_paths(monkeypatch, tmp_path):
-    weights = tmp_path / "release" / "dmphn_1_2_4"
-    monkeypatch.setenv("NEURMAP_DMPHN_WEIGHTS", str(weights))
+def test_reports_show_the_releases_variable_and_relative_paths(monkeypatch, tmp_path):
+    releases = tmp_path / "release"
+    monkeypatch.setenv("NEURMAP_RELEASES", str(releases))
     monkeypatch.chdir(tmp_path)
-    line = f"neurmap.train model.deblur.pretrained={weights} hydra.run.dir={tmp_path}/logs/run"
-    assert shown(line) == "neurmap.train model.deblur.pretrained=$NEURMAP_DMPHN_WEIGHTS hydra.run.dir=logs/run"
+    line = f"neurmap.train model.deblur.pretrained={releases}/weights/dmphn_1_2_4 hydra.run.dir={tmp_path}/logs/run"
+    expected = "neurmap.train model.deblur.pretrained=$NEURMAP_RELEASES/weights/dmphn_1_2_4 hydra.run.dir=logs/run"
+    assert shown(line) == expected
 
 
 def test_a_finished_sweep_of_the_same_command_is_reused_and_an_unfinished_one_is_not(tmp_path):

@@ -166,7 +166,7 @@ def test_training_evaluation_deblurring_and_the_signal_measure_give_r_the_same_m
     """model.relative_motion and model.motion_scale reach every place that computes the motion R receives: M's and
     D's steps, the image panels, evaluation, deblurring (whole and tiled) and the signal measure. Both settings
     train."""
-    from neurmap.experiments import signal as signal_measure
+    from lab import signal as signal_measure
     from neurmap.losses.objectives import BatchSplit, deblur_objective
     from neurmap.tasks import evaluation
     from neurmap.tasks.deblurring import deblur_image

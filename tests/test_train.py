@@ -166,6 +166,32 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path):
     assert final["global_step"] == 6 * 3
 
 
+def test_sigterm_while_testing_names_the_trained_weights_and_ckpt_path_last_only_tests(tmp_path, capsys):
+    """SIGTERM after the first test batch (training finished): status 1, one line naming last.ckpt, which stays
+    the trained weights; the resume it names trains nothing again, tests, and finishes the run."""
+    from neurmap.config import FINAL_METRICS
+    from tests.helpers import checksums
+
+    run = tmp_path / "run"
+    term = ["+callbacks.term._target_=tests.helpers.SigtermAtTestBatch", "+callbacks.term.batch=0"]
+    with pytest.raises(SystemExit) as stop:
+        train(compose(tiny_overrides("iterations=2", *term), run))
+    assert stop.value.code == 1
+    last = run / "checkpoints" / "last.ckpt"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "neurmap.train: error: stopped by SIGTERM while testing, after all 2 iteration(s) were trained; the trained "
+        f"weights are in {last}: test them with the same settings and hydra.run.dir={run} ckpt_path=last (nothing "
+        "is trained again)"
+    )
+    assert not (run / FINAL_METRICS).exists() and not (run / "checkpoints" / "interrupted.ckpt").exists()
+    trained = checksums(last)
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2 * 3
+    train(compose(tiny_overrides("iterations=2", "ckpt_path=last"), run))
+    final = json.loads((run / FINAL_METRICS).read_text())
+    assert final["iterations"] == 2 and "test/builtin_camera/psnr" in final["metrics"]
+    assert checksums(last) == trained  # nothing trained again
+
+
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path):
     """Exact resume on CPU: SIGTERM mid-run (mid-epoch), resume with ckpt_path=last; the final weights,
     optimizer states, LR schedules and the sharp-motion pool equal an uninterrupted run's. Iteration 5

@@ -82,8 +82,9 @@ def test_synthesized_set_trains_as_kernel_synth(tmp_path, data_root, monkeypatch
         dst = tmp_path / "kernel_synth" / split
         assert synthesize_main([str(tmp_path / "photos" / split), str(dst), *small_flows]) == 0
     monkeypatch.setenv("NEURMAP_DATA", str(data_root))
-    monkeypatch.setenv("NEURMAP_KERNEL_SYNTH", str(tmp_path / "kernel_synth"))
-    cfg = compose(tiny_overrides("data=kernel_synth", *DISK), tmp_path / "run")
+    cfg = compose(
+        tiny_overrides("data=kernel_synth", *DISK, f"paths.kernel_synth={tmp_path / 'kernel_synth'}"), tmp_path / "run"
+    )
     train(cfg)
 
     dm = instantiate_datamodule(cfg)

@@ -22,12 +22,12 @@ class StageFailed(RuntimeError):
 
 
 def shown(text: str) -> str:
-    """``text`` as a report prints it: the released weights' folder as ``$NEURMAP_DMPHN_WEIGHTS`` and the current
+    """``text`` as a report prints it: the releases folder as ``$NEURMAP_RELEASES`` and the current
     folder's absolute path dropped, so that reports name no path of the machine they ran on."""
-    value = os.environ.get("NEURMAP_DMPHN_WEIGHTS")
+    value = os.environ.get("NEURMAP_RELEASES")
     if value:
         for form in sorted({value, str(Path(value).resolve())}, key=len, reverse=True):
-            text = text.replace(form, "$NEURMAP_DMPHN_WEIGHTS")
+            text = text.replace(form, "$NEURMAP_RELEASES")
     return text.replace(f"{Path.cwd().resolve()}/", "")
 
 

@@ -14,18 +14,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from neurmap.composition import check_command_line, check_overrides, explain, group_options, overlay, settings
 from neurmap.config import CONFIG_DIR
-from neurmap.errors import UsageError, without_unsafe_advice
+from neurmap.errors import Stopped, UsageError, stoppable, without_unsafe_advice
 from neurmap.utils.device import resolve_device
 from neurmap.utils.quiet import quiet_known_noise
 from neurmap.utils.records import check_not_finished, check_not_stopped, check_writable
@@ -46,28 +44,6 @@ __all__ = [
     "settings",
     "stoppable",
 ]
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl+C would raise KeyboardInterrupt, so that both stop a command alike."""
-
-
-def _raise_stopped(signum: int, frame: object) -> None:
-    raise Stopped(signal.Signals(signum).name)
-
-
-@contextlib.contextmanager
-def stoppable() -> Iterator[None]:
-    """Within it, SIGTERM raises :class:`Stopped` (a KeyboardInterrupt) in the main thread, as Ctrl+C does."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_stopped)
-    except ValueError:  # not the main thread: signals stay as they are
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def stop_message(err: KeyboardInterrupt, resume: str) -> str:

@@ -35,8 +35,17 @@ def _sweep_or(default: str) -> str:
     return default
 
 
+def _release(name: str, *default: Any) -> Any:
+    """``${neurmap_release:NAME[,DEFAULT]}``: ``$NEURMAP_RELEASES/weights/NAME`` (:mod:`neurmap.releases`)."""
+    from neurmap.releases import resolve_release
+
+    return resolve_release(name, *default)
+
+
 if not OmegaConf.has_resolver("neurmap_sweep"):
     OmegaConf.register_new_resolver("neurmap_sweep", _sweep_or)
+if not OmegaConf.has_resolver("neurmap_release"):
+    OmegaConf.register_new_resolver("neurmap_release", _release)
 
 
 def _store_schemas() -> None:

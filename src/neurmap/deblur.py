@@ -5,7 +5,8 @@
 * INPUT: one image, or a folder (searched recursively; the tree is mirrored under OUTPUT).
 * OUTPUT: a folder, or, for one INPUT image, a file name with an image suffix.
 * ``ckpt``: a neurmap checkpoint (it names its own backbone), or a backbone's release weights with
-  ``backbone=<name>`` (e.g. ``backbone=dmphn_1_2_4 ckpt=weights/dmphn_1_2_4``).
+  ``backbone=<name>`` (e.g. ``backbone=dmphn_1_2_4 ckpt=release:dmphn_1_2_4``, which reads
+  ``$NEURMAP_RELEASES/weights/dmphn_1_2_4``; a path works too).
 
 Images of any size run in tiles (``tile=512 overlap=64``), so a 12-megapixel photo fits in a few GB of
 memory on a CPU; ``tile=null`` runs whole images. ``motion=true`` also saves M's motion map in flow colours

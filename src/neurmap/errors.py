@@ -1,12 +1,16 @@
-"""The one error type of neurmap, :class:`UsageError`, and the helpers that keep an error's message to one
-line: torch's advice to load untrusted pickles replaced by what it means, a DataLoader worker's wrapping
-removed. The library raises these; the commands (:mod:`neurmap.cli`) print them and set the exit status."""
+"""The one error type of neurmap, :class:`UsageError`, the helpers that keep an error's message to one line
+(torch's advice to load untrusted pickles replaced by what it means, a DataLoader worker's wrapping removed),
+and :func:`stoppable`, under which SIGTERM stops a job as Ctrl+C does. The library raises these; the commands
+(:mod:`neurmap.cli`) print them and set the exit status."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+from collections.abc import Iterator
 
-__all__ = ["UsageError", "unwrap_worker_error", "without_unsafe_advice"]
+__all__ = ["Stopped", "UsageError", "stoppable", "unwrap_worker_error", "without_unsafe_advice"]
 
 
 class UsageError(ValueError):
@@ -35,3 +39,28 @@ def unwrap_worker_error(message: str) -> str:
         return message
     last = [line for line in message.strip().splitlines() if line.strip()][-1]
     return re.sub(r"^[\w.]+(Error|Exception): ", "", last.strip())
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl+C would raise KeyboardInterrupt, so that both stop a command alike."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    if signal.getsignal(signum) is _raise_stopped:  # else a handler that calls it (Lightning's) stops the run itself
+        raise Stopped(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def stoppable() -> Iterator[None]:
+    """Within it, SIGTERM raises :class:`Stopped` (a KeyboardInterrupt) in the main thread, as Ctrl+C does; while
+    another handler has taken SIGTERM over and calls this one (Lightning's, during fit and test, which stops at the
+    next batch), it leaves the stop to that handler."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    except ValueError:  # not the main thread: signals stay as they are
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -9,7 +9,8 @@ them). Examples::
     python -m neurmap.train hydra.run.dir=RUN ckpt_path=last  # resume an interrupted run in its folder
 
 The training itself: :mod:`neurmap.tasks.training`. Exit status 0 done, 1 the run failed or was stopped
-(SIGTERM, Ctrl+C: one line names the checkpoint to resume from), 2 a usage or configuration error (one line).
+(SIGTERM, Ctrl+C, while setting up, training or testing: one line names the checkpoint to resume from, or says
+that nothing was saved), 2 a usage or configuration error (one line).
 A folder that holds a stopped run (``checkpoints/last.ckpt`` or ``interrupted.ckpt``) is only resumed,
 with ``ckpt_path=last``.
 """

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -15,6 +16,7 @@ __all__ = ["LastCheckpoint"]
 
 class LastCheckpoint(L.Callback):
     """Write ``<dirpath>/last.ckpt`` when training ends or SIGTERM stops it; ``interrupted.ckpt`` on Ctrl+C.
+    A stop while testing writes nothing.
 
     ModelCheckpoint saves at validations only, so iterations after the last validation would
     otherwise be lost.
@@ -49,6 +51,8 @@ class LastCheckpoint(L.Callback):
         trainer.save_checkpoint(self.dirpath / "last.ckpt")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return  # a stop while testing: the trained weights are in last.ckpt already, which stays resumable
         if isinstance(exception, SIGTERMException):
             name = "last.ckpt"
         elif isinstance(exception, KeyboardInterrupt):

@@ -27,6 +27,7 @@ from neurmap.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, read_
 from neurmap.errors import UsageError
 from neurmap.nets.motion import reblur_motion
 from neurmap.nets.reblur import canonicalize_motion
+from neurmap.releases import weights_path
 from neurmap.tasks.inference import Networks, load_networks, n_tiles, tiled
 from neurmap.utils.device import resolve_device
 from neurmap.utils.flow_vis import flow_to_color, make_grid
@@ -169,6 +170,7 @@ def _record(cfg: DictConfig) -> dict[str, object]:
 def deblur(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> dict[str, object]:
     """Deblur INPUT into OUTPUT with settings ``cfg`` (conf/deblur.yaml); returns a summary dict."""
     start = time.perf_counter()
+    cfg.ckpt = weights_path(cfg.ckpt)  # ckpt=release:<name>: $NEURMAP_RELEASES/weights/<name>
     device = resolve_device(str(cfg.device))
     _autocast(device, str(cfg.precision))  # a bad precision stops here, before any network or image is loaded
     backbone = OmegaConf.select(cfg, "model.deblur")  # the conf/backbone node backbone=<name> puts there, or None

@@ -49,6 +49,7 @@ from neurmap.metrics import LPIPS, MetricUnavailable, align_realblur, load_niqe_
 from neurmap.metrics.fidelity import psnr_masked, ssim_masked
 from neurmap.metrics.motion import motion_epe, motion_errors
 from neurmap.nets.motion import reblur_motion
+from neurmap.releases import weights_path
 from neurmap.tasks.inference import Networks, load_networks, tiled
 from neurmap.utils.device import resolve_device
 from neurmap.utils.files import atomic_write, write_json
@@ -233,9 +234,12 @@ def evaluate(cfg: DictConfig) -> list[Row]:
     """Run the evaluation described by ``cfg`` (conf/evaluate.yaml); returns one summary row per set."""
     start = time.perf_counter()
     try:
-        ckpt = cfg.ckpt
+        cfg.ckpt = ckpt = weights_path(cfg.ckpt)  # ckpt=release:<name>: $NEURMAP_RELEASES/weights/<name>
     except MissingMandatoryValue:
-        raise UsageError("ckpt=PATH is required (a neurmap .ckpt, or release weights with backbone=<name>)") from None
+        raise UsageError(
+            "ckpt=PATH is required (a neurmap .ckpt, or release weights with backbone=<name>, e.g. "
+            "ckpt=release:dmphn_1_2_4 backbone=dmphn_1_2_4)"
+        ) from None
     if cfg.split not in ("val", "test"):
         raise UsageError(f"split must be val or test, got {cfg.split!r}")
     if cfg.on_error not in ("fail", "skip"):
@@ -259,8 +263,8 @@ def evaluate(cfg: DictConfig) -> list[Row]:
     missing = missing_roots(record["sets"])
     if missing:
         raise UsageError(
-            f"data={data_name}: {len(missing)} data folder(s) do not exist: {', '.join(missing)} (set NEURMAP_DATA "
-            "or the dataset's own variable, see README 'Data')"
+            f"data={data_name}: {len(missing)} data folder(s) do not exist: {', '.join(missing)} (set NEURMAP_DATA, "
+            "or paths.<dataset>=<folder>; see README 'Data')"
         )
     check_writable(out, "output_dir")
     check_record(out / RECORD, record, what=f"the results in output_dir={out}", overwrite=bool(cfg.overwrite))

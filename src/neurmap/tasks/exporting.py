@@ -23,6 +23,7 @@ from torch import nn
 
 from neurmap.errors import UsageError
 from neurmap.nets.backbones import DeblurNet
+from neurmap.releases import weights_path
 from neurmap.tasks.inference import load_networks
 from neurmap.utils.files import commit_temporary
 
@@ -140,6 +141,7 @@ def default_output(cfg: DictConfig) -> Path:
 def export_checkpoint(cfg: DictConfig) -> dict[str, object]:
     """Export with settings ``cfg`` (conf/export.yaml); returns the path and the checked error."""
     fmt = str(cfg.format)
+    cfg.ckpt = weights_path(cfg.ckpt)  # ckpt=release:<name>: $NEURMAP_RELEASES/weights/<name>
     if fmt not in FORMATS:
         raise UsageError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
     ckpt = Path(cfg.ckpt)

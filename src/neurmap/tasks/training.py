@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 import lightning as L
 import torch
@@ -25,14 +25,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from neurmap.callbacks.progress import IterationProgressBar
 from neurmap.config import CONFIG_DIR, FINAL_METRICS, instantiate_datamodule, instantiate_system
 from neurmap.data.io import missing_roots
-from neurmap.errors import UsageError, without_unsafe_advice
+from neurmap.errors import Stopped, UsageError, stoppable, without_unsafe_advice
 from neurmap.losses.objectives import LossWeights, from_mapping, missing_oracle_motion
+from neurmap.releases import PREFIX as RELEASE
+from neurmap.releases import weights_path
 from neurmap.utils.files import write_json
 from neurmap.utils.records import check_not_finished, check_not_stopped
 
@@ -46,7 +50,8 @@ __all__ = ["NO_EFFECT", "RESUME_KEYS", "IterationTimer", "provenance", "time_ite
 
 def _resolved(cfg: DictConfig) -> dict[str, Any]:
     """The whole run configuration as plain containers (without Hydra's own node); a missing value
-    (``???``) becomes a one-line UsageError naming the key."""
+    (``???``) or an interpolation that cannot be resolved (an unset variable, a missing release) becomes a
+    one-line UsageError naming the key."""
     try:
         return {
             k: OmegaConf.to_container(v, resolve=True, throw_on_missing=True) if OmegaConf.is_config(v) else v
@@ -55,6 +60,10 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
     except MissingMandatoryValue as err:
         key = str(err).splitlines()[0].rsplit(":", 1)[-1].strip()
         raise UsageError(f"missing value for {key}: set it on the command line, e.g. {key}=...") from None
+    except InterpolationResolutionError as err:
+        first = str(err).strip().splitlines()[0]
+        first = first.split(" raised while resolving interpolation: ", 1)[-1]
+        raise UsageError(f"{err.full_key}: {first}" if err.full_key else first) from None
 
 
 #: Trainer settings this script owns or that manual optimization ignores: setting one would change nothing.
@@ -74,6 +83,9 @@ def _check_config(cfg: DictConfig) -> dict[str, Any]:
         if value is not None and value != -1:  # -1: trainer/default.yaml's "unset" max_steps
             raise UsageError(f"{key}={value} has no effect here: {instead}")
     resolved = _resolved(cfg)
+    deblur = resolved.get("model", {}).get("deblur") or {}
+    if str(deblur.get("pretrained")).startswith(RELEASE):  # model.deblur.pretrained=release:<name>
+        deblur["pretrained"] = cfg.model.deblur.pretrained = weights_path(deblur["pretrained"])
     _record_effective_weights(resolved)
     iterations = resolved["iterations"]
     if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
@@ -108,8 +120,8 @@ def _check_data_roots(cfg: DictConfig, resolved: dict[str, Any]) -> None:
     if missing:
         choice = HydraConfig.get().runtime.choices.get("data") if HydraConfig.initialized() else None
         raise UsageError(
-            f"data={choice or '?'}: {len(missing)} data folder(s) do not exist: {', '.join(missing)} (set NEURMAP_DATA "
-            "or the dataset's own variable, see README 'Data')"
+            f"data={choice or '?'}: {len(missing)} data folder(s) do not exist: {', '.join(missing)} "
+            "(set NEURMAP_DATA, or paths.<dataset>=<folder>; see README 'Data')"
         )
 
 
@@ -240,9 +252,37 @@ def _instantiate_dict(node: DictConfig | None) -> list[Any]:
 
 def train(cfg: DictConfig) -> float | None:
     """Build data, system, callbacks, loggers and trainer from ``cfg``; fit (and test). Returns the
-    metric named by ``optimized_metric`` (for sweepers)."""
-    run_config = _check_config(cfg)
+    metric named by ``optimized_metric`` (for sweepers).
+
+    SIGTERM, like Ctrl+C, stops it at any point with one line and ``SystemExit(1)``: before training (set-up, the
+    dry run) the line says that nothing was saved, or names the checkpoint a resume would start from; during
+    training, the checkpoint written where it stopped; while testing, the trained weights and how to test them.
+    """
     output_dir = Path(cfg.paths.output_dir)
+    with stoppable():  # outside Lightning's own handling (fit, test), SIGTERM raises as Ctrl+C does
+        try:
+            run = _set_up(cfg, output_dir)
+        except (KeyboardInterrupt, SIGTERMException) as stop:  # SIGTERMException: from the dry run's timing
+            _exit_stopped(_set_up_stop_line(stop, output_dir), rank_zero_only.rank == 0)
+        if run is None:  # dry run
+            return None
+        return _fit_and_test(cfg, output_dir, run)
+
+
+class _Run(NamedTuple):
+    """What :func:`_set_up` builds for :func:`_fit_and_test`."""
+
+    datamodule: Any
+    system: Any
+    trainer: L.Trainer
+    loggers: list[Any]
+    monitor: str | None
+    ckpt_path: str | None
+
+
+def _set_up(cfg: DictConfig, output_dir: Path) -> _Run | None:
+    """Check the config and build everything a run needs; None after a dry run."""
+    run_config = _check_config(cfg)
     check_not_finished(output_dir)
     check_not_stopped(output_dir, cfg.get("ckpt_path"))
     L.seed_everything(int(cfg.seed), workers=True)
@@ -286,23 +326,35 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("dry_run"):
         _dry_run(cfg, datamodule, system)
         return None
-    ckpt_path = _resolve_ckpt_path(cfg, output_dir)
+    return _Run(datamodule, system, trainer, loggers, monitor, _resolve_ckpt_path(cfg, output_dir))
+
+
+def _fit_and_test(cfg: DictConfig, output_dir: Path, run: _Run) -> float | None:
+    """Fit, test, report; a stop during fit or test exits with one line (:func:`_stop_line`)."""
+    datamodule, system, trainer, ckpt_path = run.datamodule, run.system, run.trainer, run.ckpt_path
+    testing = False
     try:
         trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+        testing = True
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if cfg.get("test") and not trainer.fast_dev_run and getattr(datamodule, "test", None):
             for result in trainer.test(system, datamodule=datamodule, verbose=False):
                 metrics.update({k: float(v) for k, v in result.items()})
     except (SystemExit, KeyboardInterrupt) as stop:  # Lightning ends SIGTERM and Ctrl+C with SystemExit
-        if trainer.is_global_zero:
-            print(f"{PROG}: error: {_stop_line(stop, trainer, output_dir)}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        _exit_stopped(_stop_line(stop, trainer, output_dir, testing), trainer.is_global_zero)
     if trainer.is_global_zero:
         tested = bool(cfg.get("test")) and not trainer.fast_dev_run and bool(getattr(datamodule, "test", None))
         _report(trainer, output_dir, metrics, tested)
-    _finish_wandb(loggers)
-    name = cfg.get("optimized_metric") or monitor
+    _finish_wandb(run.loggers)
+    name = cfg.get("optimized_metric") or run.monitor
     return metrics.get(name) if name else None
+
+
+def _exit_stopped(line: str, rank_zero: bool) -> NoReturn:
+    """Print the one line of a stopped run (rank zero) and exit with status 1."""
+    if rank_zero:
+        print(f"{PROG}: error: {line}", file=sys.stderr, flush=True)
+    raise SystemExit(1) from None
 
 
 def _finish_wandb(loggers: list[Any]) -> None:
@@ -314,17 +366,51 @@ def _finish_wandb(loggers: list[Any]) -> None:
         wandb.finish()
 
 
-def _stop_line(stop: BaseException, trainer: L.Trainer, output_dir: Path) -> str:
-    """One line for a run stopped by SIGTERM or Ctrl+C: where it stopped and the checkpoint to resume from."""
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
+def _stop_cause(stop: BaseException) -> BaseException:
+    """What stopped a run: Lightning turns a KeyboardInterrupt (Ctrl+C, or SIGTERM outside its own handling) into
+    ``sys.exit(1)`` raised while handling it, and re-raises its own SIGTERMException."""
+    cause = stop.__context__
+    return cause if type(stop) is SystemExit and isinstance(cause, KeyboardInterrupt) else stop
 
-    sigterm = isinstance(stop, SIGTERMException)
+
+def _signal_name(cause: BaseException) -> str:
+    return "SIGTERM" if isinstance(cause, (SIGTERMException, Stopped)) else "Ctrl+C"
+
+
+#: How a stopped run goes on, in its one line.
+_RESUME = "with the same settings and hydra.run.dir={output_dir} ckpt_path=last"
+
+
+def _set_up_stop_line(stop: BaseException, output_dir: Path) -> str:
+    """One line for a run stopped before training started: nothing was saved, or the checkpoint already there."""
+    line = f"stopped by {_signal_name(stop)} before training started; nothing was saved"
+    folder = output_dir / "checkpoints"
+    found = [p for p in (folder / "last.ckpt", folder / "interrupted.ckpt") if p.is_file()]
+    if found:
+        newest = max(found, key=lambda p: p.stat().st_mtime_ns)
+        return f"{line}; {newest} is unchanged: resume {_RESUME.format(output_dir=output_dir)}"
+    return f"{line} (run the same command again to start)"
+
+
+def _stop_line(stop: BaseException, trainer: L.Trainer, output_dir: Path, testing: bool = False) -> str:
+    """One line for a run stopped by SIGTERM or Ctrl+C during fit (where it stopped and the checkpoint to resume
+    from) or while testing after fit (the trained weights, and how to test them without training again)."""
+    cause = _stop_cause(stop)
+    how = _signal_name(cause)
     iterations = trainer.global_step // max(1, len(trainer.optimizers))
-    name = "last.ckpt" if sigterm else "interrupted.ckpt"
+    resume = _RESUME.format(output_dir=output_dir)
+    if testing:
+        last = output_dir / "checkpoints" / "last.ckpt"
+        line = f"stopped by {how} while testing, after all {iterations} iteration(s) were trained"
+        if last.is_file():
+            return f"{line}; the trained weights are in {last}: test them {resume} (nothing is trained again)"
+        return f"{line}; no checkpoint was saved (callbacks.last_checkpoint is off)"
+    # LastCheckpoint: SIGTERM during fit stops at a batch boundary (last.ckpt), a KeyboardInterrupt anywhere
+    name = "last.ckpt" if isinstance(cause, SIGTERMException) else "interrupted.ckpt"
     ckpt = output_dir / "checkpoints" / name
-    line = f"stopped by {'SIGTERM' if sigterm else 'Ctrl+C'} after {iterations} iteration(s)"
+    line = f"stopped by {how} after {iterations} iteration(s)"
     if ckpt.is_file():
-        return f"{line}; saved {ckpt}: resume with the same settings and hydra.run.dir={output_dir} ckpt_path=last"
+        return f"{line}; saved {ckpt}: resume {resume}"
     return f"{line}; no checkpoint was saved (callbacks.last_checkpoint is off)"
 
 
