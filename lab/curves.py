@@ -8,6 +8,8 @@
 * ``length``: held-out test PSNR against fine-tuning length for the supervised fine-tune and NeurMAP, from
   one ``neurmap.evaluate`` multirun over the checkpoints of ``iterations=...`` sweeps
   (``make reproduce-mini-length``);
+* ``val``: every fine-tune's validation metrics (the target family on training photographs) at each of its
+  validations, from the runs' CSV logs: PSNR, M's error and the unpaired signal against iterations;
 * ``weights``: the weight candidates of the arms on **validation** images (``split=val``: the target family on
   training photographs), from one ``neurmap.evaluate`` multirun over their checkpoints: PSNR, LPIPS, M's error,
   its length ratio and the signal cosines of each, the pick of each variant (best val PSNR), and a PSNR-LPIPS
@@ -18,6 +20,7 @@ Each writes ``<out>.md`` (a table with the command behind it) and ``<out>.png`` 
     python -m lab.curves motion RUN --weights DMPHN_FOLDER --out reports/mini_motion_curve
     python -m lab.curves length EVAL_SWEEP --out reports/mini_length_curve
     python -m lab.curves weights VAL_EVAL_SWEEP --out reports/mini_weights
+    python -m lab.curves val RUN [RUN ...] --out reports/mini_val_curve
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 
 from lab.mini.common import shown
 
-__all__ = ["length_rows", "main", "motion_rows"]
+__all__ = ["length_rows", "main", "motion_rows", "val_rows"]
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
@@ -89,6 +92,52 @@ def length_rows(eval_sweeps: Sequence[Path]) -> list[dict[str, Any]]:
         lpips = next((v for k, v in metrics.items() if k.endswith("/lpips") and "input" not in k), float("nan"))
         rows.append({"variant": str(cfg.variant.name), "iterations": int(cfg.iterations), "psnr": psnr, "lpips": lpips})
     return sorted(rows, key=lambda r: (r["variant"], r["iterations"]))
+
+
+#: The columns of the validation curve: (metric suffix in a run's CSV log, column).
+VAL_METRICS = (("/psnr", "psnr"), ("/motion_epe", "motion_epe"), ("/signal_cos/unpaired", "signal_unpaired"))
+
+
+def val_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
+    """(variant, iteration, val metrics) of each validation of each fine-tune run folder (or sweep job), read
+    from its CSV log (``csv/version_*/metrics.csv``; the val set's name is the one the run logged)."""
+    from omegaconf import OmegaConf
+
+    rows = []
+    for run in runs:
+        variant = str(OmegaConf.load(run / ".hydra" / "config.yaml").variant.name)
+        for log in sorted(run.glob("csv/version_*/metrics.csv")):
+            for record in csv.DictReader(log.open()):
+                found = {
+                    column: float(value)
+                    for key, value in record.items()
+                    for suffix, column in VAL_METRICS
+                    if key.startswith("val/") and key.endswith(suffix) and "/input_" not in key and value
+                }
+                if "psnr" in found:
+                    rows.append({"variant": variant, "iteration": int(record["step"]) + 1, **found})
+    return sorted(rows, key=lambda r: (r["variant"], r["iteration"]))
+
+
+def _val_figure(rows: list[dict[str, Any]]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for variant in sorted({r["variant"] for r in rows}):
+        mine = [r for r in rows if r["variant"] == variant]
+        a.plot([r["iteration"] for r in mine], [r["psnr"] for r in mine], marker="o", label=variant)
+        signal = [r for r in mine if "signal_unpaired" in r]
+        if signal:
+            b.plot([r["iteration"] for r in signal], [r["signal_unpaired"] for r in signal], marker="o", label=variant)
+    a.set(title="Validation PSNR against fine-tuning iterations", xlabel="iteration", ylabel="PSNR (dB)")
+    b.set(title="Unpaired signal against fine-tuning iterations", xlabel="iteration", ylabel="cosine")
+    b.axhline(0.0, color="grey", linewidth=0.8)
+    a.legend()
+    b.legend()
+    return fig
 
 
 #: The columns of the weight table: (final-metrics suffix, column).
@@ -237,6 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     length = sub.add_parser("length", help="test PSNR and LPIPS against fine-tuning length")
     length.add_argument("eval_sweep", type=Path, nargs="+", help="neurmap.evaluate multiruns over the fine-tunes")
     length.add_argument("--out", type=Path, default=Path("reports/mini_length_curve"))
+    val = sub.add_parser("val", help="the fine-tunes' validation metrics against iterations")
+    val.add_argument("runs", type=Path, nargs="+", help="fine-tune run folders (or sweep jobs)")
+    val.add_argument("--note", default="", help="a line on how the runs were trained")
+    val.add_argument("--out", type=Path, default=Path("reports/mini_val_curve"))
     weights = sub.add_parser("weights", help="the arms' weight candidates on validation images")
     weights.add_argument("eval_sweep", type=Path, help="a neurmap.evaluate split=val multirun over the candidates")
     weights.add_argument("--note", default="", help="a line on how the candidates were trained")
@@ -256,6 +309,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "the true length. Reported, never used to choose."
         )
         _write(opts.out, title, command, _table(rows, keys), _motion_figure(rows), note)
+    elif opts.curve == "val":
+        rows = val_rows(opts.runs)
+        title = "Validation metrics of the fine-tunes against iterations"
+        note = (
+            f"{opts.note} Validation: the target family on training photographs (mini_val), never the held-out test; "
+            "`motion_epe`: the motion R receives from M against the true motion (px); `signal_unpaired`: the cosine "
+            "between D's gradient of the weighted sum of its unpaired terms and of the supervised loss."
+        ).strip()
+        keys = ["variant", "iteration", "psnr", "motion_epe", "signal_unpaired"]
+        _write(opts.out, title, command, _table(rows, keys), _val_figure(rows), note)
     elif opts.curve == "weights":
         rows = weight_rows(opts.eval_sweep)
         keys = ["candidate", "variant", "reblur_deblur", "sharp_prior", "natural", "psnr", "lpips", "motion_epe"]

@@ -292,3 +292,26 @@ def test_weight_candidates_read_their_weights_and_val_metrics_and_pick_the_best_
     assert rows["oracle_r100"]["reblur_deblur"] == 100.0 and rows["oracle_r100"]["psnr"] == 25.4
     assert rows["neurmap_r1"]["signal_unpaired"] == 0.1 and math.isnan(rows["neurmap_r1"]["motion_epe"])
     assert [name for name, r in rows.items() if r["pick"]] == ["neurmap_r1", "oracle_r100"]
+
+
+def test_val_curve_reads_every_validation_of_each_run(tmp_path):
+    """`lab.curves val`: one row per logged validation (iteration = step + 1), the run's variant, PSNR, M's error
+    and the unpaired signal, skipping the input's PSNR and the training rows."""
+    from lab import curves
+
+    run = tmp_path / "0_neurmap"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("variant:\n  name: neurmap\n")
+    (run / "csv" / "version_0").mkdir(parents=True)
+    (run / "csv" / "version_0" / "metrics.csv").write_text(
+        "step,train/loss,val/mini_val/input_psnr,val/mini_val/psnr,val/mini_val/motion_epe,"
+        "val/mini_val/signal_cos/unpaired\n"
+        "9,0.5,,,,\n"
+        "249,,23.6,24.5,13.8,-0.4\n"
+        "499,,23.6,24.7,12.0,0.1\n"
+    )
+    rows = curves.val_rows([run])
+    assert rows == [
+        {"variant": "neurmap", "iteration": 250, "psnr": 24.5, "motion_epe": 13.8, "signal_unpaired": -0.4},
+        {"variant": "neurmap", "iteration": 500, "psnr": 24.7, "motion_epe": 12.0, "signal_unpaired": 0.1},
+    ]
