@@ -167,7 +167,7 @@ def test_training_evaluation_deblurring_and_the_signal_measure_give_r_the_same_m
     D's steps, the image panels, evaluation, deblurring (whole and tiled) and the signal measure. Both settings
     train."""
     from lab import signal as signal_measure
-    from neurmap.losses.objectives import BatchSplit, deblur_objective
+    from neurmap.losses.objectives import BatchSplit
     from neurmap.tasks import evaluation
     from neurmap.tasks.deblurring import deblur_image
     from neurmap.tasks.inference import Networks
@@ -188,9 +188,9 @@ def test_training_evaluation_deblurring_and_the_signal_measure_give_r_the_same_m
         deblurred = system.deblur_net(blur)
     expected = _expected_motion(blur, deblurred, relative, scale)
 
-    system._motion_step(split, deblurred)  # M's step
+    system._motion_loss(split, deblurred)  # M's step
     assert torch.allclose(recorder.motions[-1], expected, atol=1e-6)
-    deblur_objective(system.weights, **system._deblur_inputs(split, [deblurred], True, None))  # D's step
+    system._deblur_loss(split, [deblurred], True, None)  # D's step
     assert torch.allclose(recorder.motions[-1], expected, atol=1e-6)
     system.image_panels({"blur": blur})  # validation panels: S_hat is clamped to [0, 1]
     assert torch.allclose(
