@@ -99,8 +99,9 @@ VAL_METRICS = (("/psnr", "psnr"), ("/motion_epe", "motion_epe"), ("/signal_cos/u
 
 
 def val_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
-    """(variant, iteration, val metrics) of each validation of each fine-tune run folder (or sweep job), read
-    from its CSV log (``csv/version_*/metrics.csv``; the val set's name is the one the run logged)."""
+    """(run folder's name, variant, iteration, val metrics) of each validation of each fine-tune run folder (or
+    sweep job), read from its CSV log (``csv/version_*/metrics.csv``; the val set's name is the one the run
+    logged). The folder names the run: two runs of one variant (the ceiling is a supervised run) stay apart."""
     from omegaconf import OmegaConf
 
     rows = []
@@ -115,8 +116,8 @@ def val_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
                     if key.startswith("val/") and key.endswith(suffix) and "/input_" not in key and value
                 }
                 if "psnr" in found:
-                    rows.append({"variant": variant, "iteration": int(record["step"]) + 1, **found})
-    return sorted(rows, key=lambda r: (r["variant"], r["iteration"]))
+                    rows.append({"run": run.name, "variant": variant, "iteration": int(record["step"]) + 1, **found})
+    return sorted(rows, key=lambda r: (r["run"], r["iteration"]))
 
 
 def _val_figure(rows: list[dict[str, Any]]):
@@ -126,12 +127,12 @@ def _val_figure(rows: list[dict[str, Any]]):
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for variant in sorted({r["variant"] for r in rows}):
-        mine = [r for r in rows if r["variant"] == variant]
-        a.plot([r["iteration"] for r in mine], [r["psnr"] for r in mine], marker="o", label=variant)
+    for run in sorted({r["run"] for r in rows}):
+        mine = [r for r in rows if r["run"] == run]
+        a.plot([r["iteration"] for r in mine], [r["psnr"] for r in mine], marker="o", label=run)
         signal = [r for r in mine if "signal_unpaired" in r]
         if signal:
-            b.plot([r["iteration"] for r in signal], [r["signal_unpaired"] for r in signal], marker="o", label=variant)
+            b.plot([r["iteration"] for r in signal], [r["signal_unpaired"] for r in signal], marker="o", label=run)
     a.set(title="Validation PSNR against fine-tuning iterations", xlabel="iteration", ylabel="PSNR (dB)")
     b.set(title="Unpaired signal against fine-tuning iterations", xlabel="iteration", ylabel="cosine")
     b.axhline(0.0, color="grey", linewidth=0.8)
@@ -317,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "`motion_epe`: the motion R receives from M against the true motion (px); `signal_unpaired`: the cosine "
             "between D's gradient of the weighted sum of its unpaired terms and of the supervised loss."
         ).strip()
-        keys = ["variant", "iteration", "psnr", "motion_epe", "signal_unpaired"]
+        keys = ["run", "variant", "iteration", "psnr", "motion_epe", "signal_unpaired"]
         _write(opts.out, title, command, _table(rows, keys), _val_figure(rows), note)
     elif opts.curve == "weights":
         rows = weight_rows(opts.eval_sweep)

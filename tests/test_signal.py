@@ -296,7 +296,7 @@ def test_weight_candidates_read_their_weights_and_val_metrics_and_pick_the_best_
 
 def test_val_curve_reads_every_validation_of_each_run(tmp_path):
     """`lab.curves val`: one row per logged validation (iteration = step + 1), the run's variant, PSNR, M's error
-    and the unpaired signal, skipping the input's PSNR and the training rows."""
+    and the unpaired signal, skipping the input's PSNR and the training rows; the folder names the run."""
     from lab import curves
 
     run = tmp_path / "0_neurmap"
@@ -312,6 +312,20 @@ def test_val_curve_reads_every_validation_of_each_run(tmp_path):
     )
     rows = curves.val_rows([run])
     assert rows == [
-        {"variant": "neurmap", "iteration": 250, "psnr": 24.5, "motion_epe": 13.8, "signal_unpaired": -0.4},
-        {"variant": "neurmap", "iteration": 500, "psnr": 24.7, "motion_epe": 12.0, "signal_unpaired": 0.1},
+        {
+            "run": "0_neurmap",
+            "variant": "neurmap",
+            "iteration": 250,
+            "psnr": 24.5,
+            "motion_epe": 13.8,
+            "signal_unpaired": -0.4,
+        },
+        {
+            "run": "0_neurmap",
+            "variant": "neurmap",
+            "iteration": 500,
+            "psnr": 24.7,
+            "motion_epe": 12.0,
+            "signal_unpaired": 0.1,
+        },
     ]
