@@ -251,8 +251,8 @@ def motion_objective(
     motion_reblur: Tensor,
 ) -> Parts:
     """Eq. 10: lambda * L_reblur + L_kernel + L_tv on the unsupervised rows. ``motion_blurry``, ``motion_sharp``
-    and ``motion_deblurred`` are M's canonical maps of B, S and S_hat (detached); ``motion_reblur`` is the motion
-    R received and ``reblurred`` its output R(S_hat, motion_reblur) (None when the reblur weight is 0)."""
+    and ``motion_deblurred`` are M's canonical maps of B, S and S_hat (S_hat detached); ``motion_reblur`` is the
+    motion R received and ``reblurred`` its output R(S_hat, motion_reblur) (None when the reblur weight is 0)."""
     w = w.effective()
     parts: Parts = {}
     ratio = w.reblur_msssim_ratio
