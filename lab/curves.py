@@ -121,23 +121,34 @@ def val_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
 
 
 def _val_figure(rows: list[dict[str, Any]]):
+    fig = _line_panels(
+        rows,
+        "run",
+        "iteration",
+        ("psnr", "Validation PSNR against fine-tuning iterations", "PSNR (dB)"),
+        ("signal_unpaired", "Unpaired signal against fine-tuning iterations", "cosine"),
+    )
+    fig.axes[1].axhline(0.0, color="grey", linewidth=0.8)
+    return fig
+
+
+def _line_panels(rows: list[dict[str, Any]], group: str, x: str, *panels: tuple[str, str, str], xscale: str = "linear"):
+    """A figure of line panels, one line per value of ``group``: each panel (key, title, y label) plots the
+    rows that have its key against ``x``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for run in sorted({r["run"] for r in rows}):
-        mine = [r for r in rows if r["run"] == run]
-        a.plot([r["iteration"] for r in mine], [r["psnr"] for r in mine], marker="o", label=run)
-        signal = [r for r in mine if "signal_unpaired" in r]
-        if signal:
-            b.plot([r["iteration"] for r in signal], [r["signal_unpaired"] for r in signal], marker="o", label=run)
-    a.set(title="Validation PSNR against fine-tuning iterations", xlabel="iteration", ylabel="PSNR (dB)")
-    b.set(title="Unpaired signal against fine-tuning iterations", xlabel="iteration", ylabel="cosine")
-    b.axhline(0.0, color="grey", linewidth=0.8)
-    a.legend()
-    b.legend()
+    fig, axes = plt.subplots(1, len(panels), figsize=(11, 4))
+    for i, name in enumerate(sorted({r[group] for r in rows})):
+        for ax, (key, _, _) in zip(axes, panels, strict=True):
+            mine = [r for r in rows if r[group] == name and key in r]
+            if mine:  # one colour per line across the panels
+                ax.plot([r[x] for r in mine], [r[key] for r in mine], marker="o", color=f"C{i}", label=name)
+    for ax, (_, title, ylabel) in zip(axes, panels, strict=True):
+        ax.set(title=title, xlabel=x, ylabel=ylabel, xscale=xscale)
+        ax.legend()
     return fig
 
 
@@ -256,21 +267,14 @@ def _motion_figure(rows: list[dict[str, Any]]):
 
 
 def _length_figure(rows: list[dict[str, Any]]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for variant in sorted({r["variant"] for r in rows}):
-        mine = [r for r in rows if r["variant"] == variant]
-        a.plot([r["iterations"] for r in mine], [r["psnr"] for r in mine], marker="o", label=variant)
-        b.plot([r["iterations"] for r in mine], [r["lpips"] for r in mine], marker="o", label=variant)
-    a.set(title="Test PSNR against fine-tuning length", xlabel="iterations", ylabel="PSNR (dB)", xscale="log")
-    b.set(title="Test LPIPS against fine-tuning length", xlabel="iterations", ylabel="LPIPS", xscale="log")
-    a.legend()
-    b.legend()
-    return fig
+    return _line_panels(
+        rows,
+        "variant",
+        "iterations",
+        ("psnr", "Test PSNR against fine-tuning length", "PSNR (dB)"),
+        ("lpips", "Test LPIPS against fine-tuning length", "LPIPS"),
+        xscale="log",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
