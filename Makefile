@@ -123,7 +123,7 @@ reproduce-gpu: $(STAMP)  ## the mini reproduction on one GPU (MINUTES per method
 		"eval_overrides=['device=cuda']" $(ARGS)
 
 collect: $(STAMP)  ## tabulate a sweep: make collect SWEEP=logs/train/multiruns/<time> (default: the newest)
-	$(PY) -m neurmap.collect $(if $(SWEEP),$(SWEEP),latest=true)
+	$(PY) -m neurmap.collect $(if $(SWEEP),sweep=$(SWEEP),latest=true)
 
 # pyiqa's five Kodak calibration pairs, for the metric reference tests only (PolyForm-Noncommercial:
 # never committed, never imported). Without a registry the tests that need them skip.

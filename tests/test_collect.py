@@ -52,17 +52,17 @@ def test_cli_writes_tables_into_the_sweep(sweep, capsys):
 
 
 def test_missing_or_empty_sweeps_are_one_line_errors(tmp_path, capsys):
-    assert main([str(tmp_path / "nope")]) == 2
+    assert main([f"sweep={tmp_path / 'nope'}"]) == 2
     assert "nope is not a folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main([str(tmp_path / "empty")]) == 2
+    assert main([f"sweep={tmp_path / 'empty'}"]) == 2
     assert "holds no Hydra job folder" in capsys.readouterr().err
     assert main(["latest=true", f"root={tmp_path / 'none'}"]) == 2
     assert "holds no sweep" in capsys.readouterr().err
 
 
 def test_a_prefix_that_matches_no_metric_warns(sweep, capsys):
-    assert main([str(sweep), "prefix=foo/"]) == 0
+    assert main([f"sweep={sweep}", "prefix=foo/"]) == 0
     err = capsys.readouterr().err.strip()
     assert err == "neurmap.collect: warning: no metric starts with prefix=foo/; the jobs have test/, val/"
 
@@ -74,10 +74,10 @@ def test_a_read_only_sweep_is_one_line(sweep, capsys):
     before = checksums(sweep)
     sweep.chmod(0o555)
     try:
-        assert main([str(sweep)]) == 2
+        assert main([f"sweep={sweep}"]) == 2
     finally:
         sweep.chmod(0o755)
     assert capsys.readouterr().err.strip() == (
-        f"neurmap.collect: error: SWEEP_DIR={sweep}: cannot write in {sweep} (permission denied or not a folder)"
+        f"neurmap.collect: error: sweep={sweep}: cannot write in {sweep} (permission denied or not a folder)"
     )
     assert checksums(sweep) == before

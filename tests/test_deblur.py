@@ -117,10 +117,10 @@ def test_release_weights_load_by_backbone_name(photos, tmp_path, capsys):
     net = instantiate(backbone_node("unet").net)
     torch.save(net.state_dict(), tmp_path / "unet.pth")
     out = tmp_path / "out"
-    assert deblur_main([str(photos), str(out), f"ckpt={tmp_path / 'unet.pth'}", "backbone=unet"]) == 0
+    assert deblur_main([f"input={photos}", f"output={out}", f"ckpt={tmp_path / 'unet.pth'}", "backbone=unet"]) == 0
     assert read_image(out / "a.png").shape == (3, 50, 70)
     assert "(unet, cpu" in capsys.readouterr().out
-    assert deblur_main([str(photos), str(tmp_path / "again"), f"ckpt={tmp_path / 'unet.pth'}"]) == 2
+    assert deblur_main([f"input={photos}", f"output={tmp_path / 'again'}", f"ckpt={tmp_path / 'unet.pth'}"]) == 2
     assert "pass backbone=<name>" in capsys.readouterr().err
 
 
@@ -132,24 +132,35 @@ def test_ckpt_release_reads_the_releases_folder_and_a_missing_one_is_one_line(ph
     (releases / "weights").mkdir(parents=True)
     torch.save(instantiate(backbone_node("unet").net).state_dict(), releases / "weights" / "unet.pth")
     by_path, by_release = tmp_path / "by_path", tmp_path / "by_release"
-    assert deblur_main([str(photos), str(by_path), f"ckpt={releases / 'weights' / 'unet.pth'}", "backbone=unet"]) == 0
+    assert (
+        deblur_main(
+            [f"input={photos}", f"output={by_path}", f"ckpt={releases / 'weights' / 'unet.pth'}", "backbone=unet"]
+        )
+        == 0
+    )
     monkeypatch.delenv("NEURMAP_RELEASES", raising=False)
-    assert deblur_main([str(photos), str(by_release), "ckpt=release:unet.pth", "backbone=unet"]) == 2
+    assert deblur_main([f"input={photos}", f"output={by_release}", "ckpt=release:unet.pth", "backbone=unet"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "neurmap.deblur: error: release:unet.pth needs NEURMAP_RELEASES=<folder> holding weights/unet.pth "
         "(a release folder or file; see README 'Released weights')"
     )
     monkeypatch.setenv("NEURMAP_RELEASES", str(releases))
-    assert deblur_main([str(photos), str(by_release), "ckpt=release:unet.pth", "backbone=unet"]) == 0
+    assert deblur_main([f"input={photos}", f"output={by_release}", "ckpt=release:unet.pth", "backbone=unet"]) == 0
     assert torch.equal(read_image(by_release / "a.png"), read_image(by_path / "a.png"))
     capsys.readouterr()
-    assert deblur_main([str(photos), str(tmp_path / "none"), "ckpt=release:unet_v2.pth", "backbone=unet"]) == 2
+    assert (
+        deblur_main([f"input={photos}", f"output={tmp_path / 'none'}", "ckpt=release:unet_v2.pth", "backbone=unet"])
+        == 2
+    )
     assert capsys.readouterr().err.strip() == (
         f"neurmap.deblur: error: release:unet_v2.pth: {releases}/weights/unet_v2.pth does not exist "
         f"(NEURMAP_RELEASES={releases} must hold weights/unet_v2.pth, a release folder or file; see README "
         "'Released weights')"
     )
-    assert deblur_main([str(photos), str(tmp_path / "none"), "ckpt=release:../unet.pth", "backbone=unet"]) == 2
+    assert (
+        deblur_main([f"input={photos}", f"output={tmp_path / 'none'}", "ckpt=release:../unet.pth", "backbone=unet"])
+        == 2
+    )
     assert "expected the name of an entry of $NEURMAP_RELEASES/weights" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
 
@@ -171,14 +182,14 @@ def test_checkpoint_errors_say_what_to_do(ckpt, tmp_path):
 def test_deblur_folder_mirrors_the_tree_with_motion_and_comparison(ckpt, photos, tmp_path, capsys):
     out = tmp_path / "out"
     settings = [f"ckpt={ckpt}", "motion=true", "compare=true", "tile=32", "overlap=16"]
-    assert deblur_main([str(photos), str(out), *settings]) == 0
+    assert deblur_main([f"input={photos}", f"output={out}", *settings]) == 0
     for stem, size in (("a", (50, 70)), ("trip/b", (45, 61))):
         image = read_image(out / f"{stem}.png")
         assert image.shape == (3, *size)
         assert read_image(out / f"{stem}_motion.png").shape == (3, *size)
         assert (out / f"{stem}_compare.jpg").is_file()
     assert "2 deblurred, 0 already there, 0 failed" in capsys.readouterr().out
-    assert deblur_main([str(photos), str(out), *settings]) == 0  # resumes: nothing left to do
+    assert deblur_main([f"input={photos}", f"output={out}", *settings]) == 0  # resumes: nothing left to do
     assert "0 deblurred, 2 already there" in capsys.readouterr().out
 
 
@@ -196,7 +207,7 @@ def test_deblur_tiled_and_whole_agree_away_from_seams(ckpt, photos, tmp_path):
 def test_unreadable_photo_is_reported_and_the_rest_completes(ckpt, photos, tmp_path, capsys):
     (photos / "broken.png").write_bytes(b"garbage")
     out = tmp_path / "out"
-    assert deblur_main([str(photos), str(out), f"ckpt={ckpt}"]) == 1
+    assert deblur_main([f"input={photos}", f"output={out}", f"ckpt={ckpt}"]) == 1
     assert (out / "a.png").is_file() and (out / "trip" / "b.png").is_file() and not (out / "broken.png").exists()
     captured = capsys.readouterr()
     assert "broken.png: not a readable image" in captured.err and "1 failed" in captured.out
@@ -205,30 +216,45 @@ def test_unreadable_photo_is_reported_and_the_rest_completes(ckpt, photos, tmp_p
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["{photos}", "{photos}/out", "ckpt={ckpt}"], "is inside INPUT"),
-        (["{photos}", "{tmp}/out"], "ckpt=... is required"),
-        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "tiles=3"], "unknown key 'tiles'; the keys are: bits, ckpt"),
-        (["{tmp}/none", "{tmp}/out", "ckpt={ckpt}"], "INPUT .*none does not exist"),
+        (["input={photos}", "output={photos}/out", "ckpt={ckpt}"], "is inside input="),
+        (["input={photos}", "output={tmp}/out"], "ckpt=... is required"),
         (
-            ["{photos}", "{tmp}/out", "ckpt={ckpt}", "backbone=nope"],
+            ["input={photos}", "output={tmp}/out", "ckpt={ckpt}", "tiles=3"],
+            "unknown key 'tiles'; the keys are: bits, ckpt",
+        ),
+        (["input={tmp}/none", "output={tmp}/out", "ckpt={ckpt}"], "input=.*none does not exist"),
+        (
+            ["input={photos}", "output={tmp}/out", "ckpt={ckpt}", "backbone=nope"],
             "backbone=nope: no such option; choose one of: dmphn",
         ),
-        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "tile=32"], "overlap=64 must be >= 0 and smaller than tile=32"),
-        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "tile=0"], "tile=0 must be a positive number of px"),
-        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "bits=16", "suffix=.jpg"], "bits=16 suffix=.jpg: .jpg stores 8 bits"),
-        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "on_error=maybe"], "on_error=maybe: expected fail"),
         (
-            ["{photos}", "{tmp}/out", "ckpt={ckpt}", "tile=abc"],
+            ["input={photos}", "output={tmp}/out", "ckpt={ckpt}", "tile=32"],
+            "overlap=64 must be >= 0 and smaller than tile=32",
+        ),
+        (["input={photos}", "output={tmp}/out", "ckpt={ckpt}", "tile=0"], "tile=0 must be a positive number of px"),
+        (
+            ["input={photos}", "output={tmp}/out", "ckpt={ckpt}", "bits=16", "suffix=.jpg"],
+            "bits=16 suffix=.jpg: .jpg stores 8 bits",
+        ),
+        (["input={photos}", "output={tmp}/out", "ckpt={ckpt}", "on_error=maybe"], "on_error=maybe: expected fail"),
+        (
+            ["input={photos}", "output={tmp}/out", "ckpt={ckpt}", "tile=abc"],
             "tile: Value 'abc' .* could not be converted to Integer",
         ),
-        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "suffix=.xyz"], "suffix=.xyz: not an image format OpenCV can write"),
-        (["{photos}", "{tmp}/out", "ckpt={ckpt}", "precision=fp8"], "precision must be one of"),
         (
-            ["{photos}", "{ckpt}", "ckpt={ckpt}"],
-            "OUTPUT .*last.ckpt is a file; a folder INPUT needs a folder OUTPUT",
+            ["input={photos}", "output={tmp}/out", "ckpt={ckpt}", "suffix=.xyz"],
+            "suffix=.xyz: not an image format OpenCV can write",
         ),
-        (["{photos}/a.png", "{photos}/a.png", "ckpt={ckpt}", "overwrite=true"], "is the INPUT image itself"),
-        (["{photos}/a.png", "{photos}", "ckpt={ckpt}", "overwrite=true"], "is the INPUT image itself"),
+        (["input={photos}", "output={tmp}/out", "ckpt={ckpt}", "precision=fp8"], "precision must be one of"),
+        (
+            ["input={photos}", "output={ckpt}", "ckpt={ckpt}"],
+            "output=.*last.ckpt is a file; a folder input needs a folder output",
+        ),
+        (
+            ["input={photos}/a.png", "output={photos}/a.png", "ckpt={ckpt}", "overwrite=true"],
+            "is the input image itself",
+        ),
+        (["input={photos}/a.png", "output={photos}", "ckpt={ckpt}", "overwrite=true"], "is the input image itself"),
     ],
 )
 def test_bad_arguments_give_one_line_and_status_2(ckpt, photos, tmp_path, capsys, args, message):
@@ -244,7 +270,7 @@ def test_bad_arguments_give_one_line_and_status_2(ckpt, photos, tmp_path, capsys
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write in read-only folders")
 def test_a_read_only_output_folder_is_one_line(ckpt, photos, tmp_path, capsys):
     (tmp_path / "readonly").mkdir(mode=0o555)
-    assert deblur_main([str(photos), str(tmp_path / "readonly" / "out"), f"ckpt={ckpt}"]) == 2
+    assert deblur_main([f"input={photos}", f"output={tmp_path / 'readonly' / 'out'}", f"ckpt={ckpt}"]) == 2
     assert re.search("cannot write in .*readonly", capsys.readouterr().err)
 
 
@@ -252,7 +278,7 @@ def test_outputs_get_the_permissions_of_a_plain_write(ckpt, photos, tmp_path):
     """Atomic writes go through a 0600 temporary file; the result has 0666 less the umask, as open() gives."""
     old = os.umask(0o022)
     try:
-        assert deblur_main([str(photos / "a.png"), str(tmp_path / "a_sharp.png"), f"ckpt={ckpt}"]) == 0
+        assert deblur_main([f"input={photos / 'a.png'}", f"output={tmp_path / 'a_sharp.png'}", f"ckpt={ckpt}"]) == 0
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a_sharp.png").stat().st_mode) == 0o644
@@ -276,15 +302,15 @@ def test_two_inputs_with_one_output_name_are_refused(ckpt, photos, tmp_path, cap
     out = tmp_path / "out"
     write_image(out / "keep.png", torch.rand(3, 8, 8))
     before = checksums(photos, out)
-    assert deblur_main([str(photos), str(out), f"ckpt={ckpt}"]) == 2
+    assert deblur_main([f"input={photos}", f"output={out}", f"ckpt={ckpt}"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and re.search(r"error: INPUT .*a\.(png|jpg) and .*a\.(png|jpg) both map", err)
+    assert len(err.splitlines()) == 1 and re.search(r"error: input=.*a\.(png|jpg) and .*a\.(png|jpg) both map", err)
     assert checksums(photos, out) == before
 
 
 def test_a_rerun_with_another_checkpoint_or_settings_is_refused(ckpt, photos, tmp_path, capsys):
     out = tmp_path / "out"
-    assert deblur_main([str(photos), str(out), f"ckpt={ckpt}"]) == 0
+    assert deblur_main([f"input={photos}", f"output={out}", f"ckpt={ckpt}"]) == 0
     capsys.readouterr()
     before = checksums(out)
     other = tmp_path / "other.ckpt"
@@ -292,21 +318,21 @@ def test_a_rerun_with_another_checkpoint_or_settings_is_refused(ckpt, photos, tm
     for setting in (f"ckpt={other}", "tile=256"):
         ckpt_arg = setting if setting.startswith("ckpt=") else f"ckpt={ckpt}"
         extra = [] if setting.startswith("ckpt=") else [setting]
-        assert deblur_main([str(photos), str(out), ckpt_arg, *extra]) == 2
+        assert deblur_main([f"input={photos}", f"output={out}", ckpt_arg, *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "were made by another run" in err and "overwrite=true" in err, err
         assert checksums(out) == before
-    assert deblur_main([str(photos), str(out), f"ckpt={ckpt}"]) == 0  # the same settings resume
+    assert deblur_main([f"input={photos}", f"output={out}", f"ckpt={ckpt}"]) == 0  # the same settings resume
     assert "0 deblurred, 2 already there" in capsys.readouterr().out
-    assert deblur_main([str(photos), str(out), f"ckpt={other}", "overwrite=true"]) == 0
+    assert deblur_main([f"input={photos}", f"output={out}", f"ckpt={other}", "overwrite=true"]) == 0
     assert "2 deblurred" in capsys.readouterr().out
 
 
 def test_an_unreadable_photo_exits_1_unless_on_error_skip(ckpt, photos, tmp_path, capsys):
     (photos / "broken.png").write_bytes(b"garbage")
-    assert deblur_main([str(photos), str(tmp_path / "out"), f"ckpt={ckpt}"]) == 1
+    assert deblur_main([f"input={photos}", f"output={tmp_path / 'out'}", f"ckpt={ckpt}"]) == 1
     assert "error: 1 image(s) could not be read" in capsys.readouterr().err.strip().splitlines()[-1]
-    assert deblur_main([str(photos), str(tmp_path / "out2"), f"ckpt={ckpt}", "on_error=skip"]) == 0
+    assert deblur_main([f"input={photos}", f"output={tmp_path / 'out2'}", f"ckpt={ckpt}", "on_error=skip"]) == 0
 
 
 def test_ctrl_c_and_sigterm_stop_with_one_line_and_status_1(ckpt, photos, tmp_path, capsys, monkeypatch):
@@ -322,7 +348,7 @@ def test_ctrl_c_and_sigterm_stop_with_one_line_and_status_1(ckpt, photos, tmp_pa
             os.kill(os.getpid(), signal.SIGTERM)
 
         monkeypatch.setattr(deblurring, "deblur_image", stop)
-        assert deblur_main([str(photos), str(tmp_path / how), f"ckpt={ckpt}"]) == 1
+        assert deblur_main([f"input={photos}", f"output={tmp_path / how}", f"ckpt={ckpt}"]) == 1
         err = capsys.readouterr().err.strip()
         expected = "SIGTERM" if how == "sigterm" else "Ctrl+C"
         assert err.splitlines()[-1] == (
@@ -336,7 +362,7 @@ def test_a_junk_checkpoint_gives_no_unsafe_advice(photos, tmp_path, capsys):
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a pickle at all")
     before = checksums(photos)
-    assert deblur_main([str(photos), str(tmp_path / "out"), f"ckpt={junk}"]) == 2
+    assert deblur_main([f"input={photos}", f"output={tmp_path / 'out'}", f"ckpt={junk}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"neurmap.deblur: error: {junk}: not a checkpoint")
     assert "not a file of plain tensors" in err and "False" not in err and "weights_only=False" not in err

@@ -68,7 +68,7 @@ def test_missing_root_stops_before_training_with_one_line(tmp_path):
 
 
 def test_synthesized_set_trains_as_kernel_synth(tmp_path, data_root, monkeypatch):
-    """`python -m neurmap.synthesize SRC DST` output is what data=kernel_synth reads (train, val and test)."""
+    """`python -m neurmap.synthesize src=DIR dst=DIR` output is what data=kernel_synth reads (train, val and test)."""
     import numpy as np
 
     from neurmap.data.io import write_image
@@ -80,7 +80,7 @@ def test_synthesized_set_trains_as_kernel_synth(tmp_path, data_root, monkeypatch
             write_image(tmp_path / "photos" / split / f"{i}.png", fake_data.image(rng, (64, 80)))
         small_flows = ["kernel.flow.tx_max=6", "kernel.flow.ty_max=6", "kernel.flow.center_shift_max=4"]
         dst = tmp_path / "kernel_synth" / split
-        assert synthesize_main([str(tmp_path / "photos" / split), str(dst), *small_flows]) == 0
+        assert synthesize_main([f"src={tmp_path / 'photos' / split}", f"dst={dst}", *small_flows]) == 0
     monkeypatch.setenv("NEURMAP_DATA", str(data_root))
     cfg = compose(
         tiny_overrides("data=kernel_synth", *DISK, f"paths.kernel_synth={tmp_path / 'kernel_synth'}"), tmp_path / "run"

@@ -87,7 +87,8 @@ sys.exit(status)
 
 def time_deblur(photo: Path, out: Path, ckpt: str, backbone: str | None, tile: int | None) -> tuple[float, float]:
     """Seconds and peak resident GiB of ``neurmap.deblur`` on one photo, in a fresh process."""
-    args = [str(photo), str(out), f"ckpt={ckpt}", f"tile={'null' if tile is None else tile}", "overwrite=true"]
+    tile_setting = f"tile={'null' if tile is None else tile}"
+    args = [f"input={photo}", f"output={out}", f"ckpt={ckpt}", tile_setting, "overwrite=true"]
     if backbone:
         args.append(f"backbone={backbone}")
     result = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True)

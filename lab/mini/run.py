@@ -409,7 +409,7 @@ def run(cfg: DictConfig, argv: Sequence[str]) -> Run:
     evaluate = evaluation(result)
     check_configs([evaluate])
     execute(result, evaluate)
-    execute(result, Stage("collect", ("-m", "neurmap.collect", result.path("sweeps", "evaluate"))))
+    execute(result, Stage("collect", ("-m", "neurmap.collect", f"sweep={result.path('sweeps', 'evaluate')}")))
     result.load.append(loadavg())
     result.seconds = time.perf_counter() - t0
     return result

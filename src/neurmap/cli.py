@@ -13,8 +13,8 @@
 
 from __future__ import annotations
 
-import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,8 +38,9 @@ __all__ = [
     "explain",
     "fail",
     "hydra_command",
+    "literal",
     "overlay",
-    "parser",
+    "plain_command",
     "resolve_device",
     "settings",
     "stoppable",
@@ -80,16 +81,29 @@ def _what_then_usage(doc: str | None, usage: str) -> str:
     return "\n\n".join(part for part in (first, f"usage: {usage}", rest) if part)
 
 
-def help_text(prog: str, config_name: str, doc: str, usage: str) -> str:
-    """``--help`` of a Hydra app: what it does, its usage, its config groups with their options, its
-    settings file; then the flags (the plain commands' help has the same shape, :func:`parser`)."""
+def _groups_text(config_name: str) -> list[str]:
+    """The ``config groups`` section of a help: each group of the defaults list with its options."""
+    groups = _groups(config_name)
+    if not groups:
+        return []
+    lines = ["config groups (group=option; conf/<group>/):"]
+    for group, default, options in groups:
+        lines.append(f"  {group:10s} {', '.join(options)}  (default: {default.replace('None', 'none')})")
+    return [*lines, ""]
+
+
+def help_text(prog: str, config_name: str, doc: str, usage: str, sweeps: bool = True) -> str:
+    """``--help`` of a command: what it does, its usage, its config groups with their options, its settings
+    file; then the flags (``sweeps``: the Hydra apps' ``-m`` and Hydra's own)."""
     lines = [_what_then_usage(doc, usage), "", *_groups_text(config_name)]
     body = (Path(CONFIG_DIR) / f"{config_name}.yaml").read_text()
     lines += [f"settings (conf/{config_name}.yaml; key=value, dotted keys reach into the groups):", body]
-    lines += [
-        "--cfg job prints the composed settings without running the command. Add -m to sweep comma-separated",
-        "values (one job each); --hydra-help shows Hydra's own flags; HYDRA_FULL_ERROR=1 shows full tracebacks.",
-    ]
+    lines.append("--cfg job prints the composed settings without running the command.")
+    if sweeps:
+        lines += [
+            "Add -m to sweep comma-separated values (one job each); --hydra-help shows Hydra's own flags;",
+            "HYDRA_FULL_ERROR=1 shows full tracebacks.",
+        ]
     return "\n".join(lines)
 
 
@@ -184,57 +198,71 @@ def _check_sweep_dir(cfg: DictConfig) -> None:
 # --------------------------------------------------------------------------------------- plain commands
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with ``--cfg job``: print the settings composed from ``conf/<config_name>.yaml`` and the
-    ``key=value`` arguments, and exit 0 without running the command (as the Hydra apps do)."""
+def literal(override: str) -> str:
+    """``key=value`` with the value taken as it is written when Hydra's override grammar cannot read it as one
+    value (a file name with ``(``, ``#``, ``'``, ``=``, a comma or a non-ASCII letter) or would read it as an
+    interpolation (``${...}``: variables are the shell's to expand): the value is then quoted, so a plain command
+    takes any file name without more quoting than the shell's. Values the grammar reads (numbers, lists,
+    ``null``, ``release:<name>``) are left alone."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-    config_name = ""
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        return override
+    try:
+        if "${" not in value and not OverridesParser.create().parse_override(override).is_sweep_override():
+            return override
+    except HydraException:
+        pass
+    # in Hydra's quoted strings a backslash escapes only a quote (or backslashes before one); ${ is interpolation
+    quoted = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    quoted = quoted.replace("${", "\\${")
+    return f"{key}='{quoted}'"
 
-    def parse_args(self, args: Sequence[str] | None = None, namespace: object = None) -> argparse.Namespace:
-        argv = list(sys.argv[1:] if args is None else args)
-        if "--cfg" in argv and not any(a in ("-h", "--help") for a in argv):
-            at = argv.index("--cfg")
-            if argv[at + 1 : at + 2] != ["job"]:
-                self.error("--cfg takes one value, job (print the composed settings)")
-            overrides = [a for a in argv[:at] + argv[at + 2 :] if "=" in a and not a.startswith("-")]
-            try:
-                cfg = settings(self.config_name, overrides)
-            except UsageError as err:
-                sys.exit(fail(self.prog, err))
+
+def plain_command(
+    prog: str,
+    config_name: str,
+    doc: str,
+    usage: str,
+    run: Callable[[DictConfig], int],
+    required: Sequence[str] = (),
+    paths: Sequence[str] = (),
+) -> Callable[[Sequence[str] | None], int]:
+    """The entry point of a plain command: its arguments are ``key=value`` settings of ``conf/<config_name>.yaml``
+    (:func:`~neurmap.composition.settings`, values read by :func:`literal`), with ``--help`` (:func:`help_text`)
+    and ``--cfg job`` (print the composed settings and stop) as the Hydra apps have. ``run`` gets the composed
+    settings and returns the exit status; a bad argument is one line and exit 2. ``required``: keys that must be
+    set; ``paths``: the keys a bare argument most likely meant, in order (named in the message that refuses it)."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        args = list(sys.argv[1:] if argv is None else argv)
+        if any(a in ("-h", "--help") for a in args):
+            print(help_text(prog, config_name, doc, usage, sweeps=False))
+            return 0
+        show = "--cfg" in args
+        if show:
+            at = args.index("--cfg")
+            if args[at + 1 : at + 2] != ["job"]:
+                return fail(prog, f"--cfg takes one value, job (print the composed settings) (usage: {usage})")
+            del args[at : at + 2]
+        bare = [a for a in args if "=" not in a]
+        for arg in args:
+            if arg.startswith("-"):
+                return fail(prog, f"unknown flag {arg}: the flags are --help and --cfg job (usage: {usage})")
+            if "=" not in arg:
+                unset = [k for k in paths if not any(a.startswith(f"{k}=") for a in args)]
+                key = unset[bare.index(arg)] if bare.index(arg) < len(unset) else "key"
+                return fail(prog, f"'{arg}' is not key=value: write {key}={arg} (usage: {usage})")
+        quiet_known_noise()
+        try:
+            cfg = settings(config_name, [literal(a) for a in args], required=() if show else required)
+        except UsageError as err:
+            return fail(prog, err)
+        if show:
             print(OmegaConf.to_yaml(cfg), end="")
-            sys.exit(0)
-        return super().parse_args(argv, namespace)  # type: ignore[arg-type]
+            return 0
+        return run(cfg)
 
-
-def _groups_text(config_name: str) -> list[str]:
-    """The ``config groups`` section of a help: each group of the defaults list with its options."""
-    groups = _groups(config_name)
-    if not groups:
-        return []
-    lines = ["config groups (group=option; conf/<group>/):"]
-    for group, default, options in groups:
-        lines.append(f"  {group:10s} {', '.join(options)}  (default: {default.replace('None', 'none')})")
-    return [*lines, ""]
-
-
-def parser(prog: str, usage: str, description: str, config_name: str) -> argparse.ArgumentParser:
-    """An argument parser for positionals plus ``key=value`` settings; its help has the Hydra apps' shape
-    (:func:`help_text`): what the command does, its usage, its config groups, the commented settings file
-    ``conf/<config_name>.yaml``, and the flags every command takes (``--cfg job``)."""
-    text = (Path(CONFIG_DIR) / f"{config_name}.yaml").read_text()
-    epilog = [
-        *_groups_text(config_name),
-        f"settings (conf/{config_name}.yaml; key=value, dotted keys reach into the groups):",
-        text,
-        "--cfg job prints the composed settings without running the command.",
-    ]
-    cli = _Parser(
-        prog=prog,
-        usage=argparse.SUPPRESS,  # the help starts with what the command does, then its usage line
-        description=_what_then_usage(description, usage),
-        epilog="\n".join(epilog),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    cli.config_name = config_name
-    cli.error = lambda message: sys.exit(fail(prog, f"{message} (usage: {usage})"))  # type: ignore[method-assign]
-    return cli
+    return main

@@ -1,7 +1,7 @@
-"""Collect the runs of a Hydra multirun into one table: ``python -m neurmap.collect [SWEEP_DIR] [key=value ...]``.
+"""Collect the runs of a Hydra multirun into one table: ``python -m neurmap.collect sweep=DIR [key=value ...]``.
 
-Also ``neurmap-collect``. Settings (``conf/collect.yaml``): ``latest=true`` takes the newest sweep under
-``root``, ``prefix=val/`` the validation metrics instead of the test ones.
+Also ``neurmap-collect``. Settings (``conf/collect.yaml``): ``sweep=DIR`` the multirun folder, or ``latest=true``
+the newest sweep under ``root``; ``prefix=val/`` the validation metrics instead of the test ones.
 
 Every job directory of a sweep (``logs/train/multiruns/<time>/<num>_<variant>-<backbone>/``) holds its
 overrides in ``.hydra/overrides.yaml`` and, once finished, its final metrics in ``final_metrics.json``
@@ -21,16 +21,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from neurmap.cli import UsageError, fail, parser, settings, stop_message, stoppable
+from neurmap.cli import UsageError, fail, plain_command, stop_message, stoppable
 from neurmap.config import FINAL_METRICS
 from neurmap.utils.files import atomic_write
-from neurmap.utils.quiet import quiet_known_noise
 from neurmap.utils.records import check_writable
 from neurmap.utils.tables import to_markdown, write_csv
 
 __all__ = ["collect", "latest_sweep", "main", "to_markdown"]
+
+_PROG = "neurmap.collect"
 
 
 def latest_sweep(root: Path) -> Path:
@@ -96,38 +97,39 @@ def write(rows: Sequence[dict[str, Any]], out: Path) -> None:
     write_csv(out / "sweep_summary.csv", rows)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line; returns the exit status (2 for a bad setting or a missing or empty sweep folder)."""
-    usage = "python -m neurmap.collect [-h] [SWEEP_DIR] [latest=true] [prefix=val/] [root=DIR]"
-    cli = parser("neurmap.collect", usage, __doc__, "collect")
-    cli.add_argument("sweep", nargs="?", metavar="SWEEP_DIR", help="a multirun folder")
-    cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
-    args = cli.parse_args(argv)
-    quiet_known_noise()
-    if args.sweep is not None and "=" in args.sweep:  # no SWEEP_DIR: the first argument is a setting
-        args.overrides.insert(0, args.sweep)
-        args.sweep = None
+def _run(cfg: DictConfig) -> int:
+    """Tabulate ``cfg.sweep`` (or the newest sweep under ``cfg.root``); returns the exit status."""
     try:
-        cfg = settings("collect", args.overrides)
-        if args.sweep is None and not cfg.latest:
-            raise UsageError("give a SWEEP_DIR, or latest=true for the newest sweep under root")
-        sweep = Path(args.sweep) if args.sweep else latest_sweep(Path(cfg.root))
+        if cfg.sweep is None and not cfg.latest:
+            raise UsageError("give sweep=DIR, or latest=true for the newest sweep under root")
+        sweep = Path(cfg.sweep) if cfg.sweep is not None else latest_sweep(Path(cfg.root))
         with stoppable():
             rows = collect(sweep, cfg.prefix)
-        check_writable(sweep, "SWEEP_DIR")
+        check_writable(sweep, "sweep")
     except (UsageError, FileNotFoundError) as err:
-        return fail("neurmap.collect", err)
+        return fail(_PROG, err)
     except KeyboardInterrupt as err:
-        return fail("neurmap.collect", stop_message(err, "nothing was written; run it again"), 1)
+        return fail(_PROG, stop_message(err, "nothing was written; run it again"), 1)
     seen = sorted({k.split("/", 1)[0] + "/" for k in _metric_keys(sweep) if "/" in k})
     if seen and not any(str(k).startswith(cfg.prefix) for row in rows for k in row):
         print(
-            f"neurmap.collect: warning: no metric starts with prefix={cfg.prefix}; the jobs have {', '.join(seen)}",
+            f"{_PROG}: warning: no metric starts with prefix={cfg.prefix}; the jobs have {', '.join(seen)}",
             file=sys.stderr,
         )
     write(rows, sweep)
     print(f"{sweep} ({len(rows)} runs)\n\n{to_markdown(rows)}\nwritten: {sweep / 'sweep_summary.md'}, .csv")
     return 0
+
+
+#: Command line; returns the exit status (2 for a bad setting or a missing or empty sweep folder).
+main = plain_command(
+    _PROG,
+    "collect",
+    __doc__,
+    "python -m neurmap.collect [-h] sweep=DIR | latest=true [prefix=val/] [root=DIR]",
+    _run,
+    paths=("sweep",),
+)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Deblur your own photos with a trained model.
 
-``python -m neurmap.deblur INPUT OUTPUT ckpt=PATH [key=value ...]`` (also ``neurmap-deblur``)
+``python -m neurmap.deblur input=PATH output=PATH ckpt=PATH [key=value ...]`` (also ``neurmap-deblur``)
 
-* INPUT: one image, or a folder (searched recursively; the tree is mirrored under OUTPUT).
-* OUTPUT: a folder, or, for one INPUT image, a file name with an image suffix.
+* ``input``: one image, or a folder (searched recursively; the tree is mirrored under ``output``).
+* ``output``: a folder, or, for one input image, a file name with an image suffix.
+* Every argument is ``key=value``; a file name needs no quoting beyond the shell's (``input=IMG (1).jpg``
+  in shell quotes works).
 * ``ckpt``: a neurmap checkpoint (it names its own backbone), or a backbone's release weights with
   ``backbone=<name>`` (e.g. ``backbone=dmphn_1_2_4 ckpt=release:dmphn_1_2_4``, which reads
   ``$NEURMAP_RELEASES/weights/dmphn_1_2_4``; a path works too).
@@ -21,40 +23,45 @@ SIGTERM), 2 bad arguments.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-from neurmap.cli import UsageError, fail, parser, settings, stop_message, stoppable
+from omegaconf import DictConfig
+
+from neurmap.cli import UsageError, fail, plain_command, stop_message, stoppable
 from neurmap.tasks.deblurring import PROG, deblur
-from neurmap.utils.quiet import quiet_known_noise
 
 __all__ = ["main"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line; returns the exit status (0 done, 1 some images failed, 2 bad arguments)."""
-    cli = parser(PROG, "python -m neurmap.deblur [-h] INPUT OUTPUT ckpt=PATH [key=value ...]", __doc__, "deblur")
-    cli.add_argument("input", metavar="INPUT", help="an image or a folder of images")
-    cli.add_argument("output", metavar="OUTPUT", help="output folder (or file name for one image)")
-    cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
-    args = cli.parse_args(argv)
-    quiet_known_noise()
+def _run(cfg: DictConfig) -> int:
+    """Deblur ``cfg.input`` into ``cfg.output``; returns the exit status."""
     try:
-        cfg = settings("deblur", args.overrides, required=("ckpt",))
         with stoppable():
-            summary = deblur(args.input, args.output, cfg)
+            summary = deblur(cfg.input, cfg.output, cfg)
     except (UsageError, FileNotFoundError, ValueError) as err:
         return fail(PROG, str(err))
     except KeyboardInterrupt as err:
         return fail(PROG, stop_message(err, "run the same command again to resume (finished images are kept)"), 1)
     print(
         f"{PROG}: {summary['written']} deblurred, {summary['existing']} already there, "
-        f"{len(summary['failed'])} failed -> {args.output} ({summary['backbone']}, {summary['device']}, "
+        f"{len(summary['failed'])} failed -> {cfg.output} ({summary['backbone']}, {summary['device']}, "
         f"{summary['seconds']:.1f} s)"
     )
     if summary["failed"] and cfg.on_error != "skip":
         count = len(summary["failed"])
         return fail(PROG, f"{count} image(s) could not be read and were skipped (on_error=skip: exit 0)", 1)
     return 0
+
+
+#: Command line; returns the exit status (0 done, 1 some images failed or the run was stopped, 2 bad arguments).
+main = plain_command(
+    PROG,
+    "deblur",
+    __doc__,
+    "python -m neurmap.deblur [-h] input=PATH output=PATH ckpt=PATH [key=value ...]",
+    _run,
+    required=("input", "output", "ckpt"),
+    paths=("input", "output"),
+)
 
 
 if __name__ == "__main__":

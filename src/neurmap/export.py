@@ -13,26 +13,20 @@ is an error (exit status 1), so a file that was written is known to work. Detail
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-from neurmap.cli import UsageError, fail, parser, settings, stop_message, stoppable
+from omegaconf import DictConfig
+
+from neurmap.cli import UsageError, fail, plain_command, stop_message, stoppable
 from neurmap.tasks.exporting import export_checkpoint
-from neurmap.utils.quiet import quiet_known_noise
 
 __all__ = ["main"]
 
 _PROG = "neurmap.export"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line; returns the exit status (0 written and checked, 1 check failed, 2 bad arguments)."""
-    usage = "python -m neurmap.export [-h] ckpt=PATH format=onnx|torchscript [key=value ...]"
-    cli = parser(_PROG, usage, __doc__, "export")
-    cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
-    args = cli.parse_args(argv)
-    quiet_known_noise()
+def _run(cfg: DictConfig) -> int:
+    """Export and check ``cfg.ckpt``'s D; returns the exit status."""
     try:
-        cfg = settings("export", args.overrides, required=("ckpt",))
         with stoppable():
             result = export_checkpoint(cfg)
     except (UsageError, FileNotFoundError, ValueError, ImportError) as err:
@@ -44,6 +38,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     checked = "" if result["error"] is None else f", max |exported - PyTorch| = {result['error']:.1e}"
     print(f"{_PROG}: wrote {result['output']} ({result['format']}, {result['backbone']}{checked})")
     return 0
+
+
+#: Command line; returns the exit status (0 written and checked, 1 check failed, 2 bad arguments).
+main = plain_command(
+    _PROG,
+    "export",
+    __doc__,
+    "python -m neurmap.export [-h] ckpt=PATH format=onnx|torchscript [key=value ...]",
+    _run,
+    required=("ckpt",),
+    paths=("ckpt",),
+)
 
 
 if __name__ == "__main__":

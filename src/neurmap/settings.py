@@ -17,6 +17,8 @@ __all__ = ["CollectSettings", "DeblurSettings", "ExportSettings", "SynthesisSett
 class DeblurSettings:
     """``python -m neurmap.deblur`` (commented in conf/deblur.yaml)."""
 
+    input: str = MISSING
+    output: str = MISSING
     ckpt: str = MISSING
     model: Any = None  # {deblur: the conf/backbone node chosen by backbone=<name>}, or None
     device: str = MISSING
@@ -83,6 +85,8 @@ class GoproSynthesis:
 class SynthesisSettings:
     """``python -m neurmap.synthesize`` (commented in conf/synthesize.yaml)."""
 
+    src: str = MISSING
+    dst: str = MISSING
     mode: str = MISSING
     seed: int = MISSING
     workers: int = MISSING
@@ -97,6 +101,7 @@ class SynthesisSettings:
 class CollectSettings:
     """``python -m neurmap.collect`` (commented in conf/collect.yaml)."""
 
+    sweep: str | None = MISSING
     latest: bool = MISSING
     root: str = MISSING
     prefix: str = MISSING

@@ -1,10 +1,10 @@
-"""The blur generator: Gong et al.'s kernel-synthesized set, or GoPro-style frame averages, from SRC into DST.
+"""The blur generator: Gong et al.'s kernel-synthesized set, or GoPro-style frame averages, from src into dst.
 
-:func:`synthesize` is what ``python -m neurmap.synthesize SRC DST [key=value ...]`` (:mod:`neurmap.synthesize`)
+:func:`synthesize` is what ``python -m neurmap.synthesize src=DIR dst=DIR [key=value ...]`` (:mod:`neurmap.synthesize`)
 runs; :func:`load_config` reads its settings (``conf/synthesize.yaml``, a preset, overrides).
 
 **kernel mode** (NeurMAP's "kernel-synthesized" data; Gong et al., "From motion blur to motion flow",
-CVPR'17, ``donggong1/motion-flow-syn``). For every sharp image under SRC and every index ``k``:
+CVPR'17, ``donggong1/motion-flow-syn``). For every sharp image under src and every index ``k``:
 
 1. A camera-motion flow (:func:`neurmap.synth.flows.camera_flow`): the full per-pixel blur vector in px,
    the sum of an x-translation whose size ramps linearly across the columns ("acceleration"), a
@@ -17,8 +17,8 @@ CVPR'17, ``donggong1/motion-flow-syn``). For every sharp image under SRC and eve
    (:func:`neurmap.synth.line_blur.line_blur`, Gong's/Sun et al.'s ``motionBlurConv``); optional noise.
 4. Borders cropped by ``floor(max|v|/2)`` rows and ``floor(max|u|/2)`` columns (``kernel.crop_boundary``),
    on the blurry image, the sharp image and the motion map alike.
-5. Written as ``DST/<name>_<kkk>_mfmap.mat``, ``..._gtimg.png`` and, last, ``..._blurryimg.png`` (Gong's
-   naming, the files NeurMAP's configs glob). ``<name>`` is the source's path relative to SRC without
+5. Written as ``dst/<name>_<kkk>_mfmap.mat``, ``..._gtimg.png`` and, last, ``..._blurryimg.png`` (Gong's
+   naming, the files NeurMAP's configs glob). ``<name>`` is the source's path relative to src without
    its suffix, ``/`` replaced by ``_``; ``<kkk>`` is ``k`` on three digits. The ``.mat`` holds ``mfmap``,
    H x W x 2 = (u, v): u horizontal >= 0, v vertical (down positive), the full blur vector in px; a line
    has no sign, so vectors with u < 0 are stored negated (Gong's ``uv_half``).
@@ -33,10 +33,10 @@ comment and is not); the line kernel's end taps are the exact overlap of the seg
 50); the noise (``kernel.noise_std``, on the [0, 1] scale) is off by default (his N(0, 0.001) on the
 0..255 scale vanishes in the 8-bit rounding); sources of any image format, in sub-folders too.
 
-**gopro mode** (Nah et al. CVPR'17 style): SRC holds video frames, either directly (one sequence, named
-after SRC) or in one sub-folder per sequence. Every window of ``gopro.frames`` consecutive frames
+**gopro mode** (Nah et al. CVPR'17 style): src holds video frames, either directly (one sequence, named
+after src) or in one sub-folder per sequence. Every window of ``gopro.frames`` consecutive frames
 (step ``gopro.stride``) is averaged, in linear light with ``gopro.gamma``, into
-``DST/<sequence>/blur/<stem>.png``; its middle frame is copied to ``DST/<sequence>/sharp/<stem>.png``
+``dst/<sequence>/blur/<stem>.png``; its middle frame is copied to ``dst/<sequence>/sharp/<stem>.png``
 (``<stem>``: the middle frame's name without suffix). Done windows are skipped on a rerun.
 """
 
@@ -332,12 +332,12 @@ def _gopro_jobs(
 
 # ------------------------------------------------------------------------------------------------ run
 
-#: The settings record in DST (:mod:`neurmap.utils.records`).
+#: The settings record in dst (:mod:`neurmap.utils.records`).
 RECORD = "synthesize_settings.json"
 
 
 def _record(src: Path, cfg: DictConfig) -> dict[str, Any]:
-    """What shapes the pairs: SRC and the settings of the mode (not workers, on_error or overwrite)."""
+    """What shapes the pairs: src and the settings of the mode (not workers, on_error or overwrite)."""
     keep = ("mode", "seed", "recursive", cfg.mode)
     return {"src": str(src.resolve()), **{k: OmegaConf.to_container(cfg, resolve=True)[k] for k in keep}}
 
@@ -345,18 +345,18 @@ def _record(src: Path, cfg: DictConfig) -> dict[str, Any]:
 def _check_paths(src: Path, dst: Path) -> None:
     if not src.is_dir():
         what = "is not a folder" if src.exists() else "does not exist"
-        raise FileNotFoundError(f"SRC {src} {what}")
+        raise FileNotFoundError(f"src={src} {what}")
     src_r, dst_r = src.resolve(), dst.resolve()
     if dst_r == src_r or src_r in dst_r.parents:
-        raise UsageError(f"DST {dst} is inside SRC {src}; the outputs would become sources. Choose another DST")
+        raise UsageError(f"dst={dst} is inside src={src}; the outputs would become sources. Choose another dst")
     if dst.exists() and not dst.is_dir():
-        raise UsageError(f"DST {dst} exists and is not a folder")
+        raise UsageError(f"dst={dst} exists and is not a folder")
 
 
 def synthesize(
     src: str | Path, dst: str | Path, cfg: Mapping | DictConfig | None = None, progress: bool = True
 ) -> dict[str, Any]:
-    """Make the blurry/sharp pairs of ``cfg.mode`` from SRC into DST (see the module docstring).
+    """Make the blurry/sharp pairs of ``cfg.mode`` from src into dst (see the module docstring).
 
     Args:
         src: folder of sharp images (kernel mode) or of video frames / frame folders (gopro mode).
@@ -371,8 +371,8 @@ def synthesize(
         ``dst`` and ``seconds``.
 
     Raises:
-        UsageError: a bad setting, or DST inside SRC.
-        FileNotFoundError: SRC is missing or holds no usable image.
+        UsageError: a bad setting, or dst inside src.
+        FileNotFoundError: src is missing or holds no usable image.
         SynthesisError: two sources with one output name, or (``on_error=raise``) a failing source; the
             message names the file.
     """
@@ -380,9 +380,9 @@ def synthesize(
     cfg = load_config(cfg=cfg)  # idempotent on a loaded config; completes and checks a partial one
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     _check_paths(src, dst)
-    check_writable(dst, "DST")
+    check_writable(dst, "dst")
     record_path, record = dst / RECORD, _record(src, cfg)
-    check_record(record_path, record, what=f"the pairs in DST {dst}", overwrite=bool(cfg.overwrite))
+    check_record(record_path, record, what=f"the pairs in dst={dst}", overwrite=bool(cfg.overwrite))
     short: list[str] = []
     found: list[Path] = []
     if cfg.mode == "kernel":
@@ -391,8 +391,8 @@ def synthesize(
         jobs, pending, existing, short = _gopro_jobs(src, dst, cfg, found)
     if found and read_record(record_path) is None and not cfg.overwrite:
         raise UsageError(
-            f"DST {dst} holds {found[0]}, which synthesize did not write (no {RECORD}) and would replace; pass "
-            "overwrite=true to replace it, or choose another DST"
+            f"dst={dst} holds {found[0]}, which synthesize did not write (no {RECORD}) and would replace; pass "
+            "overwrite=true to replace it, or choose another dst"
         )
     dst.mkdir(parents=True, exist_ok=True)
     if jobs:

@@ -1,6 +1,6 @@
 """Deblurring of photos and folders: :func:`deblur` runs what ``python -m neurmap.deblur`` does.
 
-:func:`plan` pairs every source image with its output path (a folder's tree is mirrored under OUTPUT;
+:func:`plan` pairs every source image with its output path (a folder's tree is mirrored under output;
 outputs that exist are skipped unless ``overwrite=true``). :func:`deblur_image` runs D, and, with
 ``motion=true``, M, tile by tile (:func:`neurmap.tasks.inference.tiled`, tile origins aligned to D's padding
 multiple) under autocast in ``precision`` on a GPU (fp32 on a CPU). The motion map is the motion R received in
@@ -49,17 +49,17 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 
 
 def plan(input_path: Path, output_path: Path, suffix: str, recursive: bool) -> list[tuple[Path, Path]]:
-    """(source, destination) pairs; destinations mirror the input tree under OUTPUT.
+    """(source, destination) pairs; destinations mirror the input tree under output.
 
     Raises:
-        UsageError: OUTPUT inside an INPUT folder, an existing file as OUTPUT of a folder, a destination that
+        UsageError: output inside an input folder, an existing file as output of a folder, a destination that
             is its own source (never overwritten, even with ``overwrite=true``), or a folder that cannot be
             written.
-        FileNotFoundError: INPUT missing, or a folder without images.
+        FileNotFoundError: input missing, or a folder without images.
     """
     input_path, output_path = input_path.expanduser().resolve(), output_path.expanduser().resolve()
     if not input_path.exists():
-        raise FileNotFoundError(f"INPUT {input_path} does not exist")
+        raise FileNotFoundError(f"input={input_path} does not exist")
     if input_path.is_file():
         if output_path.suffix.lower() in IMAGE_EXTENSIONS and not output_path.is_dir():
             jobs = [(input_path, output_path)]
@@ -67,22 +67,22 @@ def plan(input_path: Path, output_path: Path, suffix: str, recursive: bool) -> l
             jobs = [(input_path, output_path / f"{input_path.stem}{suffix}")]
     else:
         if output_path == input_path or input_path in output_path.parents:
-            raise UsageError(f"OUTPUT {output_path} is inside INPUT {input_path}; choose a folder outside it")
+            raise UsageError(f"output={output_path} is inside input={input_path}; choose a folder outside it")
         if output_path.is_file():
-            raise UsageError(f"OUTPUT {output_path} is a file; a folder INPUT needs a folder OUTPUT")
+            raise UsageError(f"output={output_path} is a file; a folder input needs a folder output")
         files = list_images(input_path, "images to deblur", recursive=recursive)
         jobs = [(f, output_path / f.relative_to(input_path).with_suffix(suffix)) for f in files]
     sources: dict[Path, Path] = {}
     for src, dst in jobs:
         if dst == src:
-            raise UsageError(f"OUTPUT {dst} is the INPUT image itself; choose another name (never overwritten)")
+            raise UsageError(f"output={dst} is the input image itself; choose another name (never overwritten)")
         if dst in sources:
-            raise UsageError(f"INPUT {src} and {sources[dst]} both map to the output {dst}; rename one of them")
+            raise UsageError(f"input={src} and {sources[dst]} both map to the output {dst}; rename one of them")
         sources[dst] = src
     target = jobs[0][1].parent
     folder = next((p for p in (target, *target.parents) if p.exists()), target)
     if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise UsageError(f"OUTPUT {output_path}: cannot write in {folder} (permission denied or not a folder)")
+        raise UsageError(f"output={output_path}: cannot write in {folder} (permission denied or not a folder)")
     return jobs
 
 
@@ -145,7 +145,7 @@ RECORD_KEYS = ("tile", "overlap", "precision", "motion", "compare", "suffix", "b
 
 
 def _record_path(input_path: Path, output_path: Path, jobs: list[tuple[Path, Path]]) -> Path | None:
-    """The record of a folder OUTPUT is in it; none for one image written to a file name of the user's choice
+    """The record of a folder output is in it; none for one image written to a file name of the user's choice
     (a record there would clutter a folder the command does not own)."""
     if input_path.is_dir():
         return output_path.expanduser().resolve() / RECORD
@@ -168,7 +168,7 @@ def _record(cfg: DictConfig) -> dict[str, object]:
 
 
 def deblur(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> dict[str, object]:
-    """Deblur INPUT into OUTPUT with settings ``cfg`` (conf/deblur.yaml); returns a summary dict."""
+    """Deblur input into output with settings ``cfg`` (conf/deblur.yaml); returns a summary dict."""
     start = time.perf_counter()
     cfg.ckpt = weights_path(cfg.ckpt)  # ckpt=release:<name>: $NEURMAP_RELEASES/weights/<name>
     device = resolve_device(str(cfg.device))
@@ -219,7 +219,7 @@ def deblur(input_path: str | Path, output_path: str | Path, cfg: DictConfig) -> 
             try:
                 _save(result, image, dst, bits=cfg.bits, quality=cfg.jpeg_quality, compare=bool(cfg.compare))
             except OSError as err:
-                raise UsageError(f"OUTPUT {dst}: cannot write ({err.strerror or err})") from None
+                raise UsageError(f"output={dst}: cannot write ({err.strerror or err})") from None
             bar.update(1)
     return {
         "written": len(todo) - len(failed),
