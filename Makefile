@@ -92,7 +92,7 @@ reproduce-mini-motion: $(STAMP)  ## pretrain the mini's M on on-the-fly blur (~4
 	$(PIP) install --quiet -e ".[repro]"
 	$(PY) -m lab.reproduce_mini work=$(MINI) data_only=true
 	$(PY) -m neurmap.train experiment=mini_motion paths.mini=$(MINI)/data ckpt_path=auto hydra.run.dir=$(MOTION_RUN)
-	$(PY) -m lab.curves motion $(MOTION_RUN) --mini $(MINI)/data --weights $(SOURCE_CKPT)
+	$(PY) -m lab.curves motion $(MOTION_RUN) --mini $(MINI)/data --weights $(SOURCE_CKPT) --out reports/mini_motion_curve
 
 reproduce-mini: $(STAMP)  ## NeurMAP vs supervised from the source-converged start (2 cores): reports/mini_reproduction.md
 	$(PIP) install --quiet -e ".[repro]"
@@ -106,7 +106,7 @@ reproduce-mini-length: $(STAMP)  ## supervised and NeurMAP at LENGTHS iterations
 	OMP_NUM_THREADS=1 $(PY) -m neurmap.evaluate -m hydra/launcher=joblib hydra.launcher.n_jobs=2 data=kernel_synth \
 		paths.kernel_synth=$(MINI)/data/kernel_synth metrics.niqe=false progress=false hydra.sweep.dir=$(MINI)/length/evaluate \
 		ckpt=$$(ls $(MINI)/length/baseline/*/checkpoints/last.ckpt $(MINI)/length/neurmap/*/checkpoints/last.ckpt | paste -sd, -)
-	$(PY) -m lab.curves length $(MINI)/length/evaluate
+	$(PY) -m lab.curves length $(MINI)/length/evaluate --out reports/mini_length_curve
 
 # The GPU recipe: 256 px crops, batch 8+8, bf16, and as many iterations as fit in MINUTES per method (timed on
 # the machine first; the fine-tunes all get the NeurMAP count). Tested on CPU with tiny settings in

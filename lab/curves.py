@@ -15,7 +15,9 @@
   its length ratio and the signal cosines of each, the pick of each variant (best val PSNR), and a PSNR-LPIPS
   figure.
 
-Each writes ``<out>.md`` (a table with the command behind it) and ``<out>.png`` (titled panels).
+Each writes ``<out>.md`` (a table with the command behind it) and ``<out>.png`` (titled panels); ``--out``
+defaults to ``logs/curves/<name>``, so a trial never replaces a committed report: name ``--out reports/<name>``
+to make one (the Make targets do).
 
     python -m lab.curves motion RUN --weights DMPHN_FOLDER --out reports/mini_motion_curve
     python -m lab.curves length EVAL_SWEEP --out reports/mini_length_curve
@@ -287,18 +289,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     motion.add_argument("--mini", type=Path, default=Path("logs/reproduce_mini/data"))
     motion.add_argument("--crops-per-image", type=int, default=1)
     motion.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="NeurMAP config override")
-    motion.add_argument("--out", type=Path, default=Path("reports/mini_motion_curve"))
+    motion.add_argument("--out", type=Path, default=Path("logs/curves/mini_motion_curve"))
     length = sub.add_parser("length", help="test PSNR and LPIPS against fine-tuning length")
     length.add_argument("eval_sweep", type=Path, nargs="+", help="neurmap.evaluate multiruns over the fine-tunes")
-    length.add_argument("--out", type=Path, default=Path("reports/mini_length_curve"))
+    length.add_argument("--out", type=Path, default=Path("logs/curves/mini_length_curve"))
     val = sub.add_parser("val", help="the fine-tunes' validation metrics against iterations")
     val.add_argument("runs", type=Path, nargs="+", help="fine-tune run folders (or sweep jobs)")
     val.add_argument("--note", default="", help="a line on how the runs were trained")
-    val.add_argument("--out", type=Path, default=Path("reports/mini_val_curve"))
+    val.add_argument("--out", type=Path, default=Path("logs/curves/mini_val_curve"))
     weights = sub.add_parser("weights", help="the arms' weight candidates on validation images")
     weights.add_argument("eval_sweep", type=Path, help="a neurmap.evaluate split=val multirun over the candidates")
     weights.add_argument("--note", default="", help="a line on how the candidates were trained")
-    weights.add_argument("--out", type=Path, default=Path("reports/mini_weights"))
+    weights.add_argument("--out", type=Path, default=Path("logs/curves/mini_weights"))
     opts = parser.parse_args(argv)
     command = shown("python -m lab.curves " + shlex.join(argv))
     if opts.curve == "motion":
