@@ -78,7 +78,7 @@ def test_short_default_run_learns(tmp_path):
     the relative motion. The test compares its peak window with the last one.
     """
     run = tmp_path / "run"
-    overrides = ["logger=csv", "iterations=150", "trainer.val_check_interval=50", "test=false"]
+    overrides = ["logger=csv", "iterations=100", "trainer.val_check_interval=50", "test=false"]
     train(compose([*overrides, "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=5"], run))
     rows = _metrics(run)
     psnr = _column(rows, "val/builtin_camera/psnr")
