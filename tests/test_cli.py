@@ -286,6 +286,10 @@ def test_train_in_a_stopped_run_without_ckpt_path_is_refused(tmp_path, capsys):
         ("seed=abc", "seed=abc: expected an integer"),
         ("model.deblur.optimizer.lr=-1", "model.deblur.optimizer.lr=-1: expected a learning rate >= 0"),
         ("iterations=abc", "iterations=abc: expected a positive integer (the number of training iterations)"),
+        (
+            "model.deblur.pretrained=???",
+            "missing value for model.deblur.pretrained: set it on the command line, e.g. model.deblur.pretrained=...",
+        ),
     ],
 )
 def test_wrong_values_name_the_key_and_leave_no_run_folder(tmp_path, capsys, override, message):
