@@ -276,6 +276,10 @@ def test_train_in_a_stopped_run_without_ckpt_path_is_refused(tmp_path, capsys):
         ("seed=abc", "seed=abc: expected an integer"),
         ("model.deblur.optimizer.lr=-1", "model.deblur.optimizer.lr=-1: expected a learning rate >= 0"),
         ("iterations=abc", "iterations=abc: expected a positive integer (the number of training iterations)"),
+        (
+            "model.deblur.pretrained=???",
+            "missing value for model.deblur.pretrained: set it on the command line, e.g. model.deblur.pretrained=...",
+        ),
     ],
 )
 def test_wrong_values_name_the_key_and_leave_no_run_folder(tmp_path, capsys, override, message):
@@ -413,3 +417,42 @@ def test_a_sweep_that_fails_on_a_usage_error_leaves_no_folder(tmp_path, capsys, 
     )
     sweeps = tmp_path / "logs" / "train" / "multiruns"
     assert not sweeps.exists() or not any(sweeps.iterdir())
+
+
+@pytest.mark.parametrize("full_error", ["0", "1"])
+def test_a_sweep_job_that_only_a_later_value_breaks_is_one_line_and_leaves_no_folder(
+    tmp_path, capsys, monkeypatch, full_error
+):
+    """unet's D has a width and mprnet's has none: the sweep's first job composes, its second does not."""
+    monkeypatch.setenv("HYDRA_FULL_ERROR", full_error)
+    sweep = tmp_path / "sweep"
+    assert train_main(["-m", "backbone=unet,mprnet", "model.deblur.net.width=8", f"hydra.sweep.dir={sweep}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        "neurmap.train: error: job backbone=mprnet model.deblur.net.width=8: unknown key 'model.deblur.net.width'; "
+        "the keys of model.deblur.net are: _target_, bias, in_c, "
+    )
+    if full_error == "1":  # the user's own HYDRA_FULL_ERROR=1 still shows the traceback, and the status stays 2
+        assert err[0] == "Traceback (most recent call last):"
+    else:
+        assert len(err) == 1, err
+    assert os.environ["HYDRA_FULL_ERROR"] == full_error
+    assert not sweep.exists()
+
+
+def test_a_sweep_job_that_does_not_compose_keeps_the_jobs_that_ran(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    args = tiny_overrides("backbone=unet,mprnet", "model.deblur.net.width=8", "iterations=1", "test=false")
+    assert train_main(["-m", *args, "hydra.sweeper.max_batch_size=1", f"hydra.sweep.dir={sweep}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("neurmap.train: error: job ") and "backbone=mprnet" in err, err
+    assert (sweep / "0_neurmap-unet" / FINAL_METRICS).is_file()
+
+
+def test_a_crash_in_a_job_keeps_its_traceback_and_status_1(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr("neurmap.train.train", lambda cfg: 1 / 0)
+    assert train_main([f"hydra.run.dir={tmp_path / 'run'}"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last):" in err and "ZeroDivisionError: division by zero" in err
+    assert "HYDRA_FULL_ERROR" not in os.environ

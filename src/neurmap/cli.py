@@ -8,15 +8,17 @@
   and what was expected; :func:`fail` prints it.
 * Exit status: 0 success, 1 a run that failed or was stopped (a crash, a failed export check, images that
   could not be read, Ctrl+C or SIGTERM: :func:`stoppable` makes them alike), 2 a usage or configuration error.
-  ``HYDRA_FULL_ERROR=1`` shows the full traceback of any error.
+  ``HYDRA_FULL_ERROR=1`` shows the full traceback of any error (:func:`full_error`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -37,6 +39,7 @@ __all__ = [
     "discard_run_dir",
     "explain",
     "fail",
+    "full_error",
     "hydra_command",
     "literal",
     "overlay",
@@ -112,35 +115,98 @@ def help_text(prog: str, config_name: str, doc: str, usage: str, sweeps: bool = 
 _FRESH = {"run": False, "sweep": False}
 
 
-def discard_run_dir() -> None:
+def discard_run_dir(hydra_cfg: DictConfig | None = None) -> None:
     """Remove the folder Hydra made for a job that ends in a usage error, when it holds nothing but what Hydra
     wrote there (``.hydra/``, the job's log) and did not exist before the command; a sweep folder left with no
-    job goes too."""
+    job goes too. ``hydra_cfg``: the ``hydra`` node of the job or sweep (default: that of the job in progress)."""
     import shutil
 
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if not HydraConfig.initialized():
-        return
-    hydra_cfg = HydraConfig.get()
+    if hydra_cfg is None:
+        if not HydraConfig.initialized():
+            return
+        hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if not _FRESH["sweep" if multirun else "run"]:
         return
-    run_dir = Path(hydra_cfg.runtime.output_dir)
+    output_dir = OmegaConf.select(hydra_cfg, "runtime.output_dir")  # None: a sweep none of whose jobs started
+    run_dir = Path(str(output_dir)) if output_dir is not None else None
     hydra_only = {".hydra", f"{hydra_cfg.job.name}.log"}
-    if run_dir.is_dir() and all(p.name in hydra_only or p.suffix == ".log" for p in run_dir.iterdir()):
+    if (
+        run_dir is not None
+        and run_dir.is_dir()
+        and all(p.name in hydra_only or p.suffix == ".log" for p in run_dir.iterdir())
+    ):
         shutil.rmtree(run_dir, ignore_errors=True)
     sweep = Path(hydra_cfg.sweep.dir)
     if multirun and sweep.is_dir() and all(p.name == "multirun.yaml" for p in sweep.iterdir()):
         shutil.rmtree(sweep, ignore_errors=True)
 
 
+#: The user's own ``HYDRA_FULL_ERROR``, kept while :func:`hydra_command` sets it for Hydra; the jobs' processes
+#: (a joblib worker, a DDP rank started as a new command) inherit both.
+_USER_FULL_ERROR = "NEURMAP_USER_FULL_ERROR"
+
+
+def full_error() -> bool:
+    """Whether the user asked for full tracebacks (``HYDRA_FULL_ERROR=1``), also while a Hydra app runs with
+    Hydra told to raise its errors (:func:`hydra_command`)."""
+    return os.environ.get(_USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR")) == "1"
+
+
+@contextlib.contextmanager
+def _hydra_raises() -> Iterator[None]:
+    """Hydra raises its errors instead of printing them and exiting 1 (``HYDRA_FULL_ERROR=1``, the one switch
+    Hydra has), so that :func:`hydra_command` reports a composition error as the usage error it is; the user's
+    own choice stays what :func:`full_error` says, and both variables are restored on the way out."""
+    saved = {name: os.environ.get(name) for name in ("HYDRA_FULL_ERROR", _USER_FULL_ERROR)}
+    os.environ[_USER_FULL_ERROR] = "1" if full_error() else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _sweep_job(err: BaseException) -> tuple[DictConfig | None, list[str]]:
+    """The sweep's config and the overrides of the sweep job whose composition raised ``err``: the arguments of
+    Hydra's ``ConfigLoader.load_sweep_config(master_config, sweep_overrides)`` on its traceback; (None, []) for
+    an error outside a sweep job's composition."""
+    tb = err.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "load_sweep_config" and "sweep_overrides" in frame.f_locals:
+            return frame.f_locals.get("master_config"), [str(o) for o in frame.f_locals["sweep_overrides"]]
+        tb = tb.tb_next
+    return None, []
+
+
+def _not_composed(prog: str, config_name: str, err: BaseException) -> int:
+    """A composition error Hydra raised (a job of a sweep that only a later swept value breaks, or any error
+    when the checks before Hydra were skipped): one line naming the job, its sweep folder removed if it holds
+    no job; status 2."""
+    if full_error():
+        traceback.print_exception(err)  # the full traceback, and still the status of a usage error
+    sweep, job = _sweep_job(err)
+    if sweep is not None:
+        discard_run_dir(sweep.hydra)  # a sweep folder with finished jobs is kept
+    return fail(prog, (f"job {' '.join(job)}: " if job else "") + explain(err, config_name, job))
+
+
 def hydra_command(prog: str, config_name: str, doc: str, usage: str, app: Callable[[], object]) -> Callable:
     """The entry point of a Hydra app (``app``: the ``@hydra.main`` function): ``--help`` of its own, and the
     command line checked before Hydra starts (:func:`~neurmap.composition.check_command_line`: the first job
-    composed, every value of a sweep checked), so that a bad override is one line and exit 2. Returns the exit
-    status (a job's ``sys.exit(n)`` becomes ``n``)."""
+    composed, every value of a sweep checked), so that a bad override is one line and exit 2; a later job of a
+    sweep that Hydra cannot compose is one line and exit 2 too (:func:`_not_composed`). Returns the exit status
+    (a job's ``sys.exit(n)`` becomes ``n``; a crash prints its traceback and gives 1, or with
+    ``HYDRA_FULL_ERROR=1`` propagates)."""
+    from hydra.errors import ConfigCompositionException, OverrideParseException
 
     def main(argv: Sequence[str] | None = None) -> int:
         args = list(sys.argv[1:] if argv is None else argv)
@@ -155,9 +221,9 @@ def hydra_command(prog: str, config_name: str, doc: str, usage: str, app: Callab
             try:
                 first = check_command_line(config_name, [a for a in args if not a.startswith("-")], multirun)
             except UsageError as err:
-                if os.environ.get("HYDRA_FULL_ERROR") != "1":
+                if not full_error():
                     return fail(prog, err)
-                first = None  # Hydra reports the same error with its full traceback
+                first = None  # Hydra raises the same error: its full traceback, then the line (_not_composed)
             try:
                 if first is not None and not multirun:
                     _check_run_dir(first)  # never bypassed: it keeps a finished run's records
@@ -167,9 +233,17 @@ def hydra_command(prog: str, config_name: str, doc: str, usage: str, app: Callab
                 return fail(prog, err)
         sys.argv = [sys.argv[0], *args]
         try:
-            app()
+            with _hydra_raises():
+                app()
         except SystemExit as done:
             return done.code if isinstance(done.code, int) else (0 if done.code is None else fail(prog, done.code, 1))
+        except (ConfigCompositionException, OverrideParseException) as err:  # composing wraps OmegaConf's errors
+            return _not_composed(prog, config_name, err)
+        except Exception:  # a crash: its traceback and status 1 as Hydra gave them; with HYDRA_FULL_ERROR=1 raised
+            if full_error():
+                raise
+            traceback.print_exc()
+            return 1
         return 0
 
     return main

@@ -19,7 +19,6 @@ multirun, ``python -m neurmap.evaluate -m ckpt=a.ckpt,b.ckpt``) gets ``final_met
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 
@@ -27,7 +26,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from neurmap.cli import UsageError, discard_run_dir, explain, fail, hydra_command, stop_message, stoppable
+from neurmap.cli import UsageError, discard_run_dir, explain, fail, full_error, hydra_command, stop_message, stoppable
 from neurmap.config import CONFIG_DIR
 from neurmap.tasks.evaluation import PROG, evaluate
 
@@ -41,7 +40,7 @@ def _app(cfg: DictConfig) -> None:
         with stoppable():
             summaries = evaluate(cfg)
     except (UsageError, FileNotFoundError, InstantiationException, ValueError) as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if full_error():
             traceback.print_exc()  # the full traceback, and still the status of a usage error
         discard_run_dir()  # a usage error leaves no run folder behind
         sys.exit(fail(PROG, explain(err)))

@@ -17,7 +17,6 @@ with ``ckpt_path=last``.
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 
@@ -25,7 +24,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from neurmap.cli import UsageError, discard_run_dir, explain, fail, hydra_command, stop_message
+from neurmap.cli import UsageError, discard_run_dir, explain, fail, full_error, hydra_command, stop_message
 from neurmap.config import CONFIG_DIR
 from neurmap.data.io import ImageReadError
 from neurmap.tasks.training import PROG, train
@@ -48,7 +47,7 @@ def _app(cfg: DictConfig) -> float | None:
     ) as err:
         # ValueError: a value the data or a network cannot use (a batch larger than the data, a weight file
         # that does not fit); programming errors raise other types and keep their traceback (exit 1)
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if full_error():
             traceback.print_exc()  # the full traceback, and still the status of a usage error
         unreadable = isinstance(err, ImageReadError) or "Caught ImageReadError" in str(err)
         if not unreadable:  # an unreadable image is a failed run (status 1), not a usage error

@@ -58,7 +58,7 @@ def _resolved(cfg: DictConfig) -> dict[str, Any]:
             for k, v in ((k, cfg[k]) for k in cfg if k != "hydra")
         }
     except MissingMandatoryValue as err:
-        key = str(err).splitlines()[0].rsplit(":", 1)[-1].strip()
+        key = err.full_key  # the dotted key from the root (model.deblur.pretrained), not its last part
         raise UsageError(f"missing value for {key}: set it on the command line, e.g. {key}=...") from None
     except InterpolationResolutionError as err:
         first = str(err).strip().splitlines()[0]
