@@ -17,26 +17,24 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from omegaconf import DictConfig
+
 from lab.mini.common import PROG, ReproError, StageFailed, log
-from lab.mini.settings import CONFIG, load_settings, store_schema
-from neurmap.cli import fail, parser
+from lab.mini.settings import CONFIG, store_schema
+from neurmap.cli import fail, plain_command
 
 __all__ = ["main"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line; errors end with one line: exit status 2 for a bad setting, 1 for a failed stage."""
+def _run(cfg: DictConfig, overrides: list[str]) -> int:
+    """The pipeline with the composed settings (``overrides``: as given, recorded with each stage)."""
     from hydra.errors import HydraException
 
     from lab.mini.report import write_report
     from lab.mini.run import run
 
-    store_schema()  # --cfg job composes the settings while the arguments are parsed
-    cli = parser(PROG, "python -m lab.reproduce_mini [-h] [key=value ...]", __doc__, CONFIG)
-    cli.add_argument("overrides", metavar="key=value", nargs="*", help="settings, see below")
-    overrides = cli.parse_args(argv).overrides
     try:
-        record = run(load_settings(overrides), overrides)
+        record = run(cfg, overrides)
         if record.cfg.data_only:
             log(f"data ready in {record.path('data')}")
         elif record.cfg.source_only:
@@ -48,6 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StageFailed as err:
         return fail(PROG, err, status=1)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line; errors end with one line: exit status 2 for a bad setting, 1 for a failed stage."""
+    store_schema()  # conf/reproduce_mini.yaml composes over the lab's schema
+    args = list(sys.argv[1:] if argv is None else argv)
+    usage = "python -m lab.reproduce_mini [-h] [key=value ...]"
+    return plain_command(PROG, CONFIG, __doc__, usage, lambda cfg: _run(cfg, args))(args)
 
 
 if __name__ == "__main__":

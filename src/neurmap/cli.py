@@ -276,14 +276,14 @@ def literal(override: str) -> str:
     """``key=value`` with the value taken as it is written when Hydra's override grammar cannot read it as one
     value (a file name with ``(``, ``#``, ``'``, ``=``, a comma or a non-ASCII letter) or would read it as an
     interpolation (``${...}``: variables are the shell's to expand): the value is then quoted, so a plain command
-    takes any file name without more quoting than the shell's. Values the grammar reads (numbers, lists,
-    ``null``, ``release:<name>``) are left alone."""
+    takes any file name without more quoting than the shell's. Values the grammar reads (numbers, ``null``,
+    ``release:<name>``) and values written as a list or mapping (``[...]``, ``{...}``) are left alone."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     key, sep, value = override.partition("=")
-    if not sep or not key.strip():
-        return override
+    if not sep or not key.strip() or value[:1] + value[-1:] in ("[]", "{}"):
+        return override  # not key=value, or a list or mapping: Hydra's grammar (and its message) is the one
     try:
         if "${" not in value and not OverridesParser.create().parse_override(override).is_sweep_override():
             return override
