@@ -79,7 +79,8 @@ def test_short_default_run_learns(tmp_path):
     """
     run = tmp_path / "run"
     overrides = ["logger=csv", "iterations=100", "trainer.val_check_interval=50", "test=false"]
-    train(compose([*overrides, "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=5"], run))
+    quiet = ["trainer.enable_progress_bar=false", "model.signal_batches=0", "model.log_grad_norms=false"]
+    train(compose([*overrides, *quiet, "trainer.log_every_n_steps=5"], run))
     rows = _metrics(run)
     psnr = _column(rows, "val/builtin_camera/psnr")
     blurry = _column(rows, "val/builtin_camera/input_psnr")
