@@ -98,6 +98,7 @@ def test_worker_errors_are_unwrapped_to_the_original_line():
     assert explain(ValueError(wrapped)) == "/data/bad.png: not a readable image"
 
 
+@pytest.mark.slow
 def test_corrupt_training_images_in_a_worker_give_one_line(tmp_path):
     """A folder of corrupt images read by a DataLoader worker process: one line naming a file, status 1 (a failed
     run, as in every command)."""
@@ -217,6 +218,7 @@ def test_sigterm_stops_train_with_status_1_and_names_the_checkpoint(tmp_path, ca
     assert not (run / FINAL_METRICS).exists()
 
 
+@pytest.mark.slow
 def test_sigterm_during_set_up_stops_train_with_status_1_and_says_nothing_was_saved(tmp_path):
     """A `python -m neurmap.train` process sent SIGTERM while it builds its callbacks (before fit starts)."""
     run = tmp_path / "run"

@@ -19,7 +19,7 @@ from neurmap.errors import UsageError
 from neurmap.tasks.inference import _starts, load_networks, n_tiles, tiled
 from neurmap.tasks.training import train
 from tests import fake_data
-from tests.conftest import compose, released, tiny_overrides
+from tests.conftest import compose, tiny_overrides
 from tests.helpers import checksums
 
 
@@ -282,19 +282,6 @@ def test_outputs_get_the_permissions_of_a_plain_write(ckpt, photos, tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a_sharp.png").stat().st_mode) == 0o644
-
-
-@pytest.mark.skipif(released("weights", "dmphn_1_2_4") is None, reason="set NEURMAP_RELEASES for the released weights")
-def test_release_weights_deblur_a_gopro_frame_like_the_authors(tmp_path):
-    fixtures = released("fixtures", "dmphn_gopro")
-    if fixtures is None:
-        pytest.skip("set NEURMAP_RELEASES for the published outputs")
-    frame = sorted((fixtures / "input").glob("*.png"))[-1]  # the backbone test checks the first frame
-    out = tmp_path / "out.png"
-    args = [f"input={frame}", f"output={out}", "ckpt=release:dmphn_1_2_4", "backbone=dmphn_1_2_4", "tile=null"]
-    assert deblur_main(args) == 0
-    ours, official = read_image(out), read_image(fixtures / "official_dmphn_1_2_4" / frame.name)
-    assert (ours - official).abs().max() <= 1.5 / 255  # the authors truncated to 8 bits, we round
 
 
 def test_two_inputs_with_one_output_name_are_refused(ckpt, photos, tmp_path, capsys):

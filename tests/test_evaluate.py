@@ -114,6 +114,7 @@ def test_default_output_is_next_to_the_checkpoint(ckpt, tmp_path):
     assert output_dir(cfg, "builtin") == ckpt.parent.parent / "eval" / "builtin-val"
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path):
     env = dict(os.environ, NEURMAP_LOG_DIR=str(tmp_path))
     for args, message in (([], "ckpt=PATH is required"), ([f"ckpt={tmp_path}/x.ckpt"], "x.ckpt does not exist")):

@@ -44,6 +44,7 @@ def test_exported_checkpoint_runs_any_size_and_matches_pytorch(ckpt, tmp_path, f
         assert (got - expected).abs().max() < 1e-4
 
 
+@pytest.mark.slow
 def test_nafnet_layernorm_exports(tmp_path):
     """NAFNet's channel LayerNorm is a custom autograd op in the official code and does not export;
     ours is plain tensor ops."""

@@ -102,6 +102,7 @@ class FakeCommands:
         return 0
 
 
+@pytest.mark.slow
 def test_the_pipeline_composes_every_stage_and_reuses_the_finished_ones(tmp_path, monkeypatch):
     """The whole run with its commands stubbed: every stage is built and composed (a bad override would stop it),
     each folder records its command, the evaluation gets every checkpoint, and a second run of the same command

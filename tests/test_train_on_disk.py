@@ -56,6 +56,7 @@ def test_headline_command_mprnet_on_realblur(data_root, tmp_path):
     assert "val/realblur/psnr" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_missing_root_stops_before_training_with_one_line(tmp_path):
     env = dict(os.environ, NEURMAP_DATA=str(tmp_path / "absent"))
     cmd = [sys.executable, "-m", "neurmap.train", "data=kernel_synth", f"hydra.run.dir={tmp_path / 'run'}"]
