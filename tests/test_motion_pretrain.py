@@ -49,7 +49,6 @@ def pretrained(tmp_path_factory) -> Path:
     return run
 
 
-@pytest.mark.slow
 def test_motion_pretraining_builds_m_only_and_beats_a_zero_map(pretrained):
     ckpt = torch.load(pretrained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     prefixes = {k.split(".", 1)[0] for k in ckpt["state_dict"]}
