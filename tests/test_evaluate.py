@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ from neurmap.metrics.motion import motion_epe, motion_errors, motion_mse
 from neurmap.tasks.evaluation import evaluate, output_dir
 from neurmap.tasks.training import train
 from tests import fake_data
-from tests.conftest import REPO, compose, tiny_overrides
+from tests.conftest import compose, tiny_overrides
 from tests.helpers import checksums
 
 
@@ -114,16 +112,15 @@ def test_default_output_is_next_to_the_checkpoint(ckpt, tmp_path):
     assert output_dir(cfg, "builtin") == ckpt.parent.parent / "eval" / "builtin-val"
 
 
-@pytest.mark.slow
-def test_cli_errors_are_one_line(tmp_path):
-    env = dict(os.environ, NEURMAP_LOG_DIR=str(tmp_path))
+def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    from neurmap.evaluate import main as evaluate_main
+
+    monkeypatch.setenv("NEURMAP_LOG_DIR", str(tmp_path))
     for args, message in (([], "ckpt=PATH is required"), ([f"ckpt={tmp_path}/x.ckpt"], "x.ckpt does not exist")):
-        result = subprocess.run(
-            [sys.executable, "-m", "neurmap.evaluate", *args], cwd=REPO, env=env, capture_output=True, text=True
-        )
-        assert result.returncode == 2
-        last = result.stderr.strip().splitlines()[-1]
+        assert evaluate_main(args) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
         assert last.startswith("neurmap.evaluate: error:") and message in last, last
+    assert list(tmp_path.glob("evaluate/runs/*")) == []  # a usage error leaves no run folder
 
 
 LIGHT = ["progress=false", "metrics.lpips=false", "metrics.niqe=false"]

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from neurmap.config import FINAL_METRICS, instantiate_datamodule
 from neurmap.tasks.training import train
 from tests import fake_data
-from tests.conftest import REPO, compose, tiny_overrides
+from tests.conftest import compose, tiny_overrides
 
 # Small crops and batches: the fake images are 40x56 and these runs must take seconds on a CPU.
 DISK = [
@@ -38,31 +35,22 @@ def test_fast_dev_run_on_each_data_choice(data_root, tmp_path, monkeypatch, choi
 
 
 @pytest.mark.slow
-def test_headline_command_mprnet_on_realblur(data_root, tmp_path):
-    env = dict(os.environ, NEURMAP_DATA=str(data_root))
-    cmd = [
-        sys.executable,
-        "-m",
-        "neurmap.train",
-        "backbone=mprnet",
-        "data=realblur",
-        *DISK,
-        "logger=none",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        "trainer.enable_progress_bar=false",
-    ]
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "val/realblur/psnr" in result.stdout + result.stderr
+def test_headline_command_mprnet_on_realblur(data_root, tmp_path, capsys, monkeypatch):
+    from neurmap.train import main as train_main
+
+    monkeypatch.setenv("NEURMAP_DATA", str(data_root))
+    args = ["backbone=mprnet", "data=realblur", *DISK, "logger=none", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert train_main([*args, "trainer.enable_progress_bar=false"]) == 0
+    captured = capsys.readouterr()
+    assert "val/realblur/psnr" in captured.out + captured.err
 
 
-@pytest.mark.slow
-def test_missing_root_stops_before_training_with_one_line(tmp_path):
-    env = dict(os.environ, NEURMAP_DATA=str(tmp_path / "absent"))
-    cmd = [sys.executable, "-m", "neurmap.train", "data=kernel_synth", f"hydra.run.dir={tmp_path / 'run'}"]
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2
-    last = result.stderr.strip().splitlines()[-1]
+def test_missing_root_stops_before_training_with_one_line(tmp_path, capsys, monkeypatch):
+    from neurmap.train import main as train_main
+
+    monkeypatch.setenv("NEURMAP_DATA", str(tmp_path / "absent"))
+    assert train_main(["data=kernel_synth", f"hydra.run.dir={tmp_path / 'run'}"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("neurmap.train: error: data=kernel_synth: ") and "data folder(s) do not exist" in last, last
     assert f"{tmp_path / 'absent'}/GOPRO_Large" in last and f"{tmp_path / 'absent'}/kernel_synth" in last, last
     assert not (tmp_path / "run").exists()  # a usage error leaves no run folder
