@@ -26,7 +26,7 @@ from lab.mini.run import (
     evaluation,
     fit_iterations,
     iterations_in,
-    side_by_side,
+    slots,
     sweep,
     training,
 )
@@ -99,6 +99,9 @@ class FakeCommands:
         return self
 
     def wait(self) -> int:
+        return 0
+
+    def poll(self) -> int:
         return 0
 
 
@@ -245,6 +248,26 @@ def test_gather_reads_the_collectors_table_and_each_jobs_per_image_file(tmp_path
         report.gather(run)
 
 
+def test_a_free_slot_goes_to_the_next_stage_at_once(tmp_path):
+    """Two slots, three one-slot stages: the long first stage waits (at most a minute) for the third one's
+    marker, which the third writes only if it starts while the first still runs, in the slot the short second
+    stage left; in fixed pairs the first would time out (exit 1) and the run would stop."""
+    from lab.mini.run import Stage, execute_queue
+
+    run = tiny_run(tmp_path, "jobs=2")
+    marker = tmp_path / "third_started"
+    wait = f"import pathlib, sys, time; t = time.time() + 60\nwhile not pathlib.Path({str(marker)!r}).exists():\n"
+    wait += "    time.sleep(0.05)\n    if time.time() > t: sys.exit(1)"
+    stages = [
+        Stage("long", ("-c", wait)),
+        Stage("short", ("-c", "pass")),
+        Stage("third", ("-c", f"import pathlib; pathlib.Path({str(marker)!r}).touch()")),
+    ]
+    execute_queue(run, [(stage, 1) for stage in stages], poll=0.05)
+    names = [stage.name for stage, _, _ in run.stages]  # in the order they were seen to end
+    assert marker.is_file() and names[0] == "short" and sorted(names[1:]) == ["long", "third"]
+
+
 def test_stages_are_the_commands_a_user_would_type(tmp_path):
     """The fine-tune sweeps, the ceiling and the evaluation as commands (what the report prints), composed
     without running anything: the variants with M start it from the pretraining run, the others do not."""
@@ -266,10 +289,11 @@ def test_stages_are_the_commands_a_user_would_type(tmp_path):
     # single-job stages share the two slots with one thread each; a sweep of several jobs runs alone
     oracle = sweep(run, "oracle_motion", ["oracle_motion"], True, ["loss.reblur_deblur=100"])
     assert oracle.command.endswith(f"loss.reblur_deblur=100 hydra.sweep.dir={oracle.out}")
-    groups = side_by_side(run, [(with_m, ["neurmap", "net2"]), (alone, ["baseline"]), (oracle, ["oracle_motion"])])
-    assert [[stage.name for stage, _ in group] for group in groups] == [
-        ["fine-tunes with motion"],
-        ["fine-tunes without motion", "fine-tunes oracle motion"],
+    taken = slots(run, [(with_m, ["neurmap", "net2"]), (alone, ["baseline"]), (oracle, ["oracle_motion"])])
+    assert [(stage.name, n) for stage, n in taken] == [
+        ("fine-tunes with motion", 2),
+        ("fine-tunes without motion", 1),
+        ("fine-tunes oracle motion", 1),
     ]
     assert alone.command.startswith("OMP_NUM_THREADS=1 ") and oracle.command.startswith("OMP_NUM_THREADS=1 ")
     assert "variant=baseline" in ceiling.command and "hydra.run.dir=" in ceiling.command

@@ -180,17 +180,28 @@ def check_configs(stages: Sequence[Stage]) -> None:
             raise ReproError(f"{module} overrides of {stage.name}: {err}") from None
 
 
-def side_by_side(run: Run, runs: Sequence[tuple[Stage, list[str]]]) -> list[list[tuple[Stage, list[str]]]]:
-    """Groups of training stages that run at the same time: each single-job stage (one arm, or the ceiling) takes
-    one of the ``jobs`` slots with ``threads`` torch threads; a sweep of several jobs runs alone, its launcher
-    using every slot."""
-    singles = [item for item in runs if len(item[1]) <= 1]
-    groups = [[item] for item in runs if len(item[1]) > 1]
-    slots = max(1, run.cfg.jobs)
-    for item in singles:
-        item[0].env["OMP_NUM_THREADS"] = str(run.cfg.threads if slots > 1 else run.cfg.threads * slots)
-    groups += [singles[i : i + slots] for i in range(0, len(singles), slots)]
-    return groups
+@dataclass
+class _Started:
+    """A stage's running subprocess, its open log and its start time."""
+
+    stage: Stage
+    process: Any
+    handle: Any
+    log_path: Path
+    start: float
+
+
+def slots(run: Run, runs: Sequence[tuple[Stage, list[str]]]) -> list[tuple[Stage, int]]:
+    """Each training stage with the number of the ``jobs`` slots it takes: a single-job stage (one arm, or the
+    ceiling) takes one slot with ``threads`` torch threads; a sweep of several jobs takes every slot, its launcher
+    running them (:func:`execute_queue` runs the stages in this order)."""
+    width = max(1, run.cfg.jobs)
+    taken = []
+    for stage, names in runs:
+        if len(names) <= 1:
+            stage.env["OMP_NUM_THREADS"] = str(run.cfg.threads if width > 1 else run.cfg.threads * width)
+        taken.append((stage, 1 if len(names) <= 1 else width))
+    return taken
 
 
 def fingerprint(stage: Stage) -> str:
@@ -246,31 +257,64 @@ def execute(run: Run, stage: Stage, cache: bool = False) -> None:
     execute_together(run, [stage], cache)
 
 
+def _start(run: Run, stage: Stage, cache: bool) -> _Started | None:
+    """Start ``stage`` as a subprocess with its own log; None when a cached finished run is reused instead."""
+    if not _prepare(run, stage, cache):
+        return None
+    log_path = run.work / "logs" / f"{stage.name.replace(' ', '_')}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log(f"{stage.name}\n    $ {stage.command}\n    log: {log_path}")
+    handle = open(log_path, "w")  # noqa: SIM115 - closed in _finish
+    env = {**os.environ, **stage.env, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, *stage.argv], stdout=handle, stderr=subprocess.STDOUT, env=env)
+    return _Started(stage, process, handle, log_path, time.perf_counter())
+
+
+def _finish(run: Run, started: _Started) -> str | None:
+    """Wait for a started stage and record its wall time; the failure's one line, or None."""
+    code = started.process.wait()
+    started.handle.close()
+    run.stages.append((started.stage, time.perf_counter() - started.start, ""))
+    if code == 0:
+        log(f"{started.stage.name}: done in {duration(run.stages[-1][1])}")
+        return None
+    lines = [line for line in started.log_path.read_text(errors="replace").splitlines() if line.strip()]
+    last = " ".join(lines[-1].split())[:300] if lines else "(no output)"
+    return f"{started.stage.name} failed with exit status {code} (log: {started.log_path}): {last}"
+
+
 def execute_together(run: Run, stages: Sequence[Stage], cache: bool = False) -> None:
     """Run independent ``stages`` side by side, each a subprocess with its own log, and wait for all of them;
     the first that failed stops the run. Each records its wall time."""
-    started = []
-    for stage in stages:
-        if not _prepare(run, stage, cache):
+    execute_queue(run, [(stage, 1) for stage in stages], width=len(stages), cache=cache)
+
+
+def execute_queue(
+    run: Run, items: Sequence[tuple[Stage, int]], width: int | None = None, cache: bool = False, poll: float = 1.0
+) -> None:
+    """Run ``items`` (a stage and the slots it takes, :func:`slots`) in their order on ``width`` slots (default
+    ``jobs``): the next stage starts as soon as enough slots are free, so a slot a short stage leaves goes to the
+    next stage instead of waiting for its partner. After a failure no new stage starts; the running ones end,
+    and the first failure stops the run. Each stage records its wall time."""
+    width = max(1, run.cfg.jobs if width is None else width)
+    queue, running, failures = list(items), [], []
+    while queue or running:
+        while queue and not failures and sum(n for _, n in running) + min(queue[0][1], width) <= width:
+            stage, need = queue.pop(0)
+            started = _start(run, stage, cache)
+            if started is not None:
+                running.append((started, min(need, width)))
+        if not running:
+            break
+        done = [item for item in running if item[0].process.poll() is not None]
+        if not done:
+            time.sleep(poll)
             continue
-        log_path = run.work / "logs" / f"{stage.name.replace(' ', '_')}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log(f"{stage.name}\n    $ {stage.command}\n    log: {log_path}")
-        handle = open(log_path, "w")  # noqa: SIM115 - closed when the process ends
-        env = {**os.environ, **stage.env, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen([sys.executable, *stage.argv], stdout=handle, stderr=subprocess.STDOUT, env=env)
-        started.append((stage, process, handle, log_path, time.perf_counter()))
-    failures = []
-    for stage, process, handle, log_path, start in started:
-        code = process.wait()
-        handle.close()
-        run.stages.append((stage, time.perf_counter() - start, ""))
-        if code != 0:
-            lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-            last = " ".join(lines[-1].split())[:300] if lines else "(no output)"
-            failures.append(f"{stage.name} failed with exit status {code} (log: {log_path}): {last}")
-        else:
-            log(f"{stage.name}: done in {duration(run.stages[-1][1])}")
+        for item in done:
+            running.remove(item)
+            failure = _finish(run, item[0])
+            if failure is not None:
+                failures.append(failure)
     if failures:
         raise StageFailed(failures[0])
 
@@ -396,8 +440,7 @@ def run(cfg: DictConfig, argv: Sequence[str]) -> Run:
         last_ckpt(motion.out)
     result.ckpts = {"start": result.start} | ({"released": result.release} if result.start != result.release else {})
     runs = [*sweeps, *([(ceiling, [])] if ceiling is not None else [])]
-    for group in side_by_side(result, runs):
-        execute_together(result, [stage for stage, _ in group], cache=True)
+    execute_queue(result, slots(result, runs), cache=True)
     for stage, names in sweeps:
         for name in names:  # job folders are <num>_<variant>-<backbone> (conf/hydra/default.yaml)
             found = sorted(stage.out.glob(f"*_{name}-*"))
