@@ -354,3 +354,11 @@ def test_a_junk_checkpoint_gives_no_unsafe_advice(photos, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and err.startswith(f"neurmap.deblur: error: {junk}: not a checkpoint")
     assert "not a file of plain tensors" in err and "False" not in err and "weights_only=False" not in err
     assert checksums(photos) == before and not (tmp_path / "out").exists()
+
+
+def test_paths_may_start_with_the_home_folder(ckpt, photos, tmp_path, monkeypatch):
+    """``input=~/...`` where the shell left the tilde (zsh, or a quoted argument) still means the home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert deblur_main([f"input=~/{photos.name}", "output=~/out", f"ckpt={ckpt}"]) == 0
+    assert (tmp_path / "out" / "a.png").is_file() and (tmp_path / "out" / "trip" / "b.png").is_file()
+    assert not (tmp_path / "~").exists()

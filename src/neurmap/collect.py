@@ -102,7 +102,7 @@ def _run(cfg: DictConfig) -> int:
     try:
         if cfg.sweep is None and not cfg.latest:
             raise UsageError("give sweep=DIR, or latest=true for the newest sweep under root")
-        sweep = Path(cfg.sweep) if cfg.sweep is not None else latest_sweep(Path(cfg.root))
+        sweep = Path(cfg.sweep).expanduser() if cfg.sweep is not None else latest_sweep(Path(cfg.root).expanduser())
         with stoppable():
             rows = collect(sweep, cfg.prefix)
         check_writable(sweep, "sweep")

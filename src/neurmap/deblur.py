@@ -23,6 +23,7 @@ SIGTERM), 2 bad arguments.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -36,7 +37,7 @@ def _run(cfg: DictConfig) -> int:
     """Deblur ``cfg.input`` into ``cfg.output``; returns the exit status."""
     try:
         with stoppable():
-            summary = deblur(cfg.input, cfg.output, cfg)
+            summary = deblur(Path(cfg.input).expanduser(), Path(cfg.output).expanduser(), cfg)
     except (UsageError, FileNotFoundError, ValueError) as err:
         return fail(PROG, str(err))
     except KeyboardInterrupt as err:

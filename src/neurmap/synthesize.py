@@ -29,6 +29,7 @@ The method in detail: neurmap.synth.synthesis. Examples:
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -44,7 +45,7 @@ def _run(cfg: DictConfig) -> int:
     """Make the pairs of ``cfg.src`` in ``cfg.dst``; returns the exit status."""
     try:
         with stoppable():
-            summary = synthesize(cfg.src, cfg.dst, cfg)
+            summary = synthesize(Path(cfg.src).expanduser(), Path(cfg.dst).expanduser(), cfg)
     except (UsageError, FileNotFoundError) as err:
         return fail(_PROG, str(err))
     except PermissionError as err:
