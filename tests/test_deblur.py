@@ -361,4 +361,3 @@ def test_paths_may_start_with_the_home_folder(ckpt, photos, tmp_path, monkeypatc
     monkeypatch.setenv("HOME", str(tmp_path))
     assert deblur_main([f"input=~/{photos.name}", "output=~/out", f"ckpt={ckpt}"]) == 0
     assert (tmp_path / "out" / "a.png").is_file() and (tmp_path / "out" / "trip" / "b.png").is_file()
-    assert not (tmp_path / "~").exists()
